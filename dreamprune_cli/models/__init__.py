@@ -1,0 +1,16 @@
+"""Model zoo: registry, adapter, checkpoint loading and one module per family."""
+
+from dreamprune_cli.models import identity  # noqa: F401  (registers)
+from dreamprune_cli.models.registry import (
+    ModelInfo,
+    build_model,
+    get_model_info,
+    list_models,
+    model_config,
+    register_model,
+)
+
+__all__ = ["ModelInfo", "build_model", "get_model_info", "list_models", "model_config",
+           "register_model"]
+
+# families: each module registers itself on import (one line per family below)

@@ -1,0 +1,30 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+REFERENCE_DIR = Path(__file__).parent / "data" / "state_dicts"
+
+
+def reference_state_dict(name: str) -> dict[str, tuple[int, ...]]:
+    """Every parameter and buffer name -> shape that the authors' class declares."""
+    data = json.loads((REFERENCE_DIR / f"{name}.json").read_text())
+    entries = list(data["parameters"]) + list(data.get("buffers", []))
+    return {key: tuple(shape) for key, shape in entries}
+
+
+def assert_matches_reference(model: nn.Module, name: str) -> None:
+    """Fail with the differing keys when ``model.state_dict()`` differs from the reference."""
+    expected = reference_state_dict(name)
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(actual))
+    unexpected = sorted(set(actual) - set(expected))
+    mis_shaped = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
+    assert not (missing or unexpected or mis_shaped), (
+        f"missing {missing[:10]}, unexpected {unexpected[:10]}, "
+        f"mis-shaped {[(k, actual[k], expected[k]) for k in mis_shaped[:10]]}"
+    )
