@@ -1,0 +1,79 @@
+"""Atomic, non-clobbering file writes shared by every output of dreamprune.
+
+Every file is written to a temporary sibling and renamed into place, so an interrupted run
+never leaves a half-written file where a good one was, and an existing file is never replaced
+unless the caller says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dreamprune_cli.errors import UsageError
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing file unless ``overwrite``."""
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: already exists; pass --overwrite to replace it")
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None],
+                 overwrite: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``.
+
+    The temporary file lives in the destination folder (same file system, so the rename is
+    atomic) and is removed if ``write`` fails.
+    """
+    path = Path(path)
+    check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, overwrite: bool = False) -> Path:
+    """Write ``data`` as indented JSON atomically (non-finite floats become ``null``)."""
+    return write_text_atomic(path, json.dumps(to_jsonable(data), indent=2) + "\n", overwrite)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Make ``value`` strict-JSON safe: ``inf``/``nan`` -> ``None``, paths -> strings."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def ensure_output_dir(path: Path, overwrite: bool, resume: bool = False) -> Path:
+    """Create ``path``; an existing non-empty folder is an error unless overwrite or resume."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
+        raise UsageError(f"{path}: directory is not empty; pass --overwrite to write into it")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

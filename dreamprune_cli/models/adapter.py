@@ -1,0 +1,72 @@
+"""One way to call any registered network: RGB [0, 1] in, restored RGB [0, 1] out.
+
+The adapter applies what the registry says about the network (channel order, input
+normalisation, size multiple, which output is the image), so no subcommand re-derives it.
+It is a plain differentiable module: dreaming backpropagates through it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dreamprune_cli.models.registry import ModelInfo
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``x`` (N, C, H, W) at the bottom/right to a multiple of ``multiple``.
+
+    Reflect padding as the authors' test scripts do; replicate where the image is too small
+    to reflect (reflection needs the pad to be smaller than the side).
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class RestorationAdapter(nn.Module):
+    """Wraps a bare network so that it maps RGB [0, 1] ``(N, 3, H, W)`` of any size to RGB.
+
+    Steps: pad (reflect) to the size multiple, RGB -> the network's channel order, subtract
+    mean / divide by std, run, pick the restored image from the outputs, back to RGB, crop.
+    The output is not clamped (training losses see the raw output; metrics clamp).
+    """
+
+    def __init__(self, network: nn.Module, info: ModelInfo) -> None:
+        super().__init__()
+        self.network = network
+        self.info = info
+        if info.mean is not None and info.std is not None:
+            self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
+        else:
+            self.mean = None
+            self.std = None
+
+    def to_network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB [0, 1] (already padded) -> what the bare network expects."""
+        if self.info.channel_order == "BGR":
+            x = x.flip(1)
+        if self.mean is not None:
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return x
+
+    def select_output(self, outputs: object) -> torch.Tensor:
+        """The restored image among the network's outputs."""
+        if self.info.output_index is None:
+            return outputs  # type: ignore[return-value]
+        return outputs[self.info.output_index]  # type: ignore[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        padded = pad_to_multiple(x, self.info.size_multiple)
+        restored = self.select_output(self.network(self.to_network_input(padded)))
+        if self.info.channel_order == "BGR":
+            restored = restored.flip(1)
+        return restored[..., :height, :width]

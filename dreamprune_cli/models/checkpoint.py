@@ -1,0 +1,191 @@
+"""Reading weights from the authors' containers and safetensors, safely.
+
+Layers (the timm habit): :func:`read_checkpoint` opens a file without running code,
+:func:`extract_state_dict` picks the weights out of the container and strips ``module.``,
+:func:`load_weights` checks names and shapes and loads them.
+
+Pickle files are opened with ``torch.load(weights_only=True)``; NumPy scalars and dtypes (the
+training history some authors store beside the weights) are allowlisted since they cannot run
+code. Anything else that a pickle asks to import is refused, unless the caller passes
+``trust=True`` (the ``--trust-checkpoint`` flag) for a file they trust.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.fileio import atomic_write
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pk", ".pkl", ".ckpt", ".bin", ".safetensors")
+# Containers the field uses, most specific first (BasicSR: params_ema falls back to params).
+_CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "model_state_dict",
+                   "net", "network", "generator")
+METADATA_MODEL = "dreamprune.model"
+METADATA_CONFIG = "dreamprune.config"
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """NumPy objects that a weights-only unpickler may rebuild (plain numbers and dtypes)."""
+    allowed: list[Any] = [np.dtype]
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core
+    allowed.append(core.multiarray.scalar)
+    allowed.append(core.multiarray._reconstruct)
+    allowed.append(np.ndarray)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allowed
+
+
+@dataclass
+class Checkpoint:
+    """What a weights file holds: the state dict and any metadata dreamprune stored."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str | None:
+        return self.metadata.get(METADATA_MODEL)
+
+    @property
+    def model_config(self) -> dict[str, Any] | None:
+        raw = self.metadata.get(METADATA_CONFIG)
+        return json.loads(raw) if raw else None
+
+
+def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = False) -> Checkpoint:
+    """Open a weights file and return its state dict (and metadata for safetensors).
+
+    Args:
+        path: ``.safetensors`` or a torch pickle (``.pth .pt .pk .pkl .ckpt .bin``).
+        key: the container key the model's authors use (tried first).
+        trust: allow full unpickling (runs code from the file); only for trusted files.
+
+    Raises:
+        UsageError: missing file, unreadable container, or a pickle that would run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--weights {path}: no such file")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            tensors = load_file(str(path))
+        except Exception as exc:
+            raise UsageError(f"--weights {path}: not a valid safetensors file ({exc})") from None
+        return Checkpoint(path, tensors, metadata)
+    try:
+        if trust:
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                try:
+                    raw = torch.load(path, map_location="cpu", weights_only=True)
+                except UnicodeDecodeError:  # Python 2 era pickles (e.g. DuRN's)
+                    raw = torch.load(path, map_location="cpu", weights_only=True,
+                                     encoding="latin1")
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise UsageError(
+            f"--weights {path}: refused to unpickle: the file asks to run or import code "
+            f"beyond tensors and plain values ({reason}); if you trust it, pass "
+            "--trust-checkpoint, or convert it with 'dreamprune export' on a trusted machine"
+        ) from None
+    except Exception as exc:
+        raise UsageError(f"--weights {path}: cannot read checkpoint "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return Checkpoint(path, extract_state_dict(raw, path, key))
+
+
+def _is_state_dict(value: object) -> bool:
+    return (isinstance(value, Mapping) and len(value) > 0
+            and all(isinstance(v, torch.Tensor) for v in value.values()))
+
+
+def extract_state_dict(raw: object, path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Pick the weights out of a checkpoint container and strip a ``module.`` prefix."""
+    if isinstance(raw, nn.Module):
+        raw = raw.state_dict()
+    if not isinstance(raw, Mapping):
+        raise UsageError(f"--weights {path}: expected a dict of tensors, got {type(raw).__name__}")
+    state: Mapping[str, Any] | None = raw if _is_state_dict(raw) else None
+    if state is None:
+        order = [k for k in (key, *_CONTAINER_KEYS) if k]
+        if key == "params":  # BasicSR: an EMA copy, when saved, is the one to evaluate
+            order.insert(0, "params_ema")
+        for candidate in order:
+            if candidate in raw and _is_state_dict(raw[candidate]):
+                state = raw[candidate]
+                break
+    if state is None:
+        keys = ", ".join(map(str, list(raw)[:10]))
+        raise UsageError(f"--weights {path}: no state dict found (top-level keys: {keys}; "
+                         f"expected tensors or one of {', '.join(_CONTAINER_KEYS)})")
+    state = dict(state)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def compare_state_dicts(model: nn.Module, state: Mapping[str, torch.Tensor]
+                        ) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``model``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    return missing, unexpected, mis_shaped
+
+
+def load_weights(model: nn.Module, checkpoint: Checkpoint, strict: bool = True) -> list[str]:
+    """Load ``checkpoint`` into ``model``; returns the problems skipped when not strict.
+
+    Raises:
+        UsageError: when strict and any key is missing, unexpected or mis-shaped; the message
+            lists the first 10 of each.
+    """
+    missing, unexpected, mis_shaped = compare_state_dicts(model, checkpoint.state_dict)
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected),
+                        ("mis-shaped", mis_shaped)):
+        if keys:
+            more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:10])}{more}")
+    if problems and strict:
+        raise UsageError(f"--weights {checkpoint.path}: does not fit the model: "
+                         + "; ".join(problems) + " (pass --non-strict to load what fits)")
+    expected = model.state_dict()
+    fitting = {k: v for k, v in checkpoint.state_dict.items()
+               if k in expected and v.shape == expected[k].shape}
+    model.load_state_dict(fitting, strict=False)
+    return problems
+
+
+def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], model_name: str,
+                     config: Mapping[str, Any], extra: Mapping[str, str] | None = None,
+                     overwrite: bool = False) -> Path:
+    """Write ``state`` as safetensors, atomically, with the model name and config as metadata.
+
+    Tensors are made contiguous and de-aliased (safetensors refuses shared storage).
+    """
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    metadata = {METADATA_MODEL: model_name, METADATA_CONFIG: json.dumps(dict(config)),
+                **(extra or {})}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
+                        overwrite)

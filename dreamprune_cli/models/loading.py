@@ -1,0 +1,98 @@
+"""The front door every subcommand uses: a model name and weights in, a ready model out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
+from dreamprune_cli.models.custom import custom_model_info, is_custom_spec
+from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A built network with the facts needed to call it and to save it again."""
+
+    name: str
+    info: ModelInfo
+    network: nn.Module
+    config: dict[str, Any]
+    weights: Path | None
+
+    def adapter(self) -> RestorationAdapter:
+        """The network wrapped to take and return RGB [0, 1] of any size."""
+        return RestorationAdapter(self.network, self.info)
+
+
+def resolve_info(name: str) -> ModelInfo:
+    """Registry entry of ``name``, or an entry built for a custom ``module:factory``."""
+    return custom_model_info(name) if is_custom_spec(name) else get_model_info(name)
+
+
+def load_model(name: str | None, variant: str = "official", weights: str | Path | None = None,
+               strict: bool = True, trust: bool = False,
+               overrides: dict[str, Any] | None = None) -> LoadedModel:
+    """Build model ``name`` and load ``weights`` into it.
+
+    Args:
+        name: registered name or custom spec; may be ``None`` when ``weights`` is a
+            dreamprune safetensors file, whose metadata names the model and its config.
+        variant: registry variant (``official``, ``tiny``) when the weights carry no config.
+        weights: checkpoint path; ``None`` keeps the constructor's initialisation.
+        strict: refuse weights whose keys or shapes do not fit.
+        trust: allow full unpickling of a trusted checkpoint.
+        overrides: constructor keyword arguments replacing the variant's.
+    """
+    overrides = dict(overrides or {})
+    checkpoint = None
+    if weights is not None:
+        key = None if name is None or is_custom_spec(name) else get_model_info(name).checkpoint_key
+        checkpoint = read_checkpoint(weights, key=key, trust=trust)
+        if name is None:
+            name = checkpoint.model_name
+            if name is None:
+                raise UsageError(f"--weights {weights}: the file does not name its model; "
+                                 "pass --model")
+        elif checkpoint.model_name and checkpoint.model_name != name:
+            log.warning("--weights %s was saved for model %r, loading it as %r",
+                        weights, checkpoint.model_name, name)
+    if name is None:
+        raise UsageError("--model is required (a registered name, or 'module:factory')")
+    info = resolve_info(name)
+    if checkpoint is not None and checkpoint.model_config is not None \
+            and checkpoint.model_name == name:
+        config = {**checkpoint.model_config, **overrides}
+    elif is_custom_spec(name):
+        config = overrides
+    else:
+        config = model_config(name, variant, **overrides)
+    try:
+        network = info.factory(**config)
+    except TypeError as exc:
+        raise UsageError(f"model {name!r}: bad constructor arguments {config}: {exc}") from exc
+    if checkpoint is not None:
+        skipped = load_weights(network, checkpoint, strict=strict)
+        for problem in skipped:
+            log.warning("--non-strict: %s", problem)
+    network.eval()
+    return LoadedModel(name=name, info=info, network=network, config=config,
+                       weights=Path(weights) if weights is not None else None)
+
+
+def save_model(loaded: LoadedModel, path: str | Path, extra: dict[str, str] | None = None,
+               overwrite: bool = False) -> Path:
+    """Save the network's state dict as safetensors naming the model and its config.
+
+    The file loads again with ``load_model(None, weights=path)``.
+    """
+    return save_safetensors(path, loaded.network.state_dict(), loaded.name, loaded.config,
+                            extra=extra, overwrite=overwrite)

@@ -1,0 +1,302 @@
+"""One validated settings tree shared by every subcommand, and where each value came from.
+
+Sources, lowest to highest precedence::
+
+    built-in defaults < presets/<model>.toml < --config FILE.toml < DREAMPRUNE_<FIELD> < flags
+
+Field names are unique across the tree and equal the flag names with ``_`` (``flops_target``
+<-> ``--flops-target`` <-> ``DREAMPRUNE_FLOPS_TARGET``). TOML files may put a field at the top
+level or under its section (``[prune] flops_target = 0.5``). Any invalid value is reported as
+one line naming the field, the value and its source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dreamprune_cli.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "DREAMPRUNE_"
+Allocator = Literal["uniform", "global", "erk", "lamp", "adaptive"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CommonSettings(_Section):
+    """Fields every subcommand reads."""
+
+    model: str | None = Field(None, description="registered model name or 'module:factory'")
+    variant: str = Field("official", description="model variant when the weights carry none")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                         description="constructor overrides (presets, config)")
+    weights: Path | None = Field(None, description="checkpoint to load")
+    non_strict: bool = Field(False, description="load only the weights that fit")
+    trust_checkpoint: bool = Field(False, description="allow full unpickling (runs code)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = Field(0, ge=0, description="random seed")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision on CUDA (auto: bf16 where supported, else fp16)")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="memory format on CUDA")
+    overwrite: bool = Field(False, description="replace existing outputs")
+    save_dir: Path | None = Field(None, description="folder for images written by evaluate/dream")
+    out: Path | None = Field(None, description="output folder of prune/distill/pipeline")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        if value is None or ":" in value:
+            return value
+        from dreamprune_cli.models.registry import list_models
+
+        if value not in list_models():
+            raise ValueError(f"unknown model; expected one of {', '.join(list_models())} "
+                             "or 'module:factory'")
+        return value
+
+
+class EvaluateSettings(_Section):
+    input_dir: Path | None = Field(None, description="degraded images")
+    target_dir: Path | None = Field(None, description="clean targets, same file stems")
+    metric_space: Literal["y", "rgb"] | None = Field(None, description="y or rgb (model default)")
+    crop_border: int | None = Field(None, ge=0, description="pixels cropped before metrics")
+    limit: int | None = Field(None, ge=1, description="evaluate the first N pairs only")
+
+
+class PruneSettings(_Section):
+    flops_target: float = Field(0.58, gt=0.0, le=1.0, description="fraction of MACs to keep")
+    allocator: Allocator = Field("adaptive", description="layer-wise sparsity allocation")
+    flops_size: int = Field(256, ge=8, description="square input size for MAC counting")
+    exclude: list[str] = Field(default_factory=list, description="module name globs not pruned")
+    calibration: Path | None = Field(None, description="degraded images for adaptive drift")
+
+
+class DreamSettings(_Section):
+    count: int = Field(16, ge=1, description="dreamed images to produce")
+    size: int = Field(64, ge=8, description="side of dreamed images")
+    batch_size: int = Field(8, ge=1, description="images optimised together")
+    steps: int = Field(300, ge=1, description="optimisation steps")
+    round_steps: int = Field(50, ge=1, description="steps before new noise and targets")
+    clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
+    noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
+    lambda_orth: float = Field(0.05, ge=0.0, description="weight of the diversity loss")
+    representation: Literal["gram", "gap"] = Field("gram", description="L_orth representation")
+
+
+class DistillSettings(_Section):
+    student: Path | None = Field(None, description="pruned student safetensors")
+    dreams: Path | None = Field(None, description="folder written by 'dream' (offline mode)")
+    student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student")
+    lambda_kd: float = Field(1.0, gt=0.0, description="weight of the distillation loss")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    resume: Path | None = Field(None, description="run folder to continue")
+
+
+class PipelineSettings(_Section):
+    eval_input_dir: Path | None = Field(None, description="evaluation inputs (default: synthetic)")
+    eval_target_dir: Path | None = Field(None, description="evaluation targets")
+
+
+class Settings(_Section):
+    """The whole tree; ``Settings().prune.flops_target`` etc."""
+
+    common: CommonSettings = Field(default_factory=CommonSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    prune: PruneSettings = Field(default_factory=PruneSettings)
+    dream: DreamSettings = Field(default_factory=DreamSettings)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: info.annotation for name, info in Settings.model_fields.items()  # type: ignore[misc]
+}
+FIELD_SECTION: dict[str, str] = {
+    fname: section for section, cls in SECTIONS.items() for fname in cls.model_fields
+}
+
+
+@dataclass
+class ResolvedSettings:
+    """Validated settings plus the source of every field (``default``, ``preset ...``)."""
+
+    settings: Settings
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, Any]:
+        """Field name -> value, JSON-ready."""
+        out = {}
+        for section in SECTIONS:
+            values = getattr(self.settings, section).model_dump(mode="json")
+            out.update(values)
+        return out
+
+
+def presets_dir() -> Path:
+    """Folder of the bundled presets (installed package data, else the source tree's)."""
+    try:
+        packaged = resources.files("dreamprune_cli.presets")
+        if packaged.is_dir():
+            return Path(str(packaged))
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "presets"
+
+
+def preset_path(model: str) -> Path | None:
+    """``presets/<model>.toml`` if the model has one."""
+    path = presets_dir() / f"{model}.toml"
+    return path if path.is_file() else None
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"{label} {path}: no such file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{label} {path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{label} {path}: not UTF-8 text") from None
+
+
+def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """TOML tree -> field name -> value; unknown keys or sections are errors."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, Mapping) and key != "model_kwargs":
+            for sub_key, sub_value in value.items():
+                if FIELD_SECTION.get(sub_key) != key:
+                    raise UsageError(f"{source}: unknown key '{key}.{sub_key}' "
+                                     f"(fields of [{key}]: {', '.join(SECTIONS[key].model_fields)})")
+                flat[sub_key] = sub_value
+        elif key in FIELD_SECTION:
+            flat[key] = value
+        else:
+            raise UsageError(f"{source}: unknown key '{key}' (known sections: "
+                             f"{', '.join(SECTIONS)}; see 'dreamprune config show')")
+    return flat
+
+
+def _parse_env_value(name: str, raw: str) -> Any:
+    """Environment strings -> values pydantic can validate (lists as JSON or comma lists)."""
+    section = FIELD_SECTION[name]
+    annotation = SECTIONS[section].model_fields[name].annotation
+    if "list" in str(annotation) or "dict" in str(annotation):
+        text = raw.strip()
+        if text.startswith(("[", "{")):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return raw
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def environment_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """``DREAMPRUNE_<FIELD>`` variables -> field values (empty means unset)."""
+    values = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or raw == "":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in FIELD_SECTION:
+            values[name] = _parse_env_value(name, raw)
+    return values
+
+
+def _source_label(kind: str, name: str, path: Path | None = None) -> str:
+    if kind == "env":
+        return f"env {ENV_PREFIX}{name.upper()}"
+    if kind == "flag":
+        return f"flag --{name.replace('_', '-')}"
+    if kind in ("preset", "config"):
+        return f"{kind} {path}"
+    return kind
+
+
+def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None = None,
+                     env: Mapping[str, str] | None = None,
+                     default_model: str | None = None) -> ResolvedSettings:
+    """Merge all sources into validated :class:`Settings` with per-field provenance.
+
+    Args:
+        flags: values given on the command line (``None`` values mean "not given").
+        config: a ``--config`` TOML file.
+        env: the environment (default ``os.environ``); ``DREAMPRUNE_CONFIG`` names a config
+            file when ``config`` is not given.
+        default_model: the subcommand's default model when no source names one.
+
+    Raises:
+        UsageError: one line naming the field, the bad value and its source.
+    """
+    env = os.environ if env is None else env
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(flag_values) - set(FIELD_SECTION))
+    if unknown:
+        raise ValueError(f"unknown settings fields: {unknown}")
+    if config is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        config = Path(env[f"{ENV_PREFIX}CONFIG"])
+    config_values = _flatten_toml(_read_toml(config, "--config"), f"config {config}") \
+        if config else {}
+    env_values = environment_values(env)
+
+    layers: list[tuple[str, Path | None, dict[str, Any]]] = []
+    model = flag_values.get("model") or env_values.get("model") or config_values.get("model")
+    model_source = None
+    if model is None and default_model is not None:
+        model, model_source = default_model, "default"
+    preset = preset_path(model) if isinstance(model, str) and ":" not in model else None
+    if preset is not None:
+        preset_values = _flatten_toml(_read_toml(preset, "preset"), f"preset {preset}")
+        preset_values.pop("model", None)
+        layers.append(("preset", preset, preset_values))
+    layers += [("config", config, config_values), ("env", None, env_values),
+               ("flag", None, flag_values)]
+
+    merged: dict[str, Any] = {}
+    sources = {name: "default" for name in FIELD_SECTION}
+    if model_source is not None:
+        merged["model"], sources["model"] = model, model_source
+    for kind, path, values in layers:
+        for name, value in values.items():
+            merged[name] = value
+            sources[name] = _source_label(kind, name, path)
+
+    tree: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for name, value in merged.items():
+        tree[FIELD_SECTION[name]][name] = value
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = next((str(p) for p in reversed(error["loc"]) if str(p) in FIELD_SECTION),
+                    str(error["loc"][-1]))
+        value = merged.get(name, error.get("input"))
+        raise UsageError(f"invalid {name}={value!r} (from {sources.get(name, 'default')}): "
+                         f"{error['msg']}") from None
+    return ResolvedSettings(settings=settings, sources=sources)

@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated environment, a CLI runner, small image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DREAMPRUNE_* variable of the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("DREAMPRUNE_"):
+            monkeypatch.delenv(key)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def save_rgb(path: Path, array: np.ndarray) -> Path:
+    """Save a float (H, W, 3) array in [0, 1] as an 8-bit PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def pair_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Three 32x40 degraded/clean pairs in input/ and target/."""
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        clean = rng.uniform(0, 1, (32, 40, 3))
+        noisy = clean + rng.normal(0, 0.05, clean.shape)
+        save_rgb(tmp_path / "target" / f"img{index}.png", clean)
+        save_rgb(tmp_path / "input" / f"img{index}.png", noisy)
+    return tmp_path / "input", tmp_path / "target"

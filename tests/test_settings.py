@@ -1,0 +1,108 @@
+"""Settings precedence, provenance and one-line validation errors from every source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.settings import FIELD_SECTION, Settings, preset_path, resolve_settings
+
+
+def test_defaults_declared_for_later_subcommands() -> None:
+    s = Settings()
+    assert s.prune.flops_target == 0.58
+    assert s.dream.noise_lr == 5e-2 and s.distill.student_lr == 1e-4
+    assert s.distill.lambda_kd == 1.0 and s.dream.lambda_orth == 0.05
+    assert s.common.device == "auto"
+
+
+def test_field_names_unique_and_flag_shaped() -> None:
+    for name in FIELD_SECTION:
+        assert name == name.lower() and "-" not in name
+
+
+def test_precedence_preset_config_env_flag(tmp_path: Path) -> None:
+    assert preset_path("ffa") is not None
+    config = tmp_path / "c.toml"
+    config.write_text('seed = 5\nsize = 48\n[prune]\nflops_target = 0.5\nallocator = "lamp"\n')
+    env = {"DREAMPRUNE_FLOPS_TARGET": "0.45", "DREAMPRUNE_ALLOCATOR": "erk"}
+    r = resolve_settings({"model": "ffa", "allocator": "global"}, config=config, env=env)
+    s = r.settings
+    assert s.common.seed == 5 and r.sources["seed"] == f"config {config}"
+    assert s.prune.flops_target == 0.45 and r.sources["flops_target"] == "env DREAMPRUNE_FLOPS_TARGET"
+    assert s.prune.allocator == "global" and r.sources["allocator"] == "flag --allocator"
+    assert s.dream.size == 48
+    assert s.evaluate.metric_space == "rgb" and r.sources["metric_space"].startswith("preset ")
+    assert r.sources["noise_lr"].startswith("preset ") or r.sources["noise_lr"] == "default"
+    assert r.sources["count"] == "default"
+
+
+def test_config_overrides_preset(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[evaluate]\nmetric_space = "y"\n')
+    r = resolve_settings({"model": "ffa"}, config=config, env={})
+    assert r.settings.evaluate.metric_space == "y"
+
+
+def test_model_from_env_selects_preset() -> None:
+    r = resolve_settings({}, env={"DREAMPRUNE_MODEL": "hinet"})
+    assert r.settings.common.model == "hinet" and r.settings.evaluate.metric_space == "y"
+
+
+def test_default_model_and_config_env_var(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("steps = 7\n")
+    r = resolve_settings({}, env={"DREAMPRUNE_CONFIG": str(config)}, default_model="ffa")
+    assert r.settings.common.model == "ffa" and r.sources["model"] == "default"
+    assert r.settings.dream.steps == 7
+
+
+def test_list_from_env() -> None:
+    r = resolve_settings({}, env={"DREAMPRUNE_EXCLUDE": "a.*, b"})
+    assert r.settings.prune.exclude == ["a.*", "b"]
+    r = resolve_settings({}, env={"DREAMPRUNE_EXCLUDE": '["x"]'})
+    assert r.settings.prune.exclude == ["x"]
+
+
+@pytest.mark.parametrize("flags, env, config_text, expected", [
+    ({}, {"DREAMPRUNE_FLOPS_TARGET": "1.5"}, None,
+     "invalid flops_target='1.5' (from env DREAMPRUNE_FLOPS_TARGET)"),
+    ({}, {"DREAMPRUNE_SEED": "abc"}, None, "invalid seed='abc' (from env DREAMPRUNE_SEED)"),
+    ({"flops_target": 0.0}, {}, None, "invalid flops_target=0.0 (from flag --flops-target)"),
+    ({"model": "nonexistent"}, {}, None, "invalid model='nonexistent' (from flag --model)"),
+    ({"device": "gpu"}, {}, None, "invalid device='gpu' (from flag --device)"),
+    ({}, {}, "[prune]\nflops_target = 2\n", "invalid flops_target=2 (from config"),
+    ({}, {}, 'noise_lr = "fast"\n', "invalid noise_lr='fast' (from config"),
+    ({}, {}, "bogus = 1\n", "unknown key 'bogus'"),
+    ({}, {}, "[prune]\nsize = 3\n", "unknown key 'prune.size'"),
+    ({}, {}, "flops_target = = 1\n", "malformed TOML"),
+])
+def test_invalid_values_one_line(tmp_path: Path, flags: dict, env: dict,
+                                 config_text: str | None, expected: str) -> None:
+    config = None
+    if config_text is not None:
+        config = tmp_path / "bad.toml"
+        config.write_text(config_text)
+    with pytest.raises(UsageError) as info:
+        resolve_settings(flags, config=config, env=env)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+    assert info.value.exit_code == 2
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        resolve_settings({}, config=tmp_path / "missing.toml", env={})
+
+
+def test_every_registered_model_has_a_consistent_preset() -> None:
+    from dreamprune_cli.models import get_model_info, list_models
+
+    for name in list_models():
+        assert preset_path(name) is not None, name
+        r = resolve_settings({"model": name}, env={})
+        info = get_model_info(name)
+        assert r.settings.evaluate.metric_space in (None, info.metric_space), name
+        assert r.settings.dream.size % info.size_multiple == 0, name
