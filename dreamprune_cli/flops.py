@@ -22,6 +22,8 @@ from the real module to count non-zeros.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -163,32 +165,37 @@ def _first_tensor(value: object) -> torch.Tensor | None:
     return None
 
 
-def _forward_shapes(model: nn.Module, example: torch.Tensor,
-                    leaves: list[tuple[str, nn.Module]]) -> dict[str, list[tuple[tuple, tuple]]]:
-    """Record (input shape, output shape) of every call of every leaf module."""
-    calls: dict[str, list[tuple[tuple, tuple]]] = {name: [] for name, _ in leaves}
-    handles = []
-    for name, module in leaves:
-        def hook(mod: nn.Module, args: tuple, out: object, _name: str = name) -> None:
-            inp, res = _first_tensor(args), _first_tensor(out)
-            if inp is not None and res is not None:
-                calls[_name].append((tuple(inp.shape), tuple(res.shape)))
-        handles.append(module.register_forward_hook(hook))
+@contextmanager
+def _weights_on_meta(model: nn.Module) -> Iterator[None]:
+    """Temporarily swap every parameter and buffer for a meta tensor of the same shape.
+
+    Done module by module (not with ``functional_call``) so that shared modules and
+    parametrizations are restored exactly.
+    """
+    saved: list[tuple[dict, str, torch.Tensor]] = []
+    seen: set[int] = set()
     try:
-        with torch.no_grad():
-            model(example)
+        for module in model.modules():
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            for store in (module._parameters, module._buffers):
+                for key, tensor in list(store.items()):
+                    if tensor is None or tensor.is_meta:
+                        continue
+                    saved.append((store, key, tensor))
+                    meta = torch.empty_like(tensor, device="meta")
+                    store[key] = nn.Parameter(meta, tensor.requires_grad) \
+                        if isinstance(tensor, nn.Parameter) else meta
+        yield
     finally:
-        for handle in handles:
-            handle.remove()
-    return calls
+        for store, key, tensor in reversed(saved):
+            store[key] = tensor
 
 
 def _meta_shapes(model: nn.Module, input_size: tuple[int, ...],
                  leaves: list[tuple[str, nn.Module]]) -> dict[str, list[tuple[tuple, tuple]]]:
     """Shapes from a forward on the meta device; falls back to a real zero input."""
-    tensors = {n: torch.empty_like(t, device="meta")
-               for n, t in list(model.named_parameters()) + list(model.named_buffers())}
-    example = torch.zeros((1, *input_size), device="meta")
     calls: dict[str, list[tuple[tuple, tuple]]] = {name: [] for name, _ in leaves}
     handles = []
     for name, module in leaves:
@@ -197,14 +204,15 @@ def _meta_shapes(model: nn.Module, input_size: tuple[int, ...],
             if inp is not None and res is not None:
                 calls[_name].append((tuple(inp.shape), tuple(res.shape)))
         handles.append(module.register_forward_hook(hook))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with torch.no_grad():
             try:
-                torch.func.functional_call(model, tensors, (example,), strict=False)
+                with _weights_on_meta(model):
+                    model(torch.zeros((1, *input_size), device="meta"))
             except (NotImplementedError, RuntimeError):
                 for values in calls.values():
                     values.clear()
-                device = next((p.device for p in model.parameters()), torch.device("cpu"))
                 model(torch.zeros((1, *input_size), device=device))
     finally:
         for handle in handles:

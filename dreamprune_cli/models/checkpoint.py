@@ -100,7 +100,13 @@ def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = Fals
                     raw = torch.load(path, map_location="cpu", weights_only=True,
                                      encoding="latin1")
     except pickle.UnpicklingError as exc:
-        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line.split("WeightsUnpickler error:")[-1].strip() for line in lines
+                       if "global" in line.lower() or "WeightsUnpickler" in line),
+                      lines[-1] if lines else "unknown")
+        if "global" not in reason.lower():
+            raise UsageError(f"--weights {path}: cannot read checkpoint: not a torch "
+                             f"checkpoint or safetensors file ({reason})") from None
         raise UsageError(
             f"--weights {path}: refused to unpickle: the file asks to run or import code "
             f"beyond tensors and plain values ({reason}); if you trust it, pass "
