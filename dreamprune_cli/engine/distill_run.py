@@ -1,0 +1,83 @@
+"""``distill`` end to end: offline on saved dreams, or online with the joint loop."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.data.pairs import ImagePair
+from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distill import Distiller, distill_offline, save_student
+from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
+from dreamprune_cli.engine.dream_files import versions
+from dreamprune_cli.engine.evaluate import evaluate_pairs
+from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer
+from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.progress import NullProgress, ProgressSink
+from dreamprune_cli.report import save_curves, save_history_csv
+
+
+@dataclass
+class DistillOutcome:
+    student_path: Path
+    metrics: dict[str, Any]
+
+
+def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
+                dreams: torch.Tensor | None, steps: int, schedule: DreamSchedule,
+                round_steps: int, student_lr: float, lambda_kd: float,
+                clean_source: CleanSource, eval_pairs: list[ImagePair], metric_space: str,
+                crop_border: int, device: torch.device, precision: Precision, seed: int,
+                checkpoint_every: int = 100, resume: bool = False, overwrite: bool = False,
+                progress: ProgressSink | None = None) -> DistillOutcome:
+    """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
+
+    ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
+    run is short). Otherwise online: the joint dream + distill loop, checkpointed in
+    ``out_dir/checkpoint.pt`` and resumable.
+    """
+    progress = progress or NullProgress()
+    start = time.perf_counter()
+    out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    generator = torch.Generator().manual_seed(seed)
+    teacher_adapter = teacher.adapter().to(device)
+    student.network.to(device)
+    distiller = Distiller(student.adapter().to(device), student_lr, lambda_kd, device,
+                          precision)
+    if dreams is not None:
+        result = distill_offline(distiller, teacher_adapter, dreams, steps,
+                                 schedule.batch_size, generator, progress)
+        history, mode, per_step = result.history, "offline", None
+    else:
+        dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
+        trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+        checkpoint = out_dir / CHECKPOINT_NAME
+        if resume:
+            trainer.load(checkpoint)
+        joint = trainer.run(steps, checkpoint, checkpoint_every, progress)
+        history, mode, per_step = joint.history, "online", joint.seconds_per_step
+    path = save_student(student, out_dir, extra={"dreamprune.distill.mode": mode,
+                                                 "dreamprune.distill.steps": str(steps)})
+    teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device)
+    student_eval = evaluate_pairs(distiller.student, eval_pairs, metric_space, crop_border,
+                                  device)
+    save_history_csv(out_dir / "losses.csv", history, overwrite=True)
+    keys = [k for k in ("dream", "orth", "kd") if history and k in history[0]]
+    save_curves(out_dir / "losses.png", {k: [h[k] for h in history] for k in keys},
+                title=f"distill ({mode})", overwrite=True)
+    metrics = {"student": path, "mode": mode, "steps": steps,
+               "final_kd_loss": history[-1]["kd"] if history else None,
+               "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,
+               "psnr_student": student_eval.psnr, "ssim_teacher": teacher_eval.ssim,
+               "ssim_student": student_eval.ssim, "metric_space": metric_space,
+               "eval_count": student_eval.count, "macs_ratio":
+                   student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0,
+               "seconds": time.perf_counter() - start, "versions": versions()}
+    write_json_atomic(out_dir / "metrics.json", metrics, overwrite=True)
+    return DistillOutcome(student_path=path, metrics=metrics)

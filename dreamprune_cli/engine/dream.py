@@ -1,0 +1,215 @@
+"""Dreaming: optimise noise images so that the frozen teacher maps them to clean targets.
+
+Each step updates a batch ``x`` (image space, kept in [0, 1] by clamping) with Adam on
+``L_dream + lambda_orth * L_orth`` (METHOD.md). Every round starts from fresh uniform noise
+and fresh clean targets drawn from a :class:`~dreamprune_cli.data.clean.CleanSource`. All
+randomness comes from one ``torch.Generator`` on the CPU, so a run is reproducible and
+resumable bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.features import PenultimateFeatures
+from dreamprune_cli.engine.losses import (Representation, degradation_representation,
+                                          dream_loss, mean_pairwise_cosine, orth_loss)
+from dreamprune_cli.engine.precision import autocast, make_scaler, to_memory_format
+from dreamprune_cli.errors import RuntimeFailure
+from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.progress import NullProgress, ProgressSink
+
+
+@dataclass(frozen=True)
+class DreamSchedule:
+    """Hyper-parameters of the dreaming branch (METHOD.md defaults)."""
+
+    noise_lr: float = 5e-2
+    lambda_orth: float = 0.05
+    representation: Representation = "gram"
+    batch_size: int = 8
+    size: int = 64
+
+
+@dataclass
+class DreamStep:
+    """What one dreaming step produced: the input it scored and the teacher's output."""
+
+    dreams: torch.Tensor
+    teacher_out: torch.Tensor
+    dream_loss: float
+    orth_loss: float
+
+
+def freeze(network: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for the teacher's parameters (its weights never change)."""
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
+
+
+def check_finite(step: int, **losses: float) -> None:
+    """Stop with a clear error naming the step when a loss is NaN or infinite."""
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            raise RuntimeFailure(f"{name} loss is {value} at step {step}: stopping "
+                                 "(try a lower learning rate)")
+
+
+class Dreamer:
+    """One batch of dreams and its optimiser; ``new_round`` restarts from noise."""
+
+    def __init__(self, teacher: RestorationAdapter, clean_source: CleanSource,
+                 schedule: DreamSchedule, generator: torch.Generator, device: torch.device,
+                 precision: Precision) -> None:
+        self.teacher = freeze(teacher)
+        self.clean_source = clean_source
+        self.schedule = schedule
+        self.generator = generator
+        self.device = device
+        self.precision = precision
+        self.scaler = make_scaler(device, precision)
+        self.dreams = torch.empty(0)
+        self.clean = torch.empty(0)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def new_round(self) -> None:
+        """Fresh clean targets and uniform noise (drawn on the CPU for reproducibility)."""
+        size, batch = self.schedule.size, self.schedule.batch_size
+        clean = self.clean_source.sample(batch, size, self.generator)
+        noise = torch.rand((batch, 3, size, size), generator=self.generator)
+        self.clean = to_memory_format(clean.to(self.device), self.precision)
+        self.dreams = to_memory_format(noise.to(self.device), self.precision).requires_grad_()
+        self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)
+
+    def step(self) -> DreamStep:
+        """One Adam update of the dreams; returns the pre-update dreams and ``T(dreams)``."""
+        if self.optimizer is None:
+            self.new_round()
+        assert self.optimizer is not None
+        schedule = self.schedule
+        use_orth = schedule.lambda_orth > 0
+        scored = self.dreams.detach().clone()
+        with autocast(self.device, self.precision):
+            if use_orth:
+                with PenultimateFeatures(self.teacher.network,
+                                         self.teacher.info.penultimate_layer) as hook:
+                    restored = self.teacher(self.dreams)
+                features = hook.features
+            else:
+                restored = self.teacher(self.dreams)
+        loss_dream = dream_loss(restored.float(), self.clean)
+        loss_orth = orth_loss(features, schedule.representation) if use_orth \
+            else loss_dream.new_zeros(())
+        total = loss_dream + schedule.lambda_orth * loss_orth
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with torch.no_grad():
+            self.dreams.clamp_(0.0, 1.0)
+        return DreamStep(scored, restored.detach().float(), float(loss_dream.detach()),
+                         float(loss_orth.detach()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dreams": self.dreams.detach().cpu(), "clean": self.clean.cpu(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clean = to_memory_format(state["clean"].to(self.device), self.precision)
+        self.dreams = to_memory_format(state["dreams"].to(self.device),
+                                       self.precision).requires_grad_()
+        self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class DreamResult:
+    """Dreamed images, their clean targets, the teacher's restorations and the losses."""
+
+    dreams: torch.Tensor
+    clean: torch.Tensor
+    restored: torch.Tensor
+    history: list[dict[str, float]] = field(default_factory=list)
+    diversity: float = float("nan")
+    final_dream_loss: float = float("nan")
+    final_orth_loss: float = float("nan")
+
+
+def teacher_features(teacher: RestorationAdapter, images: torch.Tensor, device: torch.device,
+                     representation: Representation, batch_size: int = 16
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restorations and penultimate representations of ``images`` (no gradients)."""
+    outputs, reps = [], []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start:start + batch_size].to(device)
+            with PenultimateFeatures(teacher.network, teacher.info.penultimate_layer) as hook:
+                outputs.append(teacher(chunk).float().cpu())
+            reps.append(degradation_representation(hook.features, representation).cpu())
+    return torch.cat(outputs), torch.cat(reps)
+
+
+def diversity_of(teacher: RestorationAdapter, dreams: torch.Tensor, device: torch.device,
+                 representation: Representation) -> tuple[torch.Tensor, float]:
+    """Teacher restorations of ``dreams`` and their mean pairwise cosine similarity."""
+    restored, reps = teacher_features(teacher, dreams, device, representation)
+    return restored, mean_pairwise_cosine(reps)
+
+
+def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: int,
+                 steps: int, schedule: DreamSchedule, generator: torch.Generator,
+                 device: torch.device, precision: Precision,
+                 progress: ProgressSink | None = None,
+                 resume_state: dict[str, Any] | None = None,
+                 on_batch_done: Any = None) -> DreamResult:
+    """Dream ``count`` images in batches of ``schedule.batch_size``, ``steps`` steps each.
+
+    Args:
+        resume_state: what ``on_batch_done`` was last given (finished batches, generator
+            state, history), to continue an interrupted run.
+        on_batch_done: called with a resumable state dict after every batch.
+    """
+    progress = progress or NullProgress()
+    dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision)
+    batches = math.ceil(count / schedule.batch_size)
+    done: list[tuple[torch.Tensor, torch.Tensor]] = []
+    history: list[dict[str, float]] = []
+    if resume_state is not None:
+        done = list(zip(resume_state["dreams"], resume_state["clean"]))
+        history = list(resume_state["history"])
+        generator.set_state(resume_state["generator"])
+    progress.start("dream", batches * steps)
+    last = DreamStep(torch.empty(0), torch.empty(0), float("nan"), float("nan"))
+    for batch in range(len(done), batches):
+        dreamer.new_round()
+        for step in range(steps):
+            last = dreamer.step()
+            global_step = batch * steps + step + 1
+            check_finite(global_step, dream=last.dream_loss, orth=last.orth_loss)
+            history.append({"step": global_step, "dream": last.dream_loss,
+                            "orth": last.orth_loss})
+            progress.update(global_step, dream=last.dream_loss, orth=last.orth_loss)
+        done.append((dreamer.dreams.detach().cpu().clone(), dreamer.clean.cpu().clone()))
+        if on_batch_done is not None:
+            on_batch_done({"dreams": [d for d, _ in done], "clean": [c for _, c in done],
+                           "history": history, "generator": generator.get_state()})
+    progress.finish()
+    dreams = torch.cat([d for d, _ in done])[:count].contiguous()
+    clean = torch.cat([c for _, c in done])[:count].contiguous()
+    restored, diversity = diversity_of(teacher, dreams, device, schedule.representation)
+    final = history[-1] if history else {"dream": float("nan"), "orth": float("nan")}
+    return DreamResult(dreams=dreams, clean=clean, restored=restored, history=history,
+                       diversity=diversity, final_dream_loss=final["dream"],
+                       final_orth_loss=final["orth"])

@@ -1,0 +1,116 @@
+"""The files of a dream folder: written by ``dream``, read by ``distill --dreams``.
+
+Layout::
+
+    dreams.safetensors   exact float tensors: dreams, clean, restored (N, 3, S, S)
+    dream_000.png ...    the dreams as 8-bit PNGs, for people
+    grid.png             one row per dream: dream | teacher(dream) | clean target
+    losses.csv, losses.png   the loss history
+    manifest.json        settings, seed, versions, final losses, diversity
+    state.pt             resumable progress (finished batches), removed when done
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dreamprune_cli import __version__
+from dreamprune_cli.data.images import write_png
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.fileio import atomic_write, ensure_output_dir, write_json_atomic
+from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.metrics import psnr
+from dreamprune_cli.report import save_curves, save_grid, save_history_csv
+
+TENSORS_NAME = "dreams.safetensors"
+STATE_NAME = "state.pt"
+
+
+def versions() -> dict[str, str]:
+    """Versions that determine a run's numbers."""
+    return {"dreamprune": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def write_dream_folder(folder: Path, result: DreamResult, manifest: dict[str, Any],
+                       overwrite: bool = True, grid_rows: int = 8) -> dict[str, Any]:
+    """Write every file of the layout above; returns the manifest as written."""
+    tensors = {"dreams": result.dreams.contiguous(), "clean": result.clean.contiguous(),
+               "restored": result.restored.contiguous()}
+    atomic_write(folder / TENSORS_NAME, lambda tmp: save_file(tensors, str(tmp)), overwrite)
+    for index, image in enumerate(result.dreams):
+        write_png(folder / f"dream_{index:03d}.png", image, overwrite=overwrite)
+    rows = [[result.dreams[i], result.restored[i].clamp(0, 1), result.clean[i]]
+            for i in range(min(grid_rows, result.dreams.shape[0]))]
+    save_grid(folder / "grid.png", rows, overwrite=overwrite)
+    save_history_csv(folder / "losses.csv", result.history, overwrite=overwrite)
+    save_curves(folder / "losses.png",
+                {key: [h[key] for h in result.history] for key in ("dream", "orth")},
+                title="dreaming losses", overwrite=overwrite)
+    dream_psnr = psnr(result.dreams, result.clean).mean().item()
+    full = {**manifest, "versions": versions(), "count": int(result.dreams.shape[0]),
+            "final_dream_loss": result.final_dream_loss,
+            "final_orth_loss": result.final_orth_loss,
+            "diversity_mean_cosine": result.diversity,
+            "psnr_dream_vs_clean": dream_psnr,
+            "restored_psnr_vs_clean": psnr(result.restored.clamp(0, 1),
+                                           result.clean).mean().item()}
+    write_json_atomic(folder / "manifest.json", full, overwrite=overwrite)
+    return full
+
+
+def read_dreams(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a dream folder (``dreams``, ``clean``, ``restored``)."""
+    path = Path(folder) / TENSORS_NAME
+    if not path.is_file():
+        raise UsageError(f"--dreams {folder}: no {TENSORS_NAME} (write one with "
+                         "'dreamprune dream --save-dir DIR')")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise UsageError(f"--dreams {path}: not a valid safetensors file ({exc})") from None
+    if "dreams" not in tensors or tensors["dreams"].dim() != 4:
+        raise UsageError(f"--dreams {path}: expected a 'dreams' tensor (N, 3, H, W)")
+    return tensors
+
+
+def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, folder: Path,
+                        count: int, steps: int, schedule: DreamSchedule,
+                        generator: torch.Generator, device: torch.device,
+                        precision: Precision, manifest: dict[str, Any], resume: bool = False,
+                        overwrite: bool = False,
+                        progress: ProgressSink | None = None) -> dict[str, Any]:
+    """Dream into ``folder``, saving resumable progress after every batch.
+
+    An existing non-empty folder is an error unless ``overwrite`` or ``resume``; with
+    ``resume`` the finished batches in ``state.pt`` are kept and the rest dreamed.
+    """
+    folder = ensure_output_dir(Path(folder), overwrite, resume)
+    state_path = folder / STATE_NAME
+    resume_state = None
+    if resume and state_path.is_file():
+        try:
+            resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UsageError(f"--resume: cannot read {state_path} ({exc})") from None
+    elif resume and (folder / TENSORS_NAME).is_file():
+        raise UsageError(f"--resume {folder}: this dream folder is already complete")
+
+    def save_state(state: dict[str, Any]) -> None:
+        atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)
+
+    result = dream_images(teacher, clean_source, count, steps, schedule, generator, device,
+                          precision, progress, resume_state=resume_state,
+                          on_batch_done=save_state)
+    written = write_dream_folder(folder, result, manifest, overwrite=True)
+    state_path.unlink(missing_ok=True)
+    return written

@@ -1,0 +1,74 @@
+"""The three losses of the method (METHOD.md): dreaming, diversity, distillation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Representation = Literal["gram", "gap"]
+
+
+def dream_loss(restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """``L_dream = || T(x) - y ||_1`` (mean absolute error)."""
+    return F.l1_loss(restored, clean)
+
+
+def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    """``L_KD = || S(x) - T(x) ||_1`` with the teacher's output as a fixed target."""
+    return F.l1_loss(student_out, teacher_out.detach())
+
+
+def degradation_representation(features: torch.Tensor,
+                               representation: Representation = "gram") -> torch.Tensor:
+    """Per-sample representation ``r_i`` of features ``(B, C, H, W)`` -> ``(B, D)``.
+
+    ``gram``: the flattened channel Gram matrix ``F_i F_i^T / (H W)`` (ignores where things
+    are, i.e. content); ``gap``: global-average-pooled features ``(B, C)``.
+    """
+    if features.dim() != 4:
+        raise ValueError(f"expected features (B, C, H, W), got {tuple(features.shape)}")
+    batch, channels = features.shape[:2]
+    flat = features.float().reshape(batch, channels, -1)
+    if representation == "gram":
+        gram = torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[-1]
+        return gram.reshape(batch, -1)
+    if representation == "gap":
+        return flat.mean(dim=-1)
+    raise ValueError(f"representation must be 'gram' or 'gap', got {representation!r}")
+
+
+def cosine_matrix(representations: torch.Tensor, center: bool) -> torch.Tensor:
+    """Pairwise cosine similarities ``(B, B)``, optionally after subtracting the batch mean."""
+    r = representations
+    if center:
+        r = r - r.mean(dim=0, keepdim=True)
+    r = F.normalize(r, dim=1, eps=1e-12)
+    return r @ r.t()
+
+
+def orth_loss(features: torch.Tensor, representation: Representation = "gram") -> torch.Tensor:
+    """``L_orth = mean_{i != j} (r_i . r_j)^2`` over centred, L2-normalised representations.
+
+    Zero for a batch of one (nothing to push apart).
+    """
+    batch = features.shape[0]
+    if batch < 2:
+        return features.new_zeros(())
+    cosine = cosine_matrix(degradation_representation(features, representation), center=True)
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
+    return cosine[off_diagonal].pow(2).mean()
+
+
+def mean_pairwise_cosine(representations: torch.Tensor) -> float:
+    """Diversity figure: mean cosine similarity of uncentred representations ``(B, D)``, i != j.
+
+    1.0 means every sample has the same degradation representation; lower is more diverse.
+    """
+    batch = representations.shape[0]
+    if batch < 2:
+        return float("nan")
+    cosine = cosine_matrix(representations.float(), center=False)
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
+    return float(cosine[off_diagonal].mean())

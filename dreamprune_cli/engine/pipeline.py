@@ -1,0 +1,188 @@
+"""The whole chain: prune (calibrated on a short dreaming phase) -> joint dream + distill ->
+evaluate teacher, pruned and distilled student on one set -> report.
+
+Output folder::
+
+    prune/              student.safetensors, masks.safetensors, report.json of the pruning
+    checkpoint.pt       resumable state of the joint loop
+    student.safetensors the distilled student (original architecture, pruned weights zero)
+    masks.safetensors   its masks
+    report.json, report.md, grid.png (input | teacher | pruned | student | target),
+    losses.csv, losses.png
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.data.images import read_image
+from dreamprune_cli.data.pairs import ImagePair
+from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distill import Distiller, load_student, save_student
+from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
+from dreamprune_cli.engine.dream_files import versions
+from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, restore
+from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
+from dreamprune_cli.engine.prune import PruneResult, prune_model, write_prune_outputs
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.progress import NullProgress, ProgressSink
+from dreamprune_cli.report import markdown_table, save_curves, save_grid, save_history_csv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    student_path: Path
+    macs_ratio: float
+    teacher: EvaluationResult
+    pruned: EvaluationResult
+    student: EvaluationResult
+    joint: JointResult
+    seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "student": self.student_path, "out": self.out_dir, "macs_ratio": self.macs_ratio,
+            "psnr_teacher": self.teacher.psnr, "psnr_pruned": self.pruned.psnr,
+            "psnr_student": self.student.psnr, "ssim_teacher": self.teacher.ssim,
+            "ssim_pruned": self.pruned.ssim, "ssim_student": self.student.ssim,
+            "macs_teacher_256": self.teacher.macs_256, "macs_student_256": self.student.macs_256,
+            "params_teacher": self.teacher.params_nonzero,
+            "params_student": self.student.params_nonzero,
+            "steps": self.joint.steps, "seconds_per_step": self.joint.seconds_per_step,
+            "seconds": self.seconds, "phases": self.phases,
+            "metric_space": self.student.metric_space, "eval_count": self.student.count,
+        }
+
+
+def _comparison_grid(path: Path, pairs: list[ImagePair], models: list[torch.nn.Module],
+                     device: torch.device, rows: int = 4) -> None:
+    images = []
+    for pair in pairs[:rows]:
+        degraded, target = read_image(pair.input_path), read_image(pair.target_path)
+        row = [degraded] + [restore(m, degraded, device).clamp(0, 1) for m in models] + [target]
+        images.append(row)
+    save_grid(path, images, overwrite=True)
+
+
+def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
+                 flops_size: int, exclude: list[str], clean_source: CleanSource,
+                 schedule: DreamSchedule, steps: int, round_steps: int, student_lr: float,
+                 lambda_kd: float, calibration_steps: int, eval_pairs: list[ImagePair],
+                 metric_space: str, crop_border: int, out_dir: Path, device: torch.device,
+                 precision: Precision, seed: int, checkpoint_every: int = 100,
+                 resume: bool = False, overwrite: bool = False,
+                 settings: dict[str, Any] | None = None,
+                 progress: ProgressSink | None = None) -> PipelineResult:
+    """Run prune -> dream + distill -> evaluate -> report into ``out_dir`` (see module doc)."""
+    progress = progress or NullProgress()
+    start = time.perf_counter()
+    phases: dict[str, float] = {}
+    out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    prune_dir = out_dir / "prune"
+    checkpoint = out_dir / CHECKPOINT_NAME
+    generator = torch.Generator().manual_seed(seed)
+    teacher_adapter = teacher.adapter().to(device)
+
+    tick = time.perf_counter()
+    teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
+                                  progress=progress)
+    phases["evaluate_teacher"] = time.perf_counter() - tick
+
+    if resume and (prune_dir / "student.safetensors").is_file():
+        log.info("resuming: reusing the pruned student in %s", prune_dir)
+        student = load_student(prune_dir / "student.safetensors", teacher.name)
+        pruned: PruneResult | None = None
+    else:
+        if resume:
+            raise UsageError(f"--resume {out_dir}: no pruned student in {prune_dir}")
+        calibration = None
+        if allocator == "adaptive":
+            tick = time.perf_counter()
+            calib = dream_images(teacher_adapter, clean_source, schedule.batch_size,
+                                 calibration_steps, schedule, generator, device, precision,
+                                 progress)
+            calibration = calib.dreams
+            phases["calibration_dreams"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        pruned = prune_model(teacher, flops_target, allocator, flops_size, exclude,
+                             calibration=calibration, device=device, seed=seed,
+                             progress=progress)
+        write_prune_outputs(pruned, prune_dir, overwrite=True)
+        phases["prune"] = time.perf_counter() - tick
+        student = pruned.student
+    student.network.to(device)
+    student_adapter = student.adapter().to(device)
+    pruned_snapshot = copy.deepcopy(student_adapter)
+
+    tick = time.perf_counter()
+    pruned_eval = evaluate_pairs(pruned_snapshot, eval_pairs, metric_space, crop_border, device,
+                                 progress=progress)
+    phases["evaluate_pruned"] = time.perf_counter() - tick
+
+    dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
+    distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision)
+    trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+    if resume and checkpoint.is_file():
+        trainer.load(checkpoint)
+    tick = time.perf_counter()
+    joint = trainer.run(steps, checkpoint, checkpoint_every, progress)
+    phases["dream_distill"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    student_eval = evaluate_pairs(student_adapter, eval_pairs, metric_space, crop_border, device,
+                                  progress=progress)
+    phases["evaluate_student"] = time.perf_counter() - tick
+
+    macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
+    extra = {"dreamprune.pipeline.flops_target": repr(flops_target),
+             "dreamprune.pipeline.allocator": allocator,
+             "dreamprune.pipeline.steps": str(joint.steps)}
+    student_path = save_student(student, out_dir, extra)
+    save_history_csv(out_dir / "losses.csv", joint.history, overwrite=True)
+    save_curves(out_dir / "losses.png",
+                {k: [h[k] for h in joint.history] for k in ("dream", "orth", "kd")},
+                title="joint dream + distill", overwrite=True)
+    _comparison_grid(out_dir / "grid.png", eval_pairs,
+                     [teacher_adapter, pruned_snapshot, student_adapter], device)
+
+    result = PipelineResult(out_dir=out_dir, student_path=student_path, macs_ratio=macs_ratio,
+                            teacher=teacher_eval, pruned=pruned_eval, student=student_eval,
+                            joint=joint, seconds=time.perf_counter() - start, phases=phases)
+    report = {**result.summary(), "model": teacher.name, "allocator": allocator,
+              "flops_target": flops_target, "flops_size": flops_size, "seed": seed,
+              "device": str(device), "versions": versions(), "settings": settings or {},
+              "teacher": teacher_eval.as_dict(), "pruned": pruned_eval.as_dict(),
+              "distilled": student_eval.as_dict(),
+              "prune": pruned.as_dict(layers=False) if pruned is not None else None}
+    write_json_atomic(out_dir / "report.json", report, overwrite=True)
+    rows = [["teacher", teacher_eval.psnr, teacher_eval.ssim, teacher_eval.macs_256 / 1e9,
+             teacher_eval.params_nonzero],
+            [f"pruned ({allocator}, no distillation)", pruned_eval.psnr, pruned_eval.ssim,
+             pruned_eval.macs_256 / 1e9, pruned_eval.params_nonzero],
+            ["dream + distill", student_eval.psnr, student_eval.ssim,
+             student_eval.macs_256 / 1e9, student_eval.params_nonzero]]
+    text = (f"# dreamprune pipeline: {teacher.name}\n\n"
+            f"MACs kept: {macs_ratio:.4f} of the teacher's (target {flops_target}), "
+            f"allocator {allocator}, {joint.steps} joint steps "
+            f"({joint.seconds_per_step * 1000:.0f} ms/step), {result.seconds:.0f} s in all "
+            f"on {device}.\n\nScores on {student_eval.count} images, "
+            f"{metric_space.upper()} space:\n\n"
+            + markdown_table(["model", "PSNR", "SSIM", "GMACs@256", "params"], rows)
+            + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
+              "student | target.\n\n![losses](losses.png)\n")
+    write_text_atomic(out_dir / "report.md", text, overwrite=True)
+    return result
