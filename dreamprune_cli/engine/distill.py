@@ -80,7 +80,9 @@ class Distiller:
         self.lambda_kd = lambda_kd
         self.device = device
         self.precision = precision
-        parameters = [p for p in student.parameters() if p.requires_grad]
+        parameters = list(student.parameters())
+        for parameter in parameters:  # a copy of a frozen teacher arrives frozen
+            parameter.requires_grad_(True)
         self.optimizer = torch.optim.Adam(parameters, lr=lr)
         self.scaler = make_scaler(device, precision)
 
