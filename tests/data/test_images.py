@@ -99,6 +99,7 @@ def test_write_png_atomic_and_no_clobber(tmp_path: Path) -> None:
     image = torch.rand(3, 5, 6)
     path = write_png(tmp_path / "out" / "x.png", image)
     assert torch.allclose(read_image(path), image, atol=0.5 / 255 + 1e-6)
+    assert path.stat().st_mode & 0o044  # readable by others, like any file the user writes
     before = path.read_bytes()
     with pytest.raises(UsageError, match="already exists"):
         write_png(path, torch.zeros(3, 5, 6))
