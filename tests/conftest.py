@@ -12,12 +12,20 @@ from PIL import Image
 from typer.testing import CliRunner
 
 
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the synthetic evaluation sets of the whole session."""
+    return tmp_path_factory.mktemp("dreamprune-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DREAMPRUNE_* variable of the developer's shell leaks into a test."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, synthetic_cache: Path) -> None:
+    """No DREAMPRUNE_* variable of the developer's shell leaks into a test; synthetic sets
+    are cached in a temporary folder, never in the user's home."""
     for key in list(os.environ):
         if key.startswith("DREAMPRUNE_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("DREAMPRUNE_CACHE", str(synthetic_cache))
     torch.manual_seed(0)
 
 

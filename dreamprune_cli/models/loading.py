@@ -14,6 +14,7 @@ from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
 from dreamprune_cli.models.custom import custom_model_info, is_custom_spec
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
+from dreamprune_cli.models.teachers import bundled_teacher_path
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,28 @@ def resolve_info(name: str) -> ModelInfo:
 
 def load_model(name: str | None, variant: str = "official", weights: str | Path | None = None,
                strict: bool = True, trust: bool = False,
-               overrides: dict[str, Any] | None = None) -> LoadedModel:
+               overrides: dict[str, Any] | None = None,
+               use_bundled: bool = True) -> LoadedModel:
     """Build model ``name`` and load ``weights`` into it.
 
     Args:
         name: registered name or custom spec; may be ``None`` when ``weights`` is a
             dreamprune safetensors file, whose metadata names the model and its config.
         variant: registry variant (``official``, ``tiny``) when the weights carry no config.
-        weights: checkpoint path; ``None`` keeps the constructor's initialisation.
+        weights: checkpoint path; ``None`` loads the model's bundled teacher when one ships
+            (and ``use_bundled``), else keeps the constructor's initialisation.
         strict: refuse weights whose keys or shapes do not fit.
         trust: allow full unpickling of a trusted checkpoint.
         overrides: constructor keyword arguments replacing the variant's.
+        use_bundled: with ``weights=None``, use the bundled teacher of ``name`` if any
+            (``dreamprune_cli/assets/teachers``; its metadata carries its tiny config).
     """
     overrides = dict(overrides or {})
+    if weights is None and use_bundled and name is not None and not is_custom_spec(name):
+        bundled = bundled_teacher_path(name)
+        if bundled is not None:
+            log.info("using the bundled %s teacher (%s)", name, bundled)
+            weights = bundled
     checkpoint = None
     if weights is not None:
         key = None if name is None or is_custom_spec(name) else get_model_info(name).checkpoint_key

@@ -1,0 +1,152 @@
+"""``dreamprune synth`` and the synthetic pair API: layout, determinism, errors, cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamprune_cli.cli import app
+from dreamprune_cli.data.synthetic import (TEST_SET_COUNT, TEST_SET_SIZE, make_degraded_batch,
+                                           synthetic_test_set, write_synthetic_set)
+from dreamprune_cli.errors import UsageError
+from tests.conftest import save_rgb
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these small ops run slower, not faster, on a busy 2-core CI box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("task", ["derain", "raindrop", "dehaze"])
+def test_synth_writes_valid_pairs(runner, tmp_path: Path, task: str) -> None:
+    out = tmp_path / task
+    result = runner.invoke(app, ["synth", "--task", task, "--count", "3", "--size", "32",
+                                 "--seed", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["task"] == task and data["count"] == 3 and data["size"] == 32
+    inputs = sorted(p.name for p in (out / "input").iterdir())
+    targets = sorted(p.name for p in (out / "target").iterdir())
+    assert inputs == targets == ["0000.png", "0001.png", "0002.png"]
+    differs = 0
+    for name in inputs:
+        with Image.open(out / "input" / name) as a, Image.open(out / "target" / name) as b:
+            assert a.mode == b.mode == "RGB" and a.size == b.size == (32, 32)
+            differs += int(np.abs(np.asarray(a, float) - np.asarray(b, float)).max() > 0)
+    assert differs >= 2  # degraded inputs differ from their targets
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == task and manifest["seed"] == 1
+    assert [image["name"] for image in manifest["images"]] == ["0000", "0001", "0002"]
+    assert all(image["params"] for image in manifest["images"])
+
+
+def test_synth_same_seed_same_bytes(runner, tmp_path: Path) -> None:
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        result = runner.invoke(app, ["synth", "--task", "derain", "--count", "2", "--size",
+                                     "24", "--seed", seed, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    a, b, c = (_files(tmp_path / name) for name in "abc")
+    assert a == b
+    assert a["input/0000.png"] != c["input/0000.png"]
+
+
+def test_image_i_depends_only_on_seed_and_index(tmp_path: Path) -> None:
+    write_synthetic_set("dehaze", 1, 24, 3, tmp_path / "one")
+    write_synthetic_set("dehaze", 3, 24, 3, tmp_path / "three")
+    assert _files(tmp_path / "one")["input/0000.png"] == \
+        _files(tmp_path / "three")["input/0000.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "snow"], "task"),
+    (["--task", "derain", "--count", "0"], "count"),
+    (["--task", "derain", "--size", "4"], "size"),
+    (["--task", "derain", "--seed", "-1"], "seed"),
+    ([], "--task is required"),
+    (["--task", "derain", "--clean-dir", "/nonexistent/dir"], "--clean-dir"),
+])
+def test_synth_bad_arguments_exit_2_one_line(runner, tmp_path: Path, args: list[str],
+                                             message: str) -> None:
+    result = runner.invoke(app, ["synth", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "input").exists()
+
+
+def test_synth_needs_out_and_refuses_non_empty(runner, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["synth", "--task", "dehaze"])
+    assert missing.exit_code == 2 and "--out is required" in missing.output
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    refused = runner.invoke(app, ["synth", "--task", "dehaze", "--count", "1", "--size", "16",
+                                  "--out", str(out)])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert not (out / "input").exists()
+    allowed = runner.invoke(app, ["synth", "--task", "dehaze", "--count", "1", "--size", "16",
+                                  "--out", str(out), "--overwrite"])
+    assert allowed.exit_code == 0, allowed.output
+    assert (out / "keep.txt").read_text() == "mine" and (out / "input" / "0000.png").is_file()
+
+
+def test_synth_clean_dir_uses_folder_content(runner, tmp_path: Path) -> None:
+    save_rgb(tmp_path / "clean" / "flat.png", np.full((40, 40, 3), 0.3))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["synth", "--task", "dehaze", "--count", "2", "--size", "16",
+                                 "--out", str(out), "--clean-dir", str(tmp_path / "clean")])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "target" / "0001.png") as target:
+        assert (np.asarray(target) == round(0.3 * 255)).all()
+    assert json.loads((out / "manifest.json").read_text())["clean"] == str(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("task", ["derain", "raindrop", "dehaze"])
+def test_make_degraded_batch(task: str) -> None:
+    degraded, clean = make_degraded_batch(task, 2, 32, seed=4)
+    assert degraded.shape == clean.shape == (2, 3, 32, 32)
+    assert 0 <= degraded.min() and degraded.max() <= 1
+    assert (degraded - clean).abs().max() > 0.05
+    again, _ = make_degraded_batch(task, 2, 32, seed=4)
+    assert torch.equal(degraded, again)
+
+
+def test_make_degraded_batch_rejects_unknown_task() -> None:
+    with pytest.raises(UsageError, match="derain, raindrop, dehaze"):
+        make_degraded_batch("snow", 2, 32, seed=0)
+
+
+def test_synthetic_test_set_is_cached(tmp_path: Path) -> None:
+    inputs, targets = synthetic_test_set("dehaze", count=2, size=16, seed=1, root=tmp_path)
+    assert sorted(p.name for p in inputs.iterdir()) == ["0000.png", "0001.png"]
+    assert targets.parent == inputs.parent and (inputs.parent / "manifest.json").is_file()
+    stamp = (inputs / "0000.png").stat().st_mtime_ns
+    again = synthetic_test_set("dehaze", count=2, size=16, seed=1, root=tmp_path)
+    assert again == (inputs, targets) and (inputs / "0000.png").stat().st_mtime_ns == stamp
+    # identity models are scored on the derain set; no temporary folders are left behind
+    derain = synthetic_test_set("identity", count=2, size=16, seed=1, root=tmp_path)
+    assert "derain" in derain[0].parent.name
+    assert not [p for p in inputs.parent.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_synthetic_test_set_defaults_use_the_cache_env(synthetic_cache: Path) -> None:
+    inputs, _ = synthetic_test_set("derain")
+    assert synthetic_cache in inputs.parents
+    assert len(list(inputs.iterdir())) == TEST_SET_COUNT
+    with Image.open(next(inputs.iterdir())) as image:
+        assert image.size == (TEST_SET_SIZE, TEST_SET_SIZE)
