@@ -1,0 +1,329 @@
+"""Pruning a teacher to a MAC target: allocate, mask, verify, write the student.
+
+``prune_model`` never modifies the teacher: it masks a copy. The kept MACs are verified with
+the project's counter (:func:`dreamprune_cli.flops.count_costs`) on the masked student.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamprune_cli.errors import RuntimeFailure, UsageError
+from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
+from dreamprune_cli.flops import CostReport, count_costs
+from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.models.checkpoint import save_safetensors
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune.allocators import MAGNITUDE_ALLOCATORS
+from dreamprune_cli.prune.budget import TOLERANCE, MacBudget, measure_budget
+from dreamprune_cli.prune.calibration import synthetic_calibration
+from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DriftCurves, allocate_adaptive,
+                                        measure_drift)
+from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
+                                        magnitude_masks, plain_state_dict, set_masks,
+                                        split_layers, unmasked_weight)
+
+log = logging.getLogger(__name__)
+
+ALLOCATORS = ("uniform", "global", "erk", "lamp", "adaptive")
+STUDENT_FILE = "student.safetensors"
+MASKS_FILE = "masks.safetensors"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class LayerReport:
+    """Cost of one Conv2d/ConvTranspose2d/Linear layer before and after pruning."""
+
+    name: str
+    kind: str
+    shape: list[int]
+    pruned: bool  # whether the allocator could thin it out (False: excluded, kept dense)
+    params: int  # weight elements
+    params_kept: int  # non-zero weight elements after pruning
+    macs_dense: int  # the counter's MACs of the layer, bias included
+    macs_kept: int
+    positions: int  # MACs per non-zero weight (output pixels of a conv, summed over calls)
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.params_kept / self.params if self.params else 1.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "shape": self.shape,
+                "pruned": self.pruned, "params": self.params, "params_kept": self.params_kept,
+                "keep_ratio": self.keep_ratio, "macs_dense": self.macs_dense,
+                "macs_kept": self.macs_kept, "positions": self.positions,
+                "weight_macs_dense": self.params * self.positions,
+                "weight_macs_kept": self.params_kept * self.positions}
+
+
+@dataclass
+class PruneResult:
+    """The masked student and what pruning did to each layer."""
+
+    student: LoadedModel
+    allocator: str
+    flops_target: float
+    flops_size: int
+    scalar_name: str
+    scalar: float
+    macs_dense: int
+    macs_before: int
+    macs_after: int
+    params_dense: int
+    params_before: int
+    params_after: int
+    layers: list[LayerReport]
+    exclude: list[str]
+    seconds: float
+    drift: DriftCurves | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def macs_ratio(self) -> float:
+        """Kept MACs over the dense MACs at ``3 x flops_size x flops_size``."""
+        return self.macs_after / self.macs_dense
+
+    def as_dict(self, layers: bool = True) -> dict[str, object]:
+        data: dict[str, object] = {
+            "model": self.student.name, "config": self.student.config,
+            "weights": self.student.weights, "allocator": self.allocator,
+            "flops_target": self.flops_target, "flops_size": self.flops_size,
+            "input_size": [3, self.flops_size, self.flops_size],
+            "scalar": {"name": self.scalar_name, "value": self.scalar},
+            "macs_dense": self.macs_dense, "macs_before": self.macs_before,
+            "macs_after": self.macs_after, "macs_ratio": self.macs_ratio,
+            "params_dense": self.params_dense, "params_before": self.params_before,
+            "params_after": self.params_after,
+            "pruned_layers": sum(layer.pruned for layer in self.layers),
+            "excluded_layers": [layer.name for layer in self.layers if not layer.pruned],
+            "exclude": self.exclude, "seconds": self.seconds, "details": self.details,
+        }
+        if layers:
+            data["layers"] = [layer.as_dict() for layer in self.layers]
+            if self.drift is not None:
+                data["drift"] = self.drift.as_dict()
+        return data
+
+
+@dataclass
+class PruningPlan:
+    """A masked copy of the teacher and its MAC accounting, before any allocation.
+
+    One plan serves any number of targets and allocators (:func:`apply_allocation`).
+    """
+
+    loaded: LoadedModel
+    network: torch.nn.Module  # the teacher's copy, all-ones masks on the pruned layers
+    budget: MacBudget
+    before: CostReport
+    names: list[str]  # pruned layers, budget order
+    dense_names: list[str]  # prunable-type layers excluded from pruning
+    exclude: list[str]  # the exclusion globs applied (defaults, then the user's)
+    flops_size: int
+    positions: dict[str, int]  # MACs per non-zero weight, every conv/linear layer
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, self.flops_size, self.flops_size)
+
+
+def plan_pruning(loaded: LoadedModel, flops_size: int = 256, exclude: Sequence[str] = (),
+                 use_default_exclude: bool = True) -> PruningPlan:
+    """Copy the teacher, choose the layers to prune, attach masks, measure the MAC budget.
+
+    Raises:
+        UsageError: a size the model cannot take, an ``--exclude`` glob matching nothing, a
+            model without MACs.
+    """
+    multiple = loaded.info.size_multiple
+    if flops_size < 1 or flops_size % multiple:
+        raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
+                         f"{loaded.name}")
+    input_size = (3, flops_size, flops_size)
+    network = copy.deepcopy(loaded.network).eval()
+    before = count_costs(network, input_size)
+    if before.macs_dense == 0:
+        raise UsageError(f"model {loaded.name} has no MACs to prune")
+    called = {layer.name for layer in before.layers if layer.prunable and layer.calls > 0}
+    defaults = default_exclude(network, loaded.info.prune_exclude, input_size) \
+        if use_default_exclude else []
+    names, dense_names = split_layers(network, defaults, exclude, called)
+    attach_masks(network, names)
+    measured = measure_budget(network, names, input_size, dense=before, unmasked=dense_names)
+    budget = measured.restricted(names)
+    log.info("%s: %d layers pruned, %d kept dense (%s); dense %.4g GMACs at %s",
+             loaded.name, len(names), len(dense_names), ", ".join(dense_names) or "none",
+             budget.dense_macs / 1e9, "x".join(map(str, input_size)))
+    return PruningPlan(loaded=loaded, network=network, budget=budget, before=before,
+                       names=names, dense_names=dense_names, exclude=[*defaults, *exclude],
+                       flops_size=flops_size,
+                       positions={layer.name: layer.positions for layer in measured.layers})
+
+
+def measure_plan_drift(plan: PruningPlan, calibration: torch.Tensor,
+                       device: torch.device | None = None,
+                       keep_levels: Sequence[float] = DEFAULT_KEEP_LEVELS, max_batch: int = 64,
+                       progress: ProgressSink | None = None) -> DriftCurves:
+    """Drift curves of the plan's pruned layers on ``calibration`` (for ``adaptive``)."""
+    if device is not None:
+        plan.network.to(device)
+    modules = dict(plan.network.named_modules())
+    return measure_drift(RestorationAdapter(plan.network, plan.loaded.info),
+                         {name: modules[name] for name in plan.names}, plan.budget,
+                         calibration, keep_levels, max_batch, progress)
+
+
+def apply_allocation(plan: PruningPlan, flops_target: float, allocator: str,
+                     drift: DriftCurves | None = None) -> PruneResult:
+    """Allocate, mask and verify; the result holds its own masked copy of the network.
+
+    Raises:
+        UsageError: unknown allocator, or a target outside (0, 1] or out of reach.
+    """
+    start = time.perf_counter()
+    if allocator not in ALLOCATORS:
+        raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    loaded, budget, network = plan.loaded, plan.budget, plan.network
+    budget.check_target(flops_target, loaded.name)
+    modules = dict(network.named_modules())
+    if allocator == "adaptive":
+        if drift is None:
+            raise ValueError("the adaptive allocator needs drift curves (measure_plan_drift)")
+        allocation = allocate_adaptive(drift, budget, flops_target)
+    else:
+        weights = [unmasked_weight(modules[name]).detach() for name in plan.names]
+        allocation = MAGNITUDE_ALLOCATORS[allocator](weights, budget, flops_target)
+    budget.check_reached(allocation.kept, flops_target, allocator)
+
+    set_masks(network, magnitude_masks(network, dict(zip(plan.names, allocation.kept))))
+    after = count_costs(network, plan.input_size)
+    if after.macs != budget.kept_macs(allocation.kept):
+        raise RuntimeFailure(f"internal: the counter sees {after.macs} MACs, the budget "
+                             f"{budget.kept_macs(allocation.kept)}")
+    ratio = after.macs / after.macs_dense
+    if abs(ratio - flops_target) > TOLERANCE * flops_target:
+        raise RuntimeFailure(f"internal: reached {ratio:.4f} of the MACs, asked {flops_target}")
+    student_network = copy.deepcopy(network)
+    set_masks(network, {name: torch.ones_like(mask)
+                        for name, mask in get_masks(network).items()})
+
+    student_modules = dict(student_network.named_modules())
+    layers = []
+    for name in [n for n in student_modules if n in plan.names or n in plan.dense_names]:
+        cost = after.layer(name)
+        weight = student_modules[name].weight.detach()
+        layers.append(LayerReport(
+            name=name, kind=cost.kind.removeprefix("Parametrized"), shape=list(weight.shape),
+            pruned=name in plan.names, params=weight.numel(),
+            params_kept=int(torch.count_nonzero(weight)), macs_dense=cost.macs_dense,
+            macs_kept=cost.macs, positions=plan.positions[name]))
+    student = LoadedModel(name=loaded.name, info=loaded.info, network=student_network,
+                          config=dict(loaded.config), weights=loaded.weights)
+    return PruneResult(
+        student=student, allocator=allocator, flops_target=flops_target,
+        flops_size=plan.flops_size, scalar_name=allocation.scalar_name,
+        scalar=float(allocation.scalar), macs_dense=after.macs_dense,
+        macs_before=plan.before.macs, macs_after=after.macs, params_dense=plan.before.params,
+        params_before=plan.before.params_nonzero, params_after=after.params_nonzero,
+        layers=layers, exclude=list(plan.exclude), seconds=time.perf_counter() - start,
+        drift=drift if allocator == "adaptive" else None, details=allocation.details)
+
+
+def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
+                flops_size: int = 256, exclude: Sequence[str] = (),
+                calibration: torch.Tensor | None = None, use_default_exclude: bool = True,
+                device: torch.device | None = None, calibration_count: int = 4,
+                calibration_size: int = 64, seed: int = 0,
+                keep_levels: Sequence[float] = DEFAULT_KEEP_LEVELS, max_batch: int = 64,
+                drift: DriftCurves | None = None,
+                progress: ProgressSink | None = None) -> PruneResult:
+    """Prune a copy of ``loaded.network`` so that it keeps ``flops_target`` of its MACs.
+
+    Args:
+        loaded: the teacher (left untouched).
+        flops_target: fraction F in (0, 1] of the dense MACs at ``3 x flops_size^2`` to keep.
+        allocator: ``uniform``, ``global``, ``erk``, ``lamp`` or ``adaptive``.
+        flops_size: square side at which MACs are counted (a multiple of the model's
+            ``size_multiple``).
+        exclude: extra module-name globs kept dense (``--exclude``).
+        calibration: ``(B, 3, H, W)`` degraded images in [0, 1] for ``adaptive``; ``None``
+            uses ``calibration_count`` synthetic images of side ``calibration_size`` of the
+            model's task (seeded by ``seed``).
+        use_default_exclude: keep the registry's first/last convolutions dense.
+        device: where the drift is measured (``adaptive`` only); the student ends there.
+        keep_levels: the adaptive grid of keep fractions (starting at 1.0).
+        max_batch: images per forward pass while measuring drift.
+        drift: curves from an earlier result (``result.drift``) of the same model, size and
+            exclusions: they do not depend on the target, so the measurement is skipped.
+        progress: receives the drift measurement's steps.
+
+    Raises:
+        UsageError: unknown allocator, target outside (0, 1] or unreachable, bad size or
+            exclusion glob.
+    """
+    start = time.perf_counter()
+    if allocator not in ALLOCATORS:
+        raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    if not (0.0 < flops_target <= 1.0):
+        raise UsageError(f"--flops-target {flops_target!r}: expected a fraction of the MACs to "
+                         "keep in (0, 1], e.g. 0.58")
+    plan = plan_pruning(loaded, flops_size, exclude, use_default_exclude)
+    plan.budget.check_target(flops_target, loaded.name)  # before minutes of drift
+    if allocator != "adaptive":
+        drift = None
+    elif drift is not None:
+        if drift.names != plan.names:
+            raise UsageError("the drift curves given were measured on other layers "
+                             "(another model, size or --exclude)")
+    else:
+        if calibration is None:
+            log.info("no calibration images: using %d synthetic %s images of %d px",
+                     calibration_count, loaded.info.task, calibration_size)
+            calibration = synthetic_calibration(loaded.info.task, calibration_count,
+                                                calibration_size, seed)
+        drift = measure_plan_drift(plan, calibration, device, keep_levels, max_batch,
+                                   progress)
+    result = apply_allocation(plan, flops_target, allocator, drift)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def write_prune_outputs(result: PruneResult, out_dir: Path,
+                        overwrite: bool = False) -> dict[str, Path]:
+    """Write ``student.safetensors``, ``masks.safetensors`` and ``report.json`` into ``out_dir``.
+
+    Every file is written atomically. ``out_dir`` must be empty or absent unless
+    ``overwrite``. The student file is the unmasked architecture's state dict with pruned
+    weights at zero: ``dreamprune evaluate --weights DIR/student.safetensors`` loads it.
+    """
+    out_dir = ensure_output_dir(Path(out_dir), overwrite)
+    student = result.student
+    extra = {
+        "dreamprune.prune.allocator": result.allocator,
+        "dreamprune.prune.flops_target": repr(result.flops_target),
+        "dreamprune.prune.flops_size": str(result.flops_size),
+        "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
+        "dreamprune.prune.exclude": json.dumps(result.exclude),
+    }
+    paths = {"student": out_dir / STUDENT_FILE, "masks": out_dir / MASKS_FILE,
+             "report": out_dir / REPORT_FILE}
+    save_safetensors(paths["student"], plain_state_dict(student.network), student.name,
+                     student.config, extra=extra, overwrite=overwrite)
+    save_safetensors(paths["masks"], get_masks(student.network), student.name, student.config,
+                     extra=extra, overwrite=overwrite)
+    write_json_atomic(paths["report"], {**result.as_dict(),
+                                        "files": {k: p.name for k, p in paths.items()}},
+                      overwrite=overwrite)
+    return paths
