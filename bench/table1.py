@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +85,8 @@ def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: fl
 
 
 def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int, size: int,
-              seed: int) -> dict[str, Any]:
+              seed: int, distill_allocators: list[str], ablation_targets: list[float]
+              ) -> dict[str, Any]:
     teacher = load_model(name)
     info = teacher.info
     space = info.metric_space
@@ -109,9 +111,10 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
             row = {"target": target, "allocator": allocator, "macs_ratio": pruned.macs_ratio,
                    "prune_seconds": prune_seconds,
                    "no_distill": score(pruned.student.adapter(), pairs, space)}
-            row["distill_seconds"] = dream_distill(teacher, pruned.student, steps, lr, 0.05,
-                                                   seed, batch, size)
-            row["dream_distill"] = score(pruned.student.adapter(), pairs, space)
+            if allocator in distill_allocators:
+                row["distill_seconds"] = dream_distill(teacher, pruned.student, steps, lr,
+                                                       0.05, seed, batch, size)
+                row["dream_distill"] = score(pruned.student.adapter(), pairs, space)
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
             if allocator == "adaptive":
@@ -128,10 +131,11 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
             lambda g: degrade_batch(info.task, source.sample(batch, size, g), g)[0],
             teacher, real.student, steps, lr, seed)
         refs["real_distill"] = score(real.student.adapter(), pairs, space)
-        no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
-        refs["no_orth_seconds"] = dream_distill(teacher, no_orth.student, steps, lr, 0.0, seed,
-                                                batch, size)
-        refs["no_orth_distill"] = score(no_orth.student.adapter(), pairs, space)
+        if target in ablation_targets:
+            no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
+            refs["no_orth_seconds"] = dream_distill(teacher, no_orth.student, steps, lr, 0.0,
+                                                    seed, batch, size)
+            refs["no_orth_distill"] = score(no_orth.student.adapter(), pairs, space)
         refs["adaptive_dream_distill"] = masks_source["dream_distill"]
         out.setdefault("references", []).append(refs)
         print(json.dumps(refs), flush=True)
@@ -155,15 +159,20 @@ def markdown() -> str:
                   f"{data['eval_images']} synthetic test images)", "",
                   f"Teacher: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.4f}. Each distillation: "
                   f"{data['steps']} steps, batch {data['batch']} x {data['size']} px, student "
-                  f"lr {data['student_lr']}, {data['threads']} thread(s).", "",
+                  f"lr {data['student_lr']}, {data['threads']} thread(s), "
+                  f"{data.get('seconds', 0) / 60:.0f} min in all.", "",
+                  f"Command: `{data.get('command', 'python bench/table1.py')}`", "",
                   "| F | allocator | MACs kept | PSNR no distill | SSIM | PSNR dream+distill | "
                   "SSIM | prune s | distill s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in data["rows"]:
+            dd = r.get("dream_distill")
+            distilled = (f"{dd['psnr']:.2f} | {dd['ssim']:.4f} | {r['prune_seconds']:.1f} | "
+                         f"{r['distill_seconds']:.0f}") if dd else \
+                f"not run | | {r['prune_seconds']:.1f} |"
             lines.append(
                 f"| {r['target']} | {r['allocator']} | {r['macs_ratio']:.4f} | "
                 f"{r['no_distill']['psnr']:.2f} | {r['no_distill']['ssim']:.4f} | "
-                f"{r['dream_distill']['psnr']:.2f} | {r['dream_distill']['ssim']:.4f} | "
-                f"{r['prune_seconds']:.1f} | {r['distill_seconds']:.0f} |")
+                f"{distilled} |")
         lines += ["", "| F | adaptive masks, distilled on | PSNR | SSIM | seconds |",
                   "|---|---|---|---|---|"]
         for r in data.get("references", []):
@@ -171,6 +180,8 @@ def markdown() -> str:
                                ("no_orth_distill", "dreams (lambda_orth 0)"),
                                ("noise_distill", "plain noise"),
                                ("real_distill", "synthetic degraded images (upper bound)")):
+                if key not in r:
+                    continue
                 seconds = r.get(key.replace("_distill", "_seconds"), "")
                 seconds = f"{seconds:.0f}" if isinstance(seconds, float) else ""
                 lines.append(f"| {r['target']} | {label} | {r[key]['psnr']:.2f} | "
@@ -194,6 +205,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--distill-allocators", nargs="+", default=list(ALLOCATORS),
+                        help="allocators whose masks are also dreamed + distilled")
+    parser.add_argument("--ablation-targets", type=float, nargs="+", default=None,
+                        help="targets of the lambda_orth 0 run (default: all)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if args.markdown:
@@ -202,7 +217,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = run_model(args.model, args.targets, args.steps, args.student_lr, args.batch,
-                     args.size, args.seed)
+                     args.size, args.seed, args.distill_allocators,
+                     args.ablation_targets if args.ablation_targets is not None else args.targets)
+    data["command"] = "python bench/table1.py " + " ".join(sys.argv[1:])
     data["seconds"] = time.perf_counter() - start
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"table1_{args.model}.json").write_text(json.dumps(data, indent=2))

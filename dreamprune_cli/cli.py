@@ -31,8 +31,6 @@ app = typer.Typer(name="dreamprune", no_args_is_help=True, add_completion=False,
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the resolved settings.")
 app.add_typer(config_app, name="config")
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "sample"
-
 
 @dataclass
 class GlobalOptions:
@@ -225,16 +223,22 @@ def evaluate_command(
     common, ev = s.common, s.evaluate
     if (ev.input_dir is None) != (ev.target_dir is None):
         raise UsageError("--input-dir and --target-dir go together (or give neither to use "
-                         "the bundled sample)")
+                         "the synthetic set of the model's task)")
     input_root, target_root = ev.input_dir, ev.target_dir
-    if input_root is None:
-        input_root, target_root = SAMPLE_DIR / "input", SAMPLE_DIR / "target"
-        log.info("no --input-dir/--target-dir: evaluating on the bundled sample (%s)", SAMPLE_DIR)
-    pairs = pair_folders(input_root, target_root, limit=ev.limit)  # type: ignore[arg-type]
+    pairs = pair_folders(input_root, target_root, limit=ev.limit) \
+        if input_root is not None and target_root is not None else None
     device_ = resolve_device(common.device)
     loaded = load_model(common.model, common.variant, common.weights,
                         strict=not common.non_strict, trust=common.trust_checkpoint,
                         overrides=common.model_kwargs)
+    if pairs is None:
+        from dreamprune_cli.data.synthetic import synthetic_test_set
+
+        input_root, target_root = synthetic_test_set(loaded.info.task)
+        log.info("no --input-dir/--target-dir: evaluating on the synthetic %s set (%s)",
+                 "derain" if loaded.info.task == "identity" else loaded.info.task,
+                 input_root.parent)
+        pairs = pair_folders(input_root, target_root, limit=ev.limit)
     space = ev.metric_space or loaded.info.metric_space
     border = ev.crop_border if ev.crop_border is not None else loaded.info.crop_border
     result = evaluate_pairs(loaded.adapter(), pairs, space, border, device_,
@@ -283,6 +287,439 @@ def export_command(
     ui.emit({"model": loaded.name, "config": loaded.config, "weights": weights,
              "output": path, "tensors": tensors},
             make_table("export", ["model", "tensors", "output"], [[loaded.name, tensors, path]]))
+
+
+# --------------------------------------------------------------------------- prune
+@app.command("prune")
+@handle_errors
+def prune_command(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    weights: WeightsOpt = None,
+    flops_target: Annotated[Optional[float], typer.Option(
+        help="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")] = None,
+    allocator: Annotated[Optional[str], typer.Option(
+        help="Layer-wise sparsity: uniform, global, erk, lamp or adaptive.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output folder: student.safetensors, masks.safetensors, report.json.")] = None,
+    flops_size: Annotated[Optional[int], typer.Option(
+        help="Square input side S at which MACs are counted (3 x S x S).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        metavar="GLOB",
+        help="Module-name glob kept dense (repeatable); adds to the model's defaults.")] = None,
+    default_exclude: Annotated[Optional[bool], typer.Option(
+        "--default-exclude/--no-default-exclude",
+        help="Keep the model's first/last convolutions dense (default: yes).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="Degraded images for the adaptive allocator (default: synthetic ones).")] = None,
+    calibration_count: Annotated[Optional[int], typer.Option(
+        help="Calibration patches for the adaptive allocator.")] = None,
+    calibration_size: Annotated[Optional[int], typer.Option(
+        help="Side of the calibration patches.")] = None,
+    non_strict: NonStrictOpt = None,
+    trust_checkpoint: TrustOpt = None,
+    overwrite: OverwriteOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Prune a model to keep exactly a fraction of its MACs (magnitude masks per layer)."""
+    from dreamprune_cli.engine.device import resolve_device
+    from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
+    from dreamprune_cli.fileio import ensure_output_dir
+    from dreamprune_cli.models.loading import load_model
+    from dreamprune_cli.prune.calibration import calibration_from_dir
+
+    ui = _make_ui(ctx, json_flag)
+    resolved = _resolve(ctx, dict(
+        model=model, variant=variant, weights=weights, flops_target=flops_target,
+        allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
+        default_exclude=default_exclude, calibration=calibration,
+        calibration_count=calibration_count, calibration_size=calibration_size,
+        non_strict=non_strict, trust_checkpoint=trust_checkpoint, overwrite=overwrite,
+        device=device, seed=seed), config)
+    s = resolved.settings
+    common, pr = s.common, s.prune
+    if common.out is None:
+        raise UsageError("--out is required: the folder for student.safetensors, "
+                         "masks.safetensors and report.json")
+    if common.out.exists():  # refuse a non-empty folder before any work
+        ensure_output_dir(common.out, common.overwrite)
+    images = None
+    if pr.calibration is not None:
+        if pr.allocator == "adaptive":
+            images = calibration_from_dir(pr.calibration, pr.calibration_count,
+                                          pr.calibration_size, common.seed)
+        else:
+            log.warning("--calibration is only used by the adaptive allocator; ignored")
+    device_ = resolve_device(common.device)
+    loaded = load_model(common.model, common.variant, common.weights,
+                        strict=not common.non_strict, trust=common.trust_checkpoint,
+                        overrides=common.model_kwargs)
+    result = prune_model(loaded, pr.flops_target, pr.allocator, flops_size=pr.flops_size,
+                         exclude=pr.exclude, calibration=images,
+                         use_default_exclude=pr.default_exclude, device=device_,
+                         calibration_count=pr.calibration_count,
+                         calibration_size=pr.calibration_size, seed=common.seed,
+                         progress=ui.progress())
+    paths = write_prune_outputs(result, common.out, overwrite=common.overwrite)
+    if not ui.quiet:
+        ui.stderr.print(make_table(
+            f"layers of {loaded.name} ({pr.allocator}, MACs at 3x{pr.flops_size}x{pr.flops_size})",
+            ["layer", "kind", "shape", "pruned", "weights", "kept", "keep", "MACs", "MACs kept"],
+            [[layer.name, layer.kind, "x".join(map(str, layer.shape)),
+              "yes" if layer.pruned else "no (excluded)", layer.params, layer.params_kept,
+              layer.keep_ratio, layer.macs_dense, layer.macs_kept] for layer in result.layers]))
+    data = {**result.as_dict(layers=False), "output": common.out,
+            "files": {key: path for key, path in paths.items()}}
+    ui.emit(data, make_table(
+        f"prune {loaded.name} -> {common.out}",
+        ["allocator", "target", "MACs ratio", "GMACs before", "GMACs after", "params before",
+         "params after", "seconds"],
+        [[result.allocator, result.flops_target, result.macs_ratio, result.macs_before / 1e9,
+          result.macs_after / 1e9, result.params_before, result.params_after,
+          result.seconds]]))
+
+
+# --------------------------------------------------------------------------- dream / distill / pipeline
+DREAM_DEFAULT_STEPS = 200
+JOINT_DEFAULT_STEPS = 400
+
+CountOpt = Annotated[Optional[int], typer.Option(help="Dreamed images to produce.")]
+SizeOpt = Annotated[Optional[int], typer.Option(help="Side of the dreamed images (px).")]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    help=f"Steps (dream: per batch, default {DREAM_DEFAULT_STEPS}; distill/pipeline: joint "
+         f"steps, default {JOINT_DEFAULT_STEPS}).")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Images optimised together.")]
+CleanDirOpt = Annotated[Optional[Path], typer.Option(
+    help="Clean images to dream towards (default: procedural scenes).")]
+LambdaOrthOpt = Annotated[Optional[float], typer.Option(help="Weight of the diversity loss.")]
+NoiseLrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate of the dreams.")]
+StudentLrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate of the student.")]
+LambdaKdOpt = Annotated[Optional[float], typer.Option(help="Weight of the distillation loss.")]
+RoundOpt = Annotated[Optional[int], typer.Option(help="Steps before new noise and targets.")]
+ReprOpt = Annotated[Optional[str], typer.Option(help="L_orth representation: gram or gap.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")]
+AmpOpt = Annotated[Optional[str], typer.Option(help="CUDA mixed precision: auto, off, bf16, fp16.")]
+ChannelsLastOpt = Annotated[Optional[str], typer.Option(
+    "--channels-last", help="CUDA memory format: auto, on, off.")]
+CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")]
+
+
+def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any, Any]:
+    """The teacher, device, precision, clean source and dream schedule of a training run."""
+    import torch
+
+    from dreamprune_cli.data.clean import make_clean_source
+    from dreamprune_cli.engine.device import resolve_device, resolve_precision
+    from dreamprune_cli.engine.dream import DreamSchedule
+    from dreamprune_cli.models.loading import load_model
+
+    s = resolved.settings
+    common, dream = s.common, s.dream
+    device = resolve_device(common.device)
+    precision = resolve_precision(device, common.amp, common.channels_last)
+    teacher = load_model(common.model, common.variant, common.weights,
+                         strict=not common.non_strict, trust=common.trust_checkpoint,
+                         overrides=common.model_kwargs)
+    if dream.size % teacher.info.size_multiple:
+        log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
+                 teacher.info.size_multiple)
+    schedule = DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
+                             representation=dream.representation, batch_size=dream.batch_size,
+                             size=dream.size)
+    torch.manual_seed(common.seed)
+    return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
+
+
+def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
+                flag: str = "--eval") -> list[Any]:
+    """Evaluation pairs from folders, or the task's default synthetic set."""
+    from dreamprune_cli.data.pairs import pair_folders
+    from dreamprune_cli.data.synthetic import synthetic_test_set
+
+    if (input_dir is None) != (target_dir is None):
+        raise UsageError(f"{flag}-input-dir and {flag}-target-dir go together")
+    if input_dir is None:
+        input_dir, target_dir = synthetic_test_set(task)
+    return pair_folders(input_dir, target_dir)  # type: ignore[arg-type]
+
+
+@app.command("dream")
+@handle_errors
+def dream_command(
+    ctx: typer.Context,
+    save_dir: Annotated[Optional[Path], typer.Option(help="Folder for the dreams.")] = None,
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    weights: WeightsOpt = None,
+    count: CountOpt = None,
+    size: SizeOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    clean_dir: CleanDirOpt = None,
+    lambda_orth: LambdaOrthOpt = None,
+    noise_lr: NoiseLrOpt = None,
+    representation: ReprOpt = None,
+    resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = None,
+    non_strict: NonStrictOpt = None,
+    trust_checkpoint: TrustOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Invert the teacher: optimise noise into degraded images it restores to clean ones."""
+    import torch
+
+    from dreamprune_cli.engine.dream_files import run_dream_to_folder
+
+    ui = _make_ui(ctx, json_flag)
+    resolved = _resolve(ctx, dict(
+        save_dir=save_dir, model=model, variant=variant, weights=weights, count=count,
+        size=size, steps=steps, batch_size=batch_size, clean_dir=clean_dir,
+        lambda_orth=lambda_orth, noise_lr=noise_lr, representation=representation,
+        resume=resume, overwrite=overwrite, non_strict=non_strict,
+        trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
+        device=device, seed=seed), config, default_model="ffa")
+    s = resolved.settings
+    folder = s.common.resume or s.common.save_dir
+    if folder is None:
+        raise UsageError("--save-dir is required (the folder for the dreams)")
+    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    steps_ = s.dream.steps or DREAM_DEFAULT_STEPS
+    generator = torch.Generator().manual_seed(s.common.seed)
+    manifest = run_dream_to_folder(
+        teacher.adapter().to(device_), clean_source, folder, s.dream.count, steps_, schedule,
+        generator, device_, precision,
+        manifest={"model": teacher.name, "weights": teacher.weights, "seed": s.common.seed,
+                  "steps_per_batch": steps_, "settings": resolved.flat(),
+                  "device": str(device_)},
+        resume=s.common.resume is not None, overwrite=s.common.overwrite,
+        progress=ui.progress())
+    table = make_table(f"dream {teacher.name}", ["count", "L_dream", "L_orth", "diversity (cos)",
+                                                 "PSNR dream vs clean", "folder"],
+                       [[manifest["count"], manifest["final_dream_loss"],
+                         manifest["final_orth_loss"], manifest["diversity_mean_cosine"],
+                         manifest["psnr_dream_vs_clean"], folder]])
+    ui.emit({**manifest, "save_dir": folder}, table)
+
+
+@app.command("distill")
+@handle_errors
+def distill_command(
+    ctx: typer.Context,
+    student: Annotated[Optional[Path], typer.Option(
+        help="Pruned student: DIR/student.safetensors written by 'prune'.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder.")] = None,
+    dreams: Annotated[Optional[Path], typer.Option(
+        help="A folder written by 'dream' (offline); default: dream online.")] = None,
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    weights: WeightsOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    size: SizeOpt = None,
+    round_steps: RoundOpt = None,
+    clean_dir: CleanDirOpt = None,
+    student_lr: StudentLrOpt = None,
+    lambda_kd: LambdaKdOpt = None,
+    lambda_orth: LambdaOrthOpt = None,
+    noise_lr: NoiseLrOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = None,
+    non_strict: NonStrictOpt = None,
+    trust_checkpoint: TrustOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Train a pruned student to match the teacher on dreamed inputs."""
+    from dreamprune_cli.engine.distill import load_student
+    from dreamprune_cli.engine.distill_run import run_distill
+    from dreamprune_cli.engine.dream_files import read_dreams
+
+    ui = _make_ui(ctx, json_flag)
+    resolved = _resolve(ctx, dict(
+        student=student, out=out, dreams=dreams, model=model, variant=variant,
+        weights=weights, steps=steps, batch_size=batch_size, size=size,
+        round_steps=round_steps, clean_dir=clean_dir, student_lr=student_lr,
+        lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr,
+        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
+        channels_last=channels_last, device=device, seed=seed), config)
+    s = resolved.settings
+    out_dir = s.common.resume or s.common.out
+    if out_dir is None:
+        raise UsageError("--out is required (the folder for the distilled student)")
+    if s.distill.student is None:
+        raise UsageError("--student is required (student.safetensors written by 'prune')")
+    if s.common.model is None:
+        raise UsageError("--model is required (the teacher)")
+    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
+    dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
+    space = s.evaluate.metric_space or teacher.info.metric_space
+    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
+        else teacher.info.crop_border
+    outcome = run_distill(
+        teacher, pruned, out_dir, dreams=dream_tensors,
+        steps=s.dream.steps or JOINT_DEFAULT_STEPS, schedule=schedule,
+        round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
+        lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
+        eval_pairs=_eval_pairs(teacher.info.task, None, None), metric_space=space,
+        crop_border=border, device=device_, precision=precision, seed=s.common.seed,
+        checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
+        overwrite=s.common.overwrite, progress=ui.progress())
+    m = outcome.metrics
+    table = make_table(f"distill {teacher.name} ({m['mode']})",
+                       ["steps", "final L_KD", "PSNR teacher", "PSNR student", "MACs kept",
+                        "student"],
+                       [[m["steps"], m["final_kd_loss"], m["psnr_teacher"], m["psnr_student"],
+                         m["macs_ratio"], outcome.student_path]])
+    ui.emit(m, table)
+
+
+@app.command("pipeline")
+@handle_errors
+def pipeline_command(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    weights: WeightsOpt = None,
+    flops_target: Annotated[Optional[float], typer.Option(
+        help="Fraction of the MACs to keep, e.g. 0.58.")] = None,
+    allocator: Annotated[Optional[str], typer.Option(
+        help="uniform, global, erk, lamp or adaptive (default).")] = None,
+    flops_size: Annotated[Optional[int], typer.Option(help="Square size for MACs.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Module-name globs kept dense (repeatable).")] = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    size: SizeOpt = None,
+    round_steps: RoundOpt = None,
+    calibration_steps: Annotated[Optional[int], typer.Option(
+        help="Dreaming steps for the adaptive allocator's calibration.")] = None,
+    clean_dir: CleanDirOpt = None,
+    student_lr: StudentLrOpt = None,
+    lambda_kd: LambdaKdOpt = None,
+    lambda_orth: LambdaOrthOpt = None,
+    noise_lr: NoiseLrOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output folder (default runs/<model>-<timestamp>).")] = None,
+    eval_input_dir: Annotated[Optional[Path], typer.Option(help="Evaluation inputs.")] = None,
+    eval_target_dir: Annotated[Optional[Path], typer.Option(help="Evaluation targets.")] = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = None,
+    non_strict: NonStrictOpt = None,
+    trust_checkpoint: TrustOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""
+    import time as _time
+
+    from dreamprune_cli.engine.pipeline import run_pipeline
+
+    ui = _make_ui(ctx, json_flag)
+    resolved = _resolve(ctx, dict(
+        model=model, variant=variant, weights=weights, flops_target=flops_target,
+        allocator=allocator, flops_size=flops_size, exclude=exclude, steps=steps,
+        batch_size=batch_size, size=size, round_steps=round_steps,
+        calibration_steps=calibration_steps, clean_dir=clean_dir, student_lr=student_lr,
+        lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr, out=out,
+        eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
+        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
+        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
+    s = resolved.settings
+    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
+                        s.pipeline.eval_target_dir, flag="--eval")
+    out_dir = s.common.resume or s.common.out or Path("runs") / (
+        f"{teacher.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
+    space = s.evaluate.metric_space or teacher.info.metric_space
+    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
+        else teacher.info.crop_border
+    result = run_pipeline(
+        teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
+        flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
+        clean_source=clean_source, schedule=schedule,
+        steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
+        student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
+        calibration_steps=s.pipeline.calibration_steps, eval_pairs=pairs, metric_space=space,
+        crop_border=border, out_dir=out_dir, device=device_, precision=precision,
+        seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
+        resume=s.common.resume is not None, overwrite=s.common.overwrite,
+        settings=resolved.flat(), progress=ui.progress())
+    table = make_table(
+        f"pipeline {teacher.name}: {result.macs_ratio:.3f} of the MACs, "
+        f"{s.prune.allocator}, {result.joint.steps} steps, {result.seconds:.0f} s",
+        ["model", f"PSNR ({space})", "SSIM", "GMACs@256", "params"],
+        [["teacher", result.teacher.psnr, result.teacher.ssim, result.teacher.macs_256 / 1e9,
+          result.teacher.params_nonzero],
+         ["pruned (no distillation)", result.pruned.psnr, result.pruned.ssim,
+          result.pruned.macs_256 / 1e9, result.pruned.params_nonzero],
+         ["dream + distill", result.student.psnr, result.student.ssim,
+          result.student.macs_256 / 1e9, result.student.params_nonzero]])
+    ui.emit(result.summary(), table)
+
+
+# --------------------------------------------------------------------------- synth
+@app.command("synth")
+@handle_errors
+def synth_command(
+    ctx: typer.Context,
+    task: Annotated[Optional[str], typer.Option(
+        help="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze.")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Number of pairs (default 16).")] = None,
+    size: Annotated[Optional[int], typer.Option(
+        help="Side of the square images in pixels (default 64).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output folder: input/, target/ and manifest.json.")] = None,
+    clean_dir: Annotated[Optional[Path], typer.Option(
+        help="Crop clean images from this folder instead of procedural scenes.")] = None,
+    seed: SeedOpt = None,
+    overwrite: OverwriteOpt = None,
+    config: ConfigOpt = None,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Write synthetic degraded/clean pairs (the Rain13k layout 'evaluate' reads)."""
+    from dreamprune_cli.data.synthetic import write_synthetic_set
+
+    ui = _make_ui(ctx, json_flag)
+    resolved = _resolve(ctx, dict(task=task, count=count, size=size, out=out,
+                                  clean_dir=clean_dir, seed=seed, overwrite=overwrite), config)
+    s = resolved.settings
+    if s.synth.task is None:
+        raise UsageError("--task is required: derain, raindrop or dehaze")
+    if s.common.out is None:
+        raise UsageError("--out is required: the folder for input/, target/ and manifest.json")
+    manifest = write_synthetic_set(s.synth.task, s.dream.count, s.dream.size, s.common.seed,
+                                   s.common.out, clean_dir=s.dream.clean_dir,
+                                   overwrite=s.common.overwrite, progress=ui.progress())
+    out_dir = s.common.out
+    ui.emit({"task": manifest["task"], "count": manifest["count"], "size": manifest["size"],
+             "seed": manifest["seed"], "clean": manifest["clean"], "output": out_dir,
+             "input_dir": out_dir / "input", "target_dir": out_dir / "target",
+             "manifest": out_dir / "manifest.json"},
+            make_table(f"synth {manifest['task']}", ["pairs", "size", "seed", "clean", "output"],
+                       [[manifest["count"], manifest["size"], manifest["seed"],
+                         manifest["clean"], out_dir]]))
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ class CommonSettings(_Section):
     overwrite: bool = Field(False, description="replace existing outputs")
     save_dir: Path | None = Field(None, description="folder for images written by evaluate/dream")
     out: Path | None = Field(None, description="output folder of prune/distill/pipeline")
+    resume: Path | None = Field(None, description="run folder to continue (dream/distill/pipeline)")
 
     @field_validator("device")
     @classmethod
@@ -93,13 +94,19 @@ class PruneSettings(_Section):
     flops_size: int = Field(256, ge=8, description="square input size for MAC counting")
     exclude: list[str] = Field(default_factory=list, description="module name globs not pruned")
     calibration: Path | None = Field(None, description="degraded images for adaptive drift")
+    calibration_count: int = Field(4, ge=1, description="calibration images (patches) for "
+                                                        "adaptive drift")
+    calibration_size: int = Field(64, ge=8, description="side of the calibration patches")
+    default_exclude: bool = Field(True, description="keep the model's first/last convolutions "
+                                                    "(registry prune_exclude) dense")
 
 
 class DreamSettings(_Section):
     count: int = Field(16, ge=1, description="dreamed images to produce")
     size: int = Field(64, ge=8, description="side of dreamed images")
     batch_size: int = Field(8, ge=1, description="images optimised together")
-    steps: int = Field(300, ge=1, description="optimisation steps")
+    steps: int | None = Field(None, ge=1, description="steps (dream: per batch, default 200; "
+                              "distill/pipeline: joint steps, default 400)")
     round_steps: int = Field(50, ge=1, description="steps before new noise and targets")
     clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
     noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
@@ -113,12 +120,20 @@ class DistillSettings(_Section):
     student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student")
     lambda_kd: float = Field(1.0, gt=0.0, description="weight of the distillation loss")
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
-    resume: Path | None = Field(None, description="run folder to continue")
 
 
 class PipelineSettings(_Section):
+    calibration_steps: int = Field(50, ge=1, description="dreaming steps for the adaptive "
+                                   "allocator's calibration images")
     eval_input_dir: Path | None = Field(None, description="evaluation inputs (default: synthetic)")
     eval_target_dir: Path | None = Field(None, description="evaluation targets")
+
+
+class SynthSettings(_Section):
+    """``dreamprune synth`` (count, size and clean_dir are the dream section's fields)."""
+
+    task: Literal["derain", "raindrop", "dehaze"] | None = Field(
+        None, description="degradation to synthesize: derain, raindrop or dehaze")
 
 
 class Settings(_Section):
@@ -130,6 +145,7 @@ class Settings(_Section):
     dream: DreamSettings = Field(default_factory=DreamSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -39,8 +39,7 @@ def test_official_container_loads_strict_and_evaluates(name: str, tmp_path: Path
     suffix = {"ffa": ".pk", "aganet": ".pkl", "durn_s": ".pt", "durn_s_p": ".pt"}.get(name, ".pth")
     path = tmp_path / f"official{suffix}"
     torch.save(official_container(name, model.state_dict()), path)
-    loaded = load_model(name, weights=path, use_bundled=False) if "use_bundled" in \
-        load_model.__code__.co_varnames else load_model(name, weights=path)
+    loaded = load_model(name, weights=path)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.network.state_dict()[key], value), key
     if name in ("hinet", "ffa"):  # the two heaviest: loading is what matters here
