@@ -132,11 +132,10 @@ def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = No
              default_model: str | None = None) -> ResolvedSettings:
     """Settings from every source; subcommand flags override the global ones."""
     opts = _globals(ctx)
-    merged = {"device": opts.device, "seed": opts.seed, **flags}
-    if merged.get("device") is None:
-        merged["device"] = opts.device
-    if merged.get("seed") is None:
-        merged["seed"] = opts.seed
+    merged = dict(flags)
+    for name in ("device", "seed"):
+        if merged.get(name) is None:
+            merged[name] = getattr(opts, name)
     return resolve_settings(merged, config=config or opts.config, default_model=default_model)
 
 
@@ -638,7 +637,7 @@ def pipeline_command(
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, flops_target=flops_target,
-        allocator=allocator, flops_size=flops_size, exclude=exclude, steps=steps,
+        allocator=allocator, flops_size=flops_size, exclude=exclude or None, steps=steps,
         batch_size=batch_size, size=size, round_steps=round_steps,
         calibration_steps=calibration_steps, clean_dir=clean_dir, student_lr=student_lr,
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr, out=out,

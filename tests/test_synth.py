@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,6 @@ from dreamprune_cli.data.synthetic import (TEST_SET_COUNT, TEST_SET_SIZE, make_d
 from dreamprune_cli.errors import UsageError
 from tests.conftest import save_rgb
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: these small ops run slower, not faster, on a busy 2-core CI box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _files(folder: Path) -> dict[str, bytes]:

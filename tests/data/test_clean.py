@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,6 @@ from dreamprune_cli.data.clean import (CleanSource, FolderSource, ProceduralSour
 from dreamprune_cli.errors import UsageError
 from tests.conftest import save_rgb
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: these small ops run slower, not faster, on a busy 2-core CI box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("size", [8, 17, 64])

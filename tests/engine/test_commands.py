@@ -15,11 +15,6 @@ from dreamprune_cli.models.loading import load_model
 TINY = ["--variant", "tiny", "--device", "cpu", "--size", "32", "--batch-size", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _ffa_weights(tmp_path: Path) -> Path:
     """A small random FFA saved by dreamprune (so tests never depend on bundled teachers)."""
     from dreamprune_cli.models.checkpoint import save_safetensors

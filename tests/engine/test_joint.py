@@ -69,7 +69,6 @@ def test_teacher_unchanged_masks_fixed() -> None:
 
 
 def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     straight = _trainer()
     straight.run(7)
     first = _trainer()

@@ -21,15 +21,6 @@ from dreamprune_cli.models import build_model
 from dreamprune_cli.models.loading import load_model, save_model
 from dreamprune_cli.prune.masks import matches
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Small convolutions run fastest on one thread; more only fight over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MODELS = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
 SIZE = 64  # MACs counted at 3x64x64 keep the checks fast; the command defaults to 256
 COARSE_LEVELS = (1.0, 0.6, 0.3, 0.0)

@@ -8,24 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.models.registry import model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: these small ops run slower, not faster, on a busy 2-core CI box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # model -> minimum PSNR gain (dB) over the degraded input on its default synthetic set.
