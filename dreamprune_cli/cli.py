@@ -606,6 +606,8 @@ def pipeline_command(
     batch_size: BatchOpt = None,
     size: SizeOpt = None,
     round_steps: RoundOpt = None,
+    calibration_source: Annotated[Optional[str], typer.Option(
+        help="Adaptive calibration: dreams (default) or synthetic degraded images.")] = None,
     calibration_steps: Annotated[Optional[int], typer.Option(
         help="Dreaming steps for the adaptive allocator's calibration.")] = None,
     clean_dir: CleanDirOpt = None,
@@ -639,7 +641,8 @@ def pipeline_command(
         model=model, variant=variant, weights=weights, flops_target=flops_target,
         allocator=allocator, flops_size=flops_size, exclude=exclude or None, steps=steps,
         batch_size=batch_size, size=size, round_steps=round_steps,
-        calibration_steps=calibration_steps, clean_dir=clean_dir, student_lr=student_lr,
+        calibration_steps=calibration_steps, calibration_source=calibration_source,
+        clean_dir=clean_dir, student_lr=student_lr,
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
@@ -660,7 +663,8 @@ def pipeline_command(
         clean_source=clean_source, schedule=schedule,
         steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
-        calibration_steps=s.pipeline.calibration_steps, eval_pairs=pairs, metric_space=space,
+        calibration_steps=s.pipeline.calibration_steps,
+        calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, metric_space=space,
         crop_border=border, out_dir=out_dir, device=device_, precision=precision,
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,

@@ -123,6 +123,9 @@ class DistillSettings(_Section):
 
 
 class PipelineSettings(_Section):
+    calibration_source: Literal["dreams", "synthetic"] = Field(
+        "dreams", description="calibration images of the adaptive allocator: a short dreaming "
+        "phase (the method), or synthetic degraded images of the model's task")
     calibration_steps: int = Field(50, ge=1, description="dreaming steps for the adaptive "
                                    "allocator's calibration images")
     eval_input_dir: Path | None = Field(None, description="evaluation inputs (default: synthetic)")

@@ -82,12 +82,18 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  flops_size: int, exclude: list[str], clean_source: CleanSource,
                  schedule: DreamSchedule, steps: int, round_steps: int, student_lr: float,
                  lambda_kd: float, calibration_steps: int, eval_pairs: list[ImagePair],
+                 calibration_source: str = "dreams",
                  metric_space: str, crop_border: int, out_dir: Path, device: torch.device,
                  precision: Precision, seed: int, checkpoint_every: int = 100,
                  resume: bool = False, overwrite: bool = False,
                  settings: dict[str, Any] | None = None,
                  progress: ProgressSink | None = None) -> PipelineResult:
-    """Run prune -> dream + distill -> evaluate -> report into ``out_dir`` (see module doc)."""
+    """Run prune -> dream + distill -> evaluate -> report into ``out_dir`` (see module doc).
+
+    ``calibration_source``: ``dreams`` calibrates the adaptive allocator on a short dreaming
+    phase (the method); ``synthetic`` on degraded images from dreamprune's synthesizers for
+    the model's task (measured better on the bundled FFA teacher, see docs/RESULTS.md).
+    """
     progress = progress or NullProgress()
     start = time.perf_counter()
     phases: dict[str, float] = {}
@@ -109,8 +115,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     else:
         if resume:
             raise UsageError(f"--resume {out_dir}: no pruned student in {prune_dir}")
-        calibration = None
-        if allocator == "adaptive":
+        calibration = None  # prune_model then uses synthetic images of the model's task
+        if allocator == "adaptive" and calibration_source == "dreams":
             tick = time.perf_counter()
             calib = dream_images(teacher_adapter, clean_source, schedule.batch_size,
                                  calibration_steps, schedule, generator, device, precision,

@@ -124,6 +124,10 @@ def test_pipeline_end_to_end_and_resume(runner, tmp_path: Path, pair_dirs) -> No
     assert json.loads(more.stdout)["steps"] == 6
     busy = runner.invoke(app, args)
     assert busy.exit_code == 2 and "not empty" in busy.output
+    synthetic = runner.invoke(app, args[:-1] + ["--calibration-source", "synthetic",
+                                                "--overwrite", "--steps", "1", "--json"])
+    assert synthetic.exit_code == 0, synthetic.output
+    assert "calibration_dreams" not in json.loads(synthetic.stdout)["phases"]
 
 
 def test_interrupt_maps_to_exit_130(runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
