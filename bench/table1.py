@@ -162,6 +162,9 @@ def markdown() -> str:
                   f"lr {data['student_lr']}, {data['threads']} thread(s), "
                   f"{data.get('seconds', 0) / 60:.0f} min in all.", "",
                   f"Command: `{data.get('command', 'python bench/table1.py')}`", "",
+                  *(["**Partial**: the run was stopped at the session's time limit; its rows "
+                     "were recovered from the log, and what is missing was not run.", ""]
+                    if data.get("partial") else []),
                   "| F | allocator | MACs kept | PSNR no distill | SSIM | PSNR dream+distill | "
                   "SSIM | prune s | distill s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in data["rows"]:
