@@ -206,7 +206,6 @@ def evaluate_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
-    from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
     from dreamprune_cli.models.loading import load_model
@@ -220,24 +219,13 @@ def evaluate_command(
         config)
     s = resolved.settings
     common, ev = s.common, s.evaluate
-    if (ev.input_dir is None) != (ev.target_dir is None):
-        raise UsageError("--input-dir and --target-dir go together (or give neither to use "
-                         "the synthetic set of the model's task)")
-    input_root, target_root = ev.input_dir, ev.target_dir
-    pairs = pair_folders(input_root, target_root, limit=ev.limit) \
-        if input_root is not None and target_root is not None else None
     device_ = resolve_device(common.device)
     loaded = load_model(common.model, common.variant, common.weights,
                         strict=not common.non_strict, trust=common.trust_checkpoint,
                         overrides=common.model_kwargs)
-    if pairs is None:
-        from dreamprune_cli.data.synthetic import synthetic_test_set
-
-        input_root, target_root = synthetic_test_set(loaded.info.task)
-        log.info("no --input-dir/--target-dir: evaluating on the synthetic %s set (%s)",
-                 "derain" if loaded.info.task == "identity" else loaded.info.task,
-                 input_root.parent)
-        pairs = pair_folders(input_root, target_root, limit=ev.limit)
+    pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
+                        limit=ev.limit)
+    input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
     space = ev.metric_space or loaded.info.metric_space
     border = ev.crop_border if ev.crop_border is not None else loaded.info.crop_border
     result = evaluate_pairs(loaded.adapter(), pairs, space, border, device_,
@@ -434,16 +422,19 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
 
 
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
-                flag: str = "--eval") -> list[Any]:
+                prefix: str = "--eval-", limit: int | None = None) -> list[Any]:
     """Evaluation pairs from folders, or the task's default synthetic set."""
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
 
     if (input_dir is None) != (target_dir is None):
-        raise UsageError(f"{flag}-input-dir and {flag}-target-dir go together")
+        raise UsageError(f"{prefix}input-dir and {prefix}target-dir go together (or give "
+                         "neither to use the synthetic set of the model's task)")
     if input_dir is None:
         input_dir, target_dir = synthetic_test_set(task)
-    return pair_folders(input_dir, target_dir)  # type: ignore[arg-type]
+        log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
+                 prefix, "derain" if task == "identity" else task, input_dir.parent)
+    return pair_folders(input_dir, target_dir, limit=limit)  # type: ignore[arg-type]
 
 
 @app.command("dream")
@@ -651,7 +642,7 @@ def pipeline_command(
     s = resolved.settings
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
-                        s.pipeline.eval_target_dir, flag="--eval")
+                        s.pipeline.eval_target_dir)
     out_dir = s.common.resume or s.common.out or Path("runs") / (
         f"{teacher.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
     space = s.evaluate.metric_space or teacher.info.metric_space

@@ -98,11 +98,6 @@ class CostReport:
         }
 
 
-def effective_weight(module: nn.Module) -> torch.Tensor:
-    """The weight a layer computes with (masked when a pruning parametrization is attached)."""
-    return module.weight  # parametrize makes this the masked tensor
-
-
 def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
     """The module's own parameters as the forward sees them (after parametrizations)."""
     names = [n for n, _ in module.named_parameters(recurse=False)]
@@ -246,7 +241,7 @@ def count_costs(model: nn.Module, input_size: tuple[int, ...] = (3, 256, 256)) -
         weight_dense = weight_kept = 0
         shape: tuple[int, ...] = ()
         if prunable:
-            weight = effective_weight(module).detach()
+            weight = module.weight.detach()  # masked when a parametrization is attached
             shape = tuple(weight.shape)
             weight_dense, weight_kept = weight.numel(), _nonzero(weight)
         macs = dense = 0

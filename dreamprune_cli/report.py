@@ -92,3 +92,12 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def save_loss_history(folder: Path, history: Sequence[Mapping[str, float]], title: str,
+                      keys: Sequence[str] = ("dream", "orth", "kd")) -> None:
+    """``losses.csv`` and ``losses.png`` of a training history (keys it lacks are skipped)."""
+    save_history_csv(folder / "losses.csv", history, overwrite=True)
+    present = [k for k in keys if history and k in history[0]]
+    save_curves(folder / "losses.png", {k: [h[k] for h in history] for k in present},
+                title=title, overwrite=True)

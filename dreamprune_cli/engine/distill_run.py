@@ -20,7 +20,7 @@ from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.report import save_curves, save_history_csv
+from dreamprune_cli.report import save_loss_history
 
 
 @dataclass
@@ -67,10 +67,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device)
     student_eval = evaluate_pairs(distiller.student, eval_pairs, metric_space, crop_border,
                                   device)
-    save_history_csv(out_dir / "losses.csv", history, overwrite=True)
-    keys = [k for k in ("dream", "orth", "kd") if history and k in history[0]]
-    save_curves(out_dir / "losses.png", {k: [h[k] for h in history] for k in keys},
-                title=f"distill ({mode})", overwrite=True)
+    save_loss_history(out_dir, history, f"distill ({mode})")
     metrics = {"student": path, "mode": mode, "steps": steps,
                "final_kd_loss": history[-1]["kd"] if history else None,
                "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,

@@ -29,7 +29,7 @@ from dreamprune_cli.fileio import atomic_write, ensure_output_dir, write_json_at
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.metrics import psnr
-from dreamprune_cli.report import save_curves, save_grid, save_history_csv
+from dreamprune_cli.report import save_grid, save_loss_history
 
 TENSORS_NAME = "dreams.safetensors"
 STATE_NAME = "state.pt"
@@ -52,10 +52,7 @@ def write_dream_folder(folder: Path, result: DreamResult, manifest: dict[str, An
     rows = [[result.dreams[i], result.restored[i].clamp(0, 1), result.clean[i]]
             for i in range(min(grid_rows, result.dreams.shape[0]))]
     save_grid(folder / "grid.png", rows, overwrite=overwrite)
-    save_history_csv(folder / "losses.csv", result.history, overwrite=overwrite)
-    save_curves(folder / "losses.png",
-                {key: [h[key] for h in result.history] for key in ("dream", "orth")},
-                title="dreaming losses", overwrite=overwrite)
+    save_loss_history(folder, result.history, "dreaming losses")
     dream_psnr = psnr(result.dreams, result.clean).mean().item()
     full = {**manifest, "versions": versions(), "count": int(result.dreams.shape[0]),
             "final_dream_loss": result.final_dream_loss,

@@ -12,6 +12,7 @@ from torch import nn
 
 from dreamprune_cli.data.images import read_image, write_png
 from dreamprune_cli.data.pairs import ImagePair
+from dreamprune_cli.fileio import check_writable
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.metrics import MetricSpace, psnr, quantize_8bit, ssim
 from dreamprune_cli.progress import NullProgress, ProgressSink
@@ -74,11 +75,7 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
     model = model.to(device).eval()
     if save_dir is not None:
         for pair in pairs:  # refuse before any work rather than halfway
-            target = save_dir / f"{pair.name}.png"
-            if target.exists() and not overwrite:
-                from dreamprune_cli.errors import UsageError
-
-                raise UsageError(f"{target}: already exists; pass --overwrite to replace it")
+            check_writable(save_dir / f"{pair.name}.png", overwrite)
     size_costs: dict[tuple[int, int], int] = {}
     scores: list[ImageScore] = []
     macs_total = 0

@@ -36,7 +36,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.report import markdown_table, save_curves, save_grid, save_history_csv
+from dreamprune_cli.report import markdown_table, save_grid, save_loss_history
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
              "dreamprune.pipeline.allocator": allocator,
              "dreamprune.pipeline.steps": str(joint.steps)}
     student_path = save_student(student, out_dir, extra)
-    save_history_csv(out_dir / "losses.csv", joint.history, overwrite=True)
-    save_curves(out_dir / "losses.png",
-                {k: [h[k] for h in joint.history] for k in ("dream", "orth", "kd")},
-                title="joint dream + distill", overwrite=True)
+    save_loss_history(out_dir, joint.history, "joint dream + distill")
     _comparison_grid(out_dir / "grid.png", eval_pairs,
                      [teacher_adapter, pruned_snapshot, student_adapter], device)
 
