@@ -44,6 +44,7 @@ from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.prune import prune_model
 from dreamprune_cli.models.loading import LoadedModel, load_model
+from dreamprune_cli.settings import DreamSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -80,7 +81,7 @@ def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: fl
                       precision)
     distiller = Distiller(student.adapter(), lr, 1.0, CPU, precision)
     start = time.perf_counter()
-    JointTrainer(dreamer, distiller, 50, generator).run(steps)
+    JointTrainer(dreamer, distiller, DreamSettings().round_steps, generator).run(steps)
     return time.perf_counter() - start
 
 

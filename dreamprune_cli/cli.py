@@ -59,6 +59,9 @@ OverwriteOpt = Annotated[Optional[bool], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
+MinKeepOpt = Annotated[Optional[float], typer.Option(
+    help="Adaptive allocator: least fraction of every layer kept unless the target needs "
+         "less (default 0.1).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML settings file (see 'dreamprune config show').")]
 
@@ -302,6 +305,7 @@ def prune_command(
         help="Degraded images for the adaptive allocator (default: synthetic ones).")] = None,
     calibration_count: Annotated[Optional[int], typer.Option(
         help="Calibration patches for the adaptive allocator.")] = None,
+    min_keep: MinKeepOpt = None,
     calibration_size: Annotated[Optional[int], typer.Option(
         help="Side of the calibration patches.")] = None,
     non_strict: NonStrictOpt = None,
@@ -325,7 +329,7 @@ def prune_command(
         allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
-        non_strict=non_strict, trust_checkpoint=trust_checkpoint, overwrite=overwrite,
+        min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint, overwrite=overwrite,
         device=device, seed=seed), config)
     s = resolved.settings
     common, pr = s.common, s.prune
@@ -350,6 +354,7 @@ def prune_command(
                          use_default_exclude=pr.default_exclude, device=device_,
                          calibration_count=pr.calibration_count,
                          calibration_size=pr.calibration_size, seed=common.seed,
+                         min_keep=pr.min_keep,
                          progress=ui.progress())
     paths = write_prune_outputs(result, common.out, overwrite=common.overwrite)
     if not ui.quiet:
@@ -597,6 +602,7 @@ def pipeline_command(
     batch_size: BatchOpt = None,
     size: SizeOpt = None,
     round_steps: RoundOpt = None,
+    min_keep: MinKeepOpt = None,
     calibration_source: Annotated[Optional[str], typer.Option(
         help="Adaptive calibration: dreams (default) or synthetic degraded images.")] = None,
     calibration_steps: Annotated[Optional[int], typer.Option(
@@ -633,7 +639,7 @@ def pipeline_command(
         allocator=allocator, flops_size=flops_size, exclude=exclude or None, steps=steps,
         batch_size=batch_size, size=size, round_steps=round_steps,
         calibration_steps=calibration_steps, calibration_source=calibration_source,
-        clean_dir=clean_dir, student_lr=student_lr,
+        min_keep=min_keep, clean_dir=clean_dir, student_lr=student_lr,
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
@@ -651,7 +657,7 @@ def pipeline_command(
     result = run_pipeline(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
-        clean_source=clean_source, schedule=schedule,
+        min_keep=s.prune.min_keep, clean_source=clean_source, schedule=schedule,
         steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
         calibration_steps=s.pipeline.calibration_steps,

@@ -94,6 +94,8 @@ class PruneSettings(_Section):
     flops_size: int = Field(256, ge=8, description="square input size for MAC counting")
     exclude: list[str] = Field(default_factory=list, description="module name globs not pruned")
     calibration: Path | None = Field(None, description="degraded images for adaptive drift")
+    min_keep: float = Field(0.1, ge=0.0, le=1.0, description="adaptive: least fraction of "
+                            "each layer kept, unless the target needs less")
     calibration_count: int = Field(4, ge=1, description="calibration images (patches) for "
                                                         "adaptive drift")
     calibration_size: int = Field(64, ge=8, description="side of the calibration patches")
@@ -107,7 +109,7 @@ class DreamSettings(_Section):
     batch_size: int = Field(8, ge=1, description="images optimised together")
     steps: int | None = Field(None, ge=1, description="steps (dream: per batch, default 200; "
                               "distill/pipeline: joint steps, default 400)")
-    round_steps: int = Field(50, ge=1, description="steps before new noise and targets")
+    round_steps: int = Field(200, ge=1, description="joint steps before new noise and targets")
     clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
     noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
     lambda_orth: float = Field(0.05, ge=0.0, description="weight of the diversity loss")

@@ -32,6 +32,7 @@ from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, restore
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
 from dreamprune_cli.engine.prune import PruneResult, prune_model, write_prune_outputs
+from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.models.loading import LoadedModel
@@ -82,7 +83,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  flops_size: int, exclude: list[str], clean_source: CleanSource,
                  schedule: DreamSchedule, steps: int, round_steps: int, student_lr: float,
                  lambda_kd: float, calibration_steps: int, eval_pairs: list[ImagePair],
-                 calibration_source: str = "dreams",
+                 calibration_source: str = "dreams", min_keep: float = DEFAULT_MIN_KEEP,
                  metric_space: str, crop_border: int, out_dir: Path, device: torch.device,
                  precision: Precision, seed: int, checkpoint_every: int = 100,
                  resume: bool = False, overwrite: bool = False,
@@ -126,7 +127,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
         tick = time.perf_counter()
         pruned = prune_model(teacher, flops_target, allocator, flops_size, exclude,
                              calibration=calibration, device=device, seed=seed,
-                             progress=progress)
+                             min_keep=min_keep, progress=progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
         student = pruned.student

@@ -27,7 +27,7 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.allocators import MAGNITUDE_ALLOCATORS
 from dreamprune_cli.prune.budget import TOLERANCE, MacBudget, measure_budget
 from dreamprune_cli.prune.calibration import synthetic_calibration
-from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DriftCurves, allocate_adaptive,
+from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DEFAULT_MIN_KEEP, DriftCurves, allocate_adaptive,
                                         measure_drift)
 from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
                                         magnitude_masks, plain_state_dict, set_masks,
@@ -186,8 +186,12 @@ def measure_plan_drift(plan: PruningPlan, calibration: torch.Tensor,
 
 
 def apply_allocation(plan: PruningPlan, flops_target: float, allocator: str,
-                     drift: DriftCurves | None = None) -> PruneResult:
+                     drift: DriftCurves | None = None,
+                     min_keep: float = DEFAULT_MIN_KEEP) -> PruneResult:
     """Allocate, mask and verify; the result holds its own masked copy of the network.
+
+    ``min_keep`` (adaptive only): the smallest fraction of any layer kept when the target
+    allows it.
 
     Raises:
         UsageError: unknown allocator, or a target outside (0, 1] or out of reach.
@@ -201,7 +205,7 @@ def apply_allocation(plan: PruningPlan, flops_target: float, allocator: str,
     if allocator == "adaptive":
         if drift is None:
             raise ValueError("the adaptive allocator needs drift curves (measure_plan_drift)")
-        allocation = allocate_adaptive(drift, budget, flops_target)
+        allocation = allocate_adaptive(drift, budget, flops_target, min_keep)
     else:
         weights = [unmasked_weight(modules[name]).detach() for name in plan.names]
         allocation = MAGNITUDE_ALLOCATORS[allocator](weights, budget, flops_target)
@@ -247,7 +251,7 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
                 device: torch.device | None = None, calibration_count: int = 4,
                 calibration_size: int = 64, seed: int = 0,
                 keep_levels: Sequence[float] = DEFAULT_KEEP_LEVELS, max_batch: int = 64,
-                drift: DriftCurves | None = None,
+                drift: DriftCurves | None = None, min_keep: float = DEFAULT_MIN_KEEP,
                 progress: ProgressSink | None = None) -> PruneResult:
     """Prune a copy of ``loaded.network`` so that it keeps ``flops_target`` of its MACs.
 
@@ -267,6 +271,8 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
         max_batch: images per forward pass while measuring drift.
         drift: curves from an earlier result (``result.drift``) of the same model, size and
             exclusions: they do not depend on the target, so the measurement is skipped.
+        min_keep: ``adaptive`` keeps at least this fraction of every pruned layer unless
+            the target needs less (emptying a layer is rarely what its drift suggests).
         progress: receives the drift measurement's steps.
 
     Raises:
@@ -295,7 +301,7 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
                                                 calibration_size, seed)
         drift = measure_plan_drift(plan, calibration, device, keep_levels, max_batch,
                                    progress)
-    result = apply_allocation(plan, flops_target, allocator, drift)
+    result = apply_allocation(plan, flops_target, allocator, drift, min_keep)
     result.seconds = time.perf_counter() - start
     return result
 

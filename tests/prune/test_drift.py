@@ -45,6 +45,26 @@ def test_batched_drift_equals_pruning_each_layer(max_batch: int) -> None:
     assert all(m.all() for m in get_masks(net).values())  # masks restored
 
 
+def _two_layer_problem() -> tuple[DriftCurves, MacBudget]:
+    layers = (PrunableLayer("robust", (100,), 100, 100, 10),
+              PrunableLayer("fragile", (100,), 100, 100, 10))
+    budget = MacBudget(layers=layers, fixed_macs=0, dense_macs=2000, input_size=(3, 8, 8))
+    curves = DriftCurves(names=["robust", "fragile"], keep_levels=(1.0, 0.75, 0.5, 0.25, 0.0),
+                         kept=[[100, 75, 50, 25, 0]] * 2,
+                         drift=[[0.0, 0.01, 0.02, 0.03, 0.5], [0.0, 1.0, 2.0, 3.0, 4.0]])
+    return curves, budget
+
+
+def test_lagrangian_keeps_min_keep_of_every_layer_when_the_target_allows() -> None:
+    curves, budget = _two_layer_problem()
+    # 120 weights to keep; the robust layer may not go below its 0.25 level (25 weights),
+    # so the fragile one gives up 5 weights, between its 1.0 and 0.75 levels.
+    assert allocate_adaptive(curves, budget, 0.6, min_keep=0.1).kept == [25, 95]
+    # 20 weights cannot be kept with 25 in each layer: levels below min_keep are allowed.
+    tight = allocate_adaptive(curves, budget, 0.1, min_keep=0.1)
+    assert sum(tight.kept) == 20
+
+
 def test_lagrangian_prunes_the_insensitive_layer_and_hits_the_target() -> None:
     layers = (PrunableLayer("robust", (100,), 100, 100, 10),
               PrunableLayer("fragile", (100,), 100, 100, 10))
@@ -55,9 +75,9 @@ def test_lagrangian_prunes_the_insensitive_layer_and_hits_the_target() -> None:
                          drift=[[0.0, 0.01, 0.02, 0.03, 0.5], [0.0, 1.0, 2.0, 3.0, 4.0]])
     # Keep 0.6 of 2000 MACs = 1200 = 120 weights: the fragile layer stays dense and the
     # robust one keeps 20 weights, between its 0.25 and 0.0 levels.
-    allocation = allocate_adaptive(curves, budget, 0.6)
+    allocation = allocate_adaptive(curves, budget, 0.6, min_keep=0.0)
     assert allocation.kept == [20, 100]
     assert allocation.details["interpolated_layers"] == ["robust"]
     # Keep 0.3 = 60 weights: removing the robust layer's last 25 weights costs 0.47 of drift,
     # less than the 1.0 per 25 weights of the fragile one, so the fragile one keeps all 60.
-    assert allocate_adaptive(curves, budget, 0.3).kept == [0, 60]
+    assert allocate_adaptive(curves, budget, 0.3, min_keep=0.0).kept == [0, 60]

@@ -1,0 +1,152 @@
+"""One dream + distill run with a chosen variant of the schedule, scored on the test set.
+
+The study behind the pipeline's defaults (docs/RESULTS.md, "What the joint loop's schedule
+changes"): round length, dream initialisation, the dreams' and the student's learning rates
+(constant or cosine-decayed), the adaptive allocator's calibration images, and the inputs the
+student is distilled on (dreams, plain noise, synthetic degraded images). Each run prints one
+JSON line and appends it to ``bench/results/joint_variants.jsonl``.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python bench/joint_variants.py --model ffa --target 0.58 \\
+        --round-steps 200 [--calibration dreams] [--init uniform] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from dreamprune_cli.data.clean import fractal_noise, make_clean_source
+from dreamprune_cli.data.pairs import pair_folders
+from dreamprune_cli.data.synthetic import degrade_batch, synthetic_test_set
+from dreamprune_cli.engine.device import resolve_precision
+from dreamprune_cli.engine.distill import Distiller
+from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
+from dreamprune_cli.engine.evaluate import evaluate_pairs
+from dreamprune_cli.engine.joint import JointTrainer
+from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.models.loading import load_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "joint_variants.jsonl"
+CPU = torch.device("cpu")
+
+
+class InitDreamer(Dreamer):
+    """A dreamer whose rounds start from ``uniform`` noise (the engine's), a near-``gray``
+    image (0.5 +- 0.05) or ``smooth`` 1/f noise around grey."""
+
+    def __init__(self, *args: object, init: str = "uniform", **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.init = init
+
+    def new_round(self) -> None:
+        if self.init == "uniform":
+            super().new_round()
+            return
+        size, batch = self.schedule.size, self.schedule.batch_size
+        self.clean = self.clean_source.sample(batch, size, self.generator)
+        if self.init == "gray":
+            x = 0.5 + 0.1 * (torch.rand((batch, 3, size, size), generator=self.generator) - 0.5)
+        else:
+            x = (0.5 + 0.15 * fractal_noise(batch, 3, size, self.generator, slope=1.5))
+        self.dreams = x.clamp(0, 1).requires_grad_()
+        self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ffa", choices=["ffa", "hinet", "mprnet"])
+    parser.add_argument("--target", type=float, default=0.58)
+    parser.add_argument("--allocator", default="adaptive")
+    parser.add_argument("--calibration", default="dreams", choices=["dreams", "synthetic"])
+    parser.add_argument("--calibration-steps", type=int, default=50)
+    parser.add_argument("--calibration-lr", type=float, default=5e-2)
+    parser.add_argument("--min-keep", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--round-steps", type=int, default=200)
+    parser.add_argument("--student-lr", type=float, default=1e-4)
+    parser.add_argument("--lr-schedule", default="const", choices=["const", "cos"])
+    parser.add_argument("--noise-lr", type=float, default=5e-2)
+    parser.add_argument("--lambda-orth", type=float, default=0.05)
+    parser.add_argument("--init", default="uniform", choices=["uniform", "gray", "smooth"])
+    parser.add_argument("--inputs", default="dreams", choices=["dreams", "noise", "synthetic"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    teacher = load_model(args.model)
+    info = teacher.info
+    pairs = pair_folders(*synthetic_test_set(info.task))
+    precision = resolve_precision(CPU)
+
+    def score(model: torch.nn.Module) -> tuple[float, float]:
+        result = evaluate_pairs(model, pairs, info.metric_space, 0, CPU)
+        return result.psnr, result.ssim
+
+    calibration = None
+    if args.allocator == "adaptive" and args.calibration == "dreams":
+        calibration = dream_images(teacher.adapter(), make_clean_source(None), 8,
+                                   args.calibration_steps,
+                                   DreamSchedule(noise_lr=args.calibration_lr),
+                                   torch.Generator().manual_seed(0), CPU, precision).dreams
+    pruned = prune_model(teacher, args.target, args.allocator, calibration=calibration,
+                         min_keep=args.min_keep)
+    student = pruned.student
+    pruned_psnr, _ = score(student.adapter())
+
+    generator = torch.Generator().manual_seed(args.seed)
+    distiller = Distiller(student.adapter(), args.student_lr, 1.0, CPU, precision)
+    if args.lr_schedule == "cos":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            distiller.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, args.steps)
+                                                                / args.steps)))
+        plain_step = distiller.step
+
+        def step(x: torch.Tensor, target: torch.Tensor) -> float:
+            loss = plain_step(x, target)
+            scheduler.step()
+            return loss
+
+        distiller.step = step  # type: ignore[method-assign]
+    dream_psnr = None
+    if args.inputs == "dreams":
+        schedule = DreamSchedule(noise_lr=args.noise_lr, lambda_orth=args.lambda_orth)
+        dreamer = InitDreamer(teacher.adapter(), make_clean_source(None), schedule, generator,
+                              CPU, precision, init=args.init)
+        JointTrainer(dreamer, distiller, args.round_steps, generator).run(args.steps)
+        with torch.no_grad():  # how far the last dreams are from their clean targets
+            mse = (dreamer.dreams - dreamer.clean).pow(2).mean()
+            dream_psnr = round(float(-10 * torch.log10(mse)), 2)
+    else:
+        adapter = teacher.adapter().eval()
+        source = make_clean_source(None)
+        for _ in range(args.steps):
+            if args.inputs == "noise":
+                x = torch.rand((8, 3, 64, 64), generator=generator)
+            else:
+                x = degrade_batch(info.task, source.sample(8, 64, generator), generator)[0]
+            with torch.no_grad():
+                target = adapter(x)
+            distiller.step(x, target)
+    psnr, ssim = score(student.adapter())
+    row = dict(vars(args), teacher=round(score(teacher.adapter())[0], 3),
+               pruned=round(pruned_psnr, 3), student=round(psnr, 3), ssim=round(ssim, 4),
+               dream_psnr=dream_psnr, seconds=round(time.perf_counter() - start, 1),
+               machine=platform.machine(), torch=torch.__version__)
+    print(json.dumps(row), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
