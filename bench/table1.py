@@ -43,6 +43,7 @@ from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.settings import DreamSettings
 
@@ -94,6 +95,8 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
     pairs = pair_folders(*synthetic_test_set(info.task))
     out: dict[str, Any] = {"model": name, "task": info.task, "metric_space": space,
                            "steps": steps, "student_lr": lr, "batch": batch, "size": size,
+                           "round_steps": DreamSettings().round_steps,
+                           "min_keep": DEFAULT_MIN_KEEP,
                            "eval_images": len(pairs), "threads": torch.get_num_threads(),
                            "machine": platform.machine(), "torch": torch.__version__,
                            "teacher": score(teacher.adapter(), pairs, space), "rows": []}
@@ -160,7 +163,9 @@ def markdown() -> str:
                   f"{data['eval_images']} synthetic test images)", "",
                   f"Teacher: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.4f}. Each distillation: "
                   f"{data['steps']} steps, batch {data['batch']} x {data['size']} px, student "
-                  f"lr {data['student_lr']}, {data['threads']} thread(s), "
+                  f"lr {data['student_lr']}, new dreams every {data.get('round_steps', 50)} "
+                  f"steps, adaptive min keep {data.get('min_keep', 0.0)}, "
+                  f"{data['threads']} thread(s), "
                   f"{data.get('seconds', 0) / 60:.0f} min in all.", "",
                   f"Command: `{data.get('command', 'python bench/table1.py')}`", "",
                   *(["**Partial**: the run was stopped at the session's time limit; its rows "

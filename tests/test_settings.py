@@ -73,6 +73,7 @@ def test_list_from_env() -> None:
     ({"flops_target": 0.0}, {}, None, "invalid flops_target=0.0 (from flag --flops-target)"),
     ({"model": "nonexistent"}, {}, None, "invalid model='nonexistent' (from flag --model)"),
     ({"device": "gpu"}, {}, None, "invalid device='gpu' (from flag --device)"),
+    ({"min_keep": 1.5}, {}, None, "invalid min_keep=1.5 (from flag --min-keep)"),
     ({}, {}, "[prune]\nflops_target = 2\n", "invalid flops_target=2 (from config"),
     ({}, {}, 'noise_lr = "fast"\n', "invalid noise_lr='fast' (from config"),
     ({}, {}, "bogus = 1\n", "unknown key 'bogus'"),
