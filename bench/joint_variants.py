@@ -9,7 +9,7 @@ JSON line and appends it to ``bench/results/joint_variants.jsonl``.
 Usage::
 
     OMP_NUM_THREADS=1 python bench/joint_variants.py --model ffa --target 0.58 \\
-        --round-steps 200 [--calibration dreams] [--init uniform] [--seed 0]
+        [--round-steps 200] [--calibration dreams] [--init uniform] [--seed 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.prune import prune_model
 from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.settings import resolve_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "joint_variants.jsonl"
 CPU = torch.device("cpu")
@@ -70,7 +71,8 @@ def main() -> None:
     parser.add_argument("--calibration-lr", type=float, default=5e-2)
     parser.add_argument("--min-keep", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--round-steps", type=int, default=200)
+    parser.add_argument("--round-steps", type=int, default=None,
+                        help="default: the model's preset")
     parser.add_argument("--student-lr", type=float, default=1e-4)
     parser.add_argument("--lr-schedule", default="const", choices=["const", "cos"])
     parser.add_argument("--noise-lr", type=float, default=5e-2)
@@ -85,6 +87,9 @@ def main() -> None:
 
     teacher = load_model(args.model)
     info = teacher.info
+    if args.round_steps is None:
+        args.round_steps = resolve_settings({"model": args.model},
+                                            env={}).settings.dream.round_steps
     pairs = pair_folders(*synthetic_test_set(info.task))
     precision = resolve_precision(CPU)
 

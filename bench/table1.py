@@ -45,7 +45,7 @@ from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.prune import prune_model
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.models.loading import LoadedModel, load_model
-from dreamprune_cli.settings import DreamSettings
+from dreamprune_cli.settings import resolve_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -74,7 +74,8 @@ def distill_on(inputs: Callable[[torch.Generator], torch.Tensor], teacher: Loade
 
 
 def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: float,
-                  lambda_orth: float, seed: int, batch: int, size: int) -> float:
+                  lambda_orth: float, seed: int, batch: int, size: int,
+                  round_steps: int) -> float:
     schedule = DreamSchedule(lambda_orth=lambda_orth, batch_size=batch, size=size)
     generator = torch.Generator().manual_seed(seed)
     precision = resolve_precision(CPU)
@@ -82,20 +83,22 @@ def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: fl
                       precision)
     distiller = Distiller(student.adapter(), lr, 1.0, CPU, precision)
     start = time.perf_counter()
-    JointTrainer(dreamer, distiller, DreamSettings().round_steps, generator).run(steps)
+    JointTrainer(dreamer, distiller, round_steps, generator).run(steps)
     return time.perf_counter() - start
 
 
 def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int, size: int,
-              seed: int, distill_allocators: list[str], ablation_targets: list[float]
-              ) -> dict[str, Any]:
+              seed: int, distill_allocators: list[str], ablation_targets: list[float],
+              round_steps: int | None = None) -> dict[str, Any]:
     teacher = load_model(name)
     info = teacher.info
+    if round_steps is None:  # the model's preset, as the pipeline would use
+        round_steps = resolve_settings({"model": name}, env={}).settings.dream.round_steps
     space = info.metric_space
     pairs = pair_folders(*synthetic_test_set(info.task))
     out: dict[str, Any] = {"model": name, "task": info.task, "metric_space": space,
                            "steps": steps, "student_lr": lr, "batch": batch, "size": size,
-                           "round_steps": DreamSettings().round_steps,
+                           "round_steps": round_steps,
                            "min_keep": DEFAULT_MIN_KEEP,
                            "eval_images": len(pairs), "threads": torch.get_num_threads(),
                            "machine": platform.machine(), "torch": torch.__version__,
@@ -117,7 +120,8 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
                    "no_distill": score(pruned.student.adapter(), pairs, space)}
             if allocator in distill_allocators:
                 row["distill_seconds"] = dream_distill(teacher, pruned.student, steps, lr,
-                                                       0.05, seed, batch, size)
+                                                       0.05, seed, batch, size,
+                                                       round_steps)
                 row["dream_distill"] = score(pruned.student.adapter(), pairs, space)
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
@@ -138,7 +142,7 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
         if target in ablation_targets:
             no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
             refs["no_orth_seconds"] = dream_distill(teacher, no_orth.student, steps, lr, 0.0,
-                                                    seed, batch, size)
+                                                    seed, batch, size, round_steps)
             refs["no_orth_distill"] = score(no_orth.student.adapter(), pairs, space)
         refs["adaptive_dream_distill"] = masks_source["dream_distill"]
         out.setdefault("references", []).append(refs)
@@ -218,6 +222,8 @@ def main() -> None:
                         help="allocators whose masks are also dreamed + distilled")
     parser.add_argument("--ablation-targets", type=float, nargs="+", default=None,
                         help="targets of the lambda_orth 0 run (default: all)")
+    parser.add_argument("--round-steps", type=int, default=None,
+                        help="joint steps per round of new dreams (default: the model's preset)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if args.markdown:
@@ -227,7 +233,8 @@ def main() -> None:
     start = time.perf_counter()
     data = run_model(args.model, args.targets, args.steps, args.student_lr, args.batch,
                      args.size, args.seed, args.distill_allocators,
-                     args.ablation_targets if args.ablation_targets is not None else args.targets)
+                     args.ablation_targets if args.ablation_targets is not None else args.targets,
+                     args.round_steps)
     data["command"] = "python bench/table1.py " + " ".join(sys.argv[1:])
     data["seconds"] = time.perf_counter() - start
     RESULTS.mkdir(parents=True, exist_ok=True)

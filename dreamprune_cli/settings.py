@@ -109,7 +109,7 @@ class DreamSettings(_Section):
     batch_size: int = Field(8, ge=1, description="images optimised together")
     steps: int | None = Field(None, ge=1, description="steps (dream: per batch, default 200; "
                               "distill/pipeline: joint steps, default 400)")
-    round_steps: int = Field(200, ge=1, description="joint steps before new noise and targets")
+    round_steps: int = Field(50, ge=1, description="joint steps before new noise and targets")
     clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
     noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
     lambda_orth: float = Field(0.05, ge=0.0, description="weight of the diversity loss")
