@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--calibration", default="dreams", choices=["dreams", "synthetic"])
     parser.add_argument("--calibration-steps", type=int, default=50)
     parser.add_argument("--calibration-lr", type=float, default=5e-2)
-    parser.add_argument("--min-keep", type=float, default=0.1)
+    parser.add_argument("--min-keep", type=float, default=None, help="default: the preset's")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--round-steps", type=int, default=None,
                         help="default: the model's preset")
@@ -87,9 +87,11 @@ def main() -> None:
 
     teacher = load_model(args.model)
     info = teacher.info
+    preset = resolve_settings({"model": args.model}, env={}).settings
     if args.round_steps is None:
-        args.round_steps = resolve_settings({"model": args.model},
-                                            env={}).settings.dream.round_steps
+        args.round_steps = preset.dream.round_steps
+    if args.min_keep is None:
+        args.min_keep = preset.prune.min_keep
     pairs = pair_folders(*synthetic_test_set(info.task))
     precision = resolve_precision(CPU)
 

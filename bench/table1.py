@@ -43,7 +43,6 @@ from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.prune import prune_model
-from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.settings import resolve_settings
 
@@ -92,14 +91,16 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
               round_steps: int | None = None) -> dict[str, Any]:
     teacher = load_model(name)
     info = teacher.info
-    if round_steps is None:  # the model's preset, as the pipeline would use
-        round_steps = resolve_settings({"model": name}, env={}).settings.dream.round_steps
+    preset = resolve_settings({"model": name}, env={}).settings  # as the pipeline would use
+    if round_steps is None:
+        round_steps = preset.dream.round_steps
+    min_keep = preset.prune.min_keep
     space = info.metric_space
     pairs = pair_folders(*synthetic_test_set(info.task))
     out: dict[str, Any] = {"model": name, "task": info.task, "metric_space": space,
                            "steps": steps, "student_lr": lr, "batch": batch, "size": size,
                            "round_steps": round_steps,
-                           "min_keep": DEFAULT_MIN_KEEP,
+                           "min_keep": min_keep,
                            "eval_images": len(pairs), "threads": torch.get_num_threads(),
                            "machine": platform.machine(), "torch": torch.__version__,
                            "teacher": score(teacher.adapter(), pairs, space), "rows": []}
@@ -111,7 +112,8 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
         for allocator in ALLOCATORS:
             start = time.perf_counter()
             pruned = prune_model(teacher, target, allocator, flops_size=256,
-                                 calibration=calib.dreams, drift=drift)
+                                 calibration=calib.dreams, drift=drift,
+                                 min_keep=min_keep)
             if allocator == "adaptive":
                 drift = pruned.drift
             prune_seconds = time.perf_counter() - start
@@ -128,19 +130,22 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
             if allocator == "adaptive":
                 masks_source = row
         refs: dict[str, Any] = {"target": target}
-        noise = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
+        noise = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
+                             min_keep=min_keep)
         refs["noise_seconds"] = distill_on(
             lambda g: torch.rand((batch, 3, size, size), generator=g), teacher, noise.student,
             steps, lr, seed)
         refs["noise_distill"] = score(noise.student.adapter(), pairs, space)
         source = make_clean_source(None)
-        real = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
+        real = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
+                             min_keep=min_keep)
         refs["real_seconds"] = distill_on(
             lambda g: degrade_batch(info.task, source.sample(batch, size, g), g)[0],
             teacher, real.student, steps, lr, seed)
         refs["real_distill"] = score(real.student.adapter(), pairs, space)
         if target in ablation_targets:
-            no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift)
+            no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
+                             min_keep=min_keep)
             refs["no_orth_seconds"] = dream_distill(teacher, no_orth.student, steps, lr, 0.0,
                                                     seed, batch, size, round_steps)
             refs["no_orth_distill"] = score(no_orth.student.adapter(), pairs, space)
