@@ -130,26 +130,30 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
             if allocator == "adaptive":
                 masks_source = row
         refs: dict[str, Any] = {"target": target}
-        noise = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
-                             min_keep=min_keep)
+
+        def adaptive_student() -> LoadedModel:
+            """A fresh copy of the adaptive student (the drift curves are reused)."""
+            return prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
+                               min_keep=min_keep).student
+
+        noise = adaptive_student()
         refs["noise_seconds"] = distill_on(
-            lambda g: torch.rand((batch, 3, size, size), generator=g), teacher, noise.student,
+            lambda g: torch.rand((batch, 3, size, size), generator=g), teacher, noise,
             steps, lr, seed)
-        refs["noise_distill"] = score(noise.student.adapter(), pairs, space)
+        refs["noise_distill"] = score(noise.adapter(), pairs, space)
         source = make_clean_source(None)
-        real = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
-                             min_keep=min_keep)
+        real = adaptive_student()
         refs["real_seconds"] = distill_on(
             lambda g: degrade_batch(info.task, source.sample(batch, size, g), g)[0],
-            teacher, real.student, steps, lr, seed)
-        refs["real_distill"] = score(real.student.adapter(), pairs, space)
+            teacher, real, steps, lr, seed)
+        refs["real_distill"] = score(real.adapter(), pairs, space)
         if target in ablation_targets:
-            no_orth = prune_model(teacher, target, "adaptive", flops_size=256, drift=drift,
-                             min_keep=min_keep)
-            refs["no_orth_seconds"] = dream_distill(teacher, no_orth.student, steps, lr, 0.0,
+            no_orth = adaptive_student()
+            refs["no_orth_seconds"] = dream_distill(teacher, no_orth, steps, lr, 0.0,
                                                     seed, batch, size, round_steps)
-            refs["no_orth_distill"] = score(no_orth.student.adapter(), pairs, space)
-        refs["adaptive_dream_distill"] = masks_source["dream_distill"]
+            refs["no_orth_distill"] = score(no_orth.adapter(), pairs, space)
+        if "dream_distill" in masks_source:  # adaptive among --distill-allocators
+            refs["adaptive_dream_distill"] = masks_source["dream_distill"]
         out.setdefault("references", []).append(refs)
         print(json.dumps(refs), flush=True)
     diversity = {}

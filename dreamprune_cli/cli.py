@@ -329,8 +329,8 @@ def prune_command(
         allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
-        min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint, overwrite=overwrite,
-        device=device, seed=seed), config)
+        min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint,
+        overwrite=overwrite, device=device, seed=seed), config)
     s = resolved.settings
     common, pr = s.common, s.prune
     if common.out is None:

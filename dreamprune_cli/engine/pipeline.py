@@ -32,10 +32,10 @@ from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, restore
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
 from dreamprune_cli.engine.prune import PruneResult, prune_model, write_prune_outputs
-from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.report import markdown_table, save_grid, save_loss_history
 

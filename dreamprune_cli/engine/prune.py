@@ -27,8 +27,8 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.allocators import MAGNITUDE_ALLOCATORS
 from dreamprune_cli.prune.budget import TOLERANCE, MacBudget, measure_budget
 from dreamprune_cli.prune.calibration import synthetic_calibration
-from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DEFAULT_MIN_KEEP, DriftCurves, allocate_adaptive,
-                                        measure_drift)
+from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DEFAULT_MIN_KEEP, DriftCurves,
+                                        allocate_adaptive, measure_drift)
 from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
                                         magnitude_masks, plain_state_dict, set_masks,
                                         split_layers, unmasked_weight)

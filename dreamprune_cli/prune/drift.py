@@ -224,7 +224,7 @@ def allocate_adaptive(curves: DriftCurves, budget: MacBudget, target: float,
     goal = budget.target_macs(target)
     allowed = np.asarray(curves.keep_levels) >= min_keep - 1e-12
     if not allowed.all():
-        floor = kept[:, int(np.flatnonzero(allowed)[-1])] if allowed.any() else kept[:, -1]
+        floor = kept[:, int(np.flatnonzero(allowed)[-1])]  # level 1.0 is always allowed
         if budget.kept_macs([int(k) for k in floor]) > goal:
             log.info("keeping %.2f of every layer cannot reach F = %.3f: allowing less",
                      min_keep, target)
