@@ -388,6 +388,10 @@ BatchOpt = Annotated[Optional[int], typer.Option(help="Images optimised together
 CleanDirOpt = Annotated[Optional[Path], typer.Option(
     help="Clean images to dream towards (default: procedural scenes).")]
 LambdaOrthOpt = Annotated[Optional[float], typer.Option(help="Weight of the diversity loss.")]
+LambdaTvOpt = Annotated[Optional[float], typer.Option(
+    help="Weight of a total-variation prior on the dreams (0: off).")]
+LambdaFarOpt = Annotated[Optional[float], typer.Option(
+    help="Weight of the reward for dreams far from their clean target at coarse scale (0: off).")]
 NoiseLrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate of the dreams.")]
 StudentLrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate of the student.")]
 LambdaKdOpt = Annotated[Optional[float], typer.Option(help="Weight of the distillation loss.")]
@@ -420,8 +424,9 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
         log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
                  teacher.info.size_multiple)
     schedule = DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
-                             representation=dream.representation, batch_size=dream.batch_size,
-                             size=dream.size)
+                             lambda_tv=dream.lambda_tv, lambda_far=dream.lambda_far,
+                             far_pool=dream.far_pool, representation=dream.representation,
+                             batch_size=dream.batch_size, size=dream.size)
     torch.manual_seed(common.seed)
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
 
@@ -456,6 +461,8 @@ def dream_command(
     batch_size: BatchOpt = None,
     clean_dir: CleanDirOpt = None,
     lambda_orth: LambdaOrthOpt = None,
+    lambda_tv: LambdaTvOpt = None,
+    lambda_far: LambdaFarOpt = None,
     noise_lr: NoiseLrOpt = None,
     representation: ReprOpt = None,
     resume: ResumeOpt = None,
@@ -478,7 +485,8 @@ def dream_command(
     resolved = _resolve(ctx, dict(
         save_dir=save_dir, model=model, variant=variant, weights=weights, count=count,
         size=size, steps=steps, batch_size=batch_size, clean_dir=clean_dir,
-        lambda_orth=lambda_orth, noise_lr=noise_lr, representation=representation,
+        lambda_orth=lambda_orth, lambda_tv=lambda_tv, lambda_far=lambda_far,
+        noise_lr=noise_lr, representation=representation,
         resume=resume, overwrite=overwrite, non_strict=non_strict,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
         device=device, seed=seed), config, default_model="ffa")
@@ -525,6 +533,8 @@ def distill_command(
     student_lr: StudentLrOpt = None,
     lambda_kd: LambdaKdOpt = None,
     lambda_orth: LambdaOrthOpt = None,
+    lambda_tv: LambdaTvOpt = None,
+    lambda_far: LambdaFarOpt = None,
     noise_lr: NoiseLrOpt = None,
     checkpoint_every: CheckpointEveryOpt = None,
     resume: ResumeOpt = None,
@@ -548,7 +558,8 @@ def distill_command(
         student=student, out=out, dreams=dreams, model=model, variant=variant,
         weights=weights, steps=steps, batch_size=batch_size, size=size,
         round_steps=round_steps, clean_dir=clean_dir, student_lr=student_lr,
-        lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr,
+        lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
+        lambda_far=lambda_far, noise_lr=noise_lr,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
         channels_last=channels_last, device=device, seed=seed), config)
@@ -611,6 +622,8 @@ def pipeline_command(
     student_lr: StudentLrOpt = None,
     lambda_kd: LambdaKdOpt = None,
     lambda_orth: LambdaOrthOpt = None,
+    lambda_tv: LambdaTvOpt = None,
+    lambda_far: LambdaFarOpt = None,
     noise_lr: NoiseLrOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Output folder (default runs/<model>-<timestamp>).")] = None,
@@ -640,7 +653,8 @@ def pipeline_command(
         batch_size=batch_size, size=size, round_steps=round_steps,
         calibration_steps=calibration_steps, calibration_source=calibration_source,
         min_keep=min_keep, clean_dir=clean_dir, student_lr=student_lr,
-        lambda_kd=lambda_kd, lambda_orth=lambda_orth, noise_lr=noise_lr, out=out,
+        lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
+        lambda_far=lambda_far, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,

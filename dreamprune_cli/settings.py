@@ -113,6 +113,11 @@ class DreamSettings(_Section):
     clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
     noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
     lambda_orth: float = Field(0.05, ge=0.0, description="weight of the diversity loss")
+    lambda_tv: float = Field(0.0, ge=0.0, description="weight of the dreams' total-variation "
+                             "prior (0: off, the paper's method)")
+    lambda_far: float = Field(0.0, ge=0.0, description="weight of the reward for dreams whose "
+                              "coarse content is far from the clean target (0: off)")
+    far_pool: int = Field(8, ge=1, description="block size (px) of that coarse distance")
     representation: Literal["gram", "gap"] = Field("gram", description="L_orth representation")
 
 

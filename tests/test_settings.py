@@ -15,7 +15,18 @@ def test_defaults_declared_for_later_subcommands() -> None:
     assert s.prune.flops_target == 0.58
     assert s.dream.noise_lr == 5e-2 and s.distill.student_lr == 1e-4
     assert s.distill.lambda_kd == 1.0 and s.dream.lambda_orth == 0.05
+    assert s.dream.lambda_tv == 0.0 and s.dream.lambda_far == 0.0  # the paper's objective
     assert s.common.device == "auto"
+
+
+def test_ffa_preset_sets_the_dream_image_terms() -> None:
+    ffa = resolve_settings({"model": "ffa"}, env={})
+    assert ffa.settings.dream.lambda_tv > 0 and ffa.settings.dream.lambda_far > 0
+    assert ffa.sources["lambda_tv"].startswith("preset ")
+    hinet = resolve_settings({"model": "hinet"}, env={}).settings
+    assert hinet.dream.lambda_tv == 0.0 and hinet.dream.lambda_far == 0.0
+    with pytest.raises(UsageError, match="lambda_far"):
+        resolve_settings({"model": "ffa", "lambda_far": -1.0}, env={})
 
 
 def test_field_names_unique_and_flag_shaped() -> None:

@@ -1,10 +1,13 @@
 """Dreaming: optimise noise images so that the frozen teacher maps them to clean targets.
 
 Each step updates a batch ``x`` (image space, kept in [0, 1] by clamping) with Adam on
-``L_dream + lambda_orth * L_orth`` (METHOD.md). Every round starts from fresh uniform noise
-and fresh clean targets drawn from a :class:`~dreamprune_cli.data.clean.CleanSource`. All
-randomness comes from one ``torch.Generator`` on the CPU, so a run is reproducible and
-resumable bit for bit on the CPU.
+``L_dream + lambda_orth * L_orth`` (METHOD.md), optionally plus ``lambda_tv * L_tv`` (a
+total-variation prior) and minus ``lambda_far * L_far`` (a reward for coarse distance from the
+clean target), which together turn the bundled dehazer's noisy dreams into veiled, hazy ones
+(docs/RESULTS.md; both 0 by default, set in the FFA preset). Every round starts from fresh
+uniform noise and fresh clean targets drawn from a
+:class:`~dreamprune_cli.data.clean.CleanSource`. All randomness comes from one
+``torch.Generator`` on the CPU, so a run is reproducible and resumable bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from torch import nn
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.features import PenultimateFeatures
-from dreamprune_cli.engine.losses import (Representation, degradation_representation,
-                                          dream_loss, mean_pairwise_cosine, orth_loss)
+from dreamprune_cli.engine.losses import (Representation, coarse_distance,
+                                          degradation_representation, dream_loss,
+                                          mean_pairwise_cosine, orth_loss, tv_loss)
 from dreamprune_cli.engine.precision import autocast, make_scaler, to_memory_format
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.models.adapter import RestorationAdapter
@@ -33,6 +37,9 @@ class DreamSchedule:
 
     noise_lr: float = 5e-2
     lambda_orth: float = 0.05
+    lambda_tv: float = 0.0
+    lambda_far: float = 0.0
+    far_pool: int = 8
     representation: Representation = "gram"
     batch_size: int = 8
     size: int = 64
@@ -110,6 +117,11 @@ class Dreamer:
         loss_orth = orth_loss(features, schedule.representation) if use_orth \
             else loss_dream.new_zeros(())
         total = loss_dream + schedule.lambda_orth * loss_orth
+        if schedule.lambda_tv > 0:
+            total = total + schedule.lambda_tv * tv_loss(self.dreams)
+        if schedule.lambda_far > 0:
+            total = total - schedule.lambda_far * coarse_distance(self.dreams, self.clean,
+                                                                  schedule.far_pool)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)

@@ -1,4 +1,5 @@
-"""The three losses of the method (METHOD.md): dreaming, diversity, distillation."""
+"""The three losses of the method (METHOD.md): dreaming, diversity, distillation; and two
+optional image terms for the dreams (a total-variation prior and a coarse-distance reward)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,24 @@ def mean_pairwise_cosine(representations: torch.Tensor) -> float:
     cosine = cosine_matrix(representations.float(), center=False)
     off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
     return float(cosine[off_diagonal].mean())
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation ``mean |x[h+1] - x[h]| + mean |x[w+1] - x[w]|``.
+
+    An image prior from model inversion (DeepInversion, Yin et al. 2020): it removes the
+    pixel noise a teacher ignores, which otherwise stays in the dreams.
+    """
+    vertical = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    horizontal = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    return vertical + horizontal
+
+
+def coarse_distance(images: torch.Tensor, clean: torch.Tensor, pool: int) -> torch.Tensor:
+    """``mean | avgpool_pool(x - y) |``: how far the dreams' coarse content is from the targets.
+
+    Subtracted from the dreaming objective (weight ``lambda_far``), it rewards dreams that are
+    strongly degraded at low frequencies yet still restored to ``y`` by the teacher.
+    """
+    pool = max(1, min(pool, images.shape[-2], images.shape[-1]))
+    return F.avg_pool2d(images - clean, pool).abs().mean()

@@ -38,6 +38,7 @@ def test_dream_writes_folder(runner, tmp_path: Path) -> None:
     for key in ("final_dream_loss", "final_orth_loss", "diversity_mean_cosine", "seed",
                 "versions", "settings", "psnr_dream_vs_clean"):
         assert key in data, key
+    assert data["settings"]["lambda_tv"] == 0.1  # the FFA preset's image terms, recorded
     names = sorted(p.name for p in out.iterdir())
     assert names == ["dream_000.png", "dream_001.png", "dream_002.png", "dreams.safetensors",
                      "grid.png", "losses.csv", "losses.png", "manifest.json"]
@@ -59,6 +60,9 @@ def test_dream_bad_arguments(runner, tmp_path: Path) -> None:
     orth = runner.invoke(app, ["dream", "--save-dir", str(tmp_path / "x"),
                                "--representation", "fft"])
     assert orth.exit_code == 2 and "representation" in orth.output
+    tv = runner.invoke(app, ["dream", "--save-dir", str(tmp_path / "x"), "--lambda-tv", "-0.1"])
+    assert tv.exit_code == 2 and "lambda_tv" in tv.output
+    assert not (tmp_path / "x").exists()
 
 
 def _prune(runner, weights: Path, out: Path) -> Path:

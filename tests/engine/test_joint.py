@@ -134,3 +134,24 @@ def test_nan_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path: Path) ->
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["distiller"]["student"].values()
                if v.is_floating_point())
+
+
+def test_dream_image_terms_change_the_dreams() -> None:
+    """lambda_tv smooths the dreams; lambda_far moves their coarse content off the targets."""
+    from dreamprune_cli.engine.losses import coarse_distance, tv_loss
+
+    def dreams_after(**terms: float) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher, _ = _teacher_student()
+        schedule = DreamSchedule(batch_size=2, size=16, far_pool=4, noise_lr=0.01, **terms)
+        dreamer = Dreamer(teacher, make_clean_source(None), schedule,
+                          torch.Generator().manual_seed(0), CPU, resolve_precision(CPU))
+        for _ in range(15):
+            dreamer.step()
+        return dreamer.dreams.detach(), dreamer.clean
+
+    plain, clean = dreams_after()
+    smooth, _ = dreams_after(lambda_tv=10.0)
+    far, _ = dreams_after(lambda_far=10.0)
+    assert float(tv_loss(smooth)) < 0.9 * float(tv_loss(plain))
+    assert float(coarse_distance(far, clean, 4)) > 1.5 * float(coarse_distance(plain, clean, 4))
+    assert 0.0 <= float(far.min()) and float(far.max()) <= 1.0

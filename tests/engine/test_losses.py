@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from dreamprune_cli.engine.losses import (degradation_representation, distill_loss,
-                                          dream_loss, mean_pairwise_cosine, orth_loss)
+from dreamprune_cli.engine.losses import (coarse_distance, degradation_representation,
+                                          distill_loss, dream_loss, mean_pairwise_cosine,
+                                          orth_loss, tv_loss)
 
 
 def _features(*vectors: tuple[float, float]) -> torch.Tensor:
@@ -57,3 +58,25 @@ def test_l1_losses_and_diversity_figure() -> None:
     orthogonal = torch.eye(3)
     assert mean_pairwise_cosine(orthogonal) == pytest.approx(0.0)
     assert math.isnan(mean_pairwise_cosine(torch.ones(1, 5)))
+
+
+def test_tv_loss_by_hand() -> None:
+    # rows (0, 1, 3) / (2, 2, 2): vertical |2-0|, |2-1|, |2-3| -> mean 4/3;
+    # horizontal |1-0|, |3-1|, 0, 0 -> mean 3/4
+    image = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]]).view(1, 1, 2, 3)
+    assert float(tv_loss(image)) == pytest.approx(4 / 3 + 3 / 4)
+    assert float(tv_loss(torch.full((2, 3, 5, 5), 0.7))) == 0.0
+
+
+def test_coarse_distance_by_hand() -> None:
+    # x - y on a 4x4 map: blocks of 2x2 with means 1, -1, 0.5 and 0 -> mean |.| = 2.5 / 4
+    diff = torch.tensor([[1.0, 1.0, -1.0, -1.0],
+                         [1.0, 1.0, -1.0, -1.0],
+                         [1.0, 0.0, 2.0, -2.0],
+                         [0.0, 1.0, 0.0, 0.0]]).view(1, 1, 4, 4)
+    clean = torch.rand(1, 1, 4, 4)
+    assert float(coarse_distance(clean + diff, clean, 2)) == pytest.approx(2.5 / 4)
+    # fine noise that averages out per block is not "far"; a pool above the size is capped
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(2, 2).view(1, 1, 4, 4)
+    assert float(coarse_distance(clean + checker, clean, 2)) == pytest.approx(0.0, abs=1e-6)
+    assert float(coarse_distance(clean + 0.5, clean, 64)) == pytest.approx(0.5)
