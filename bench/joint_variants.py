@@ -1,7 +1,8 @@
 """One dream + distill run with a chosen variant of the schedule, scored on the test set.
 
 The study behind the pipeline's defaults (docs/RESULTS.md, "What the joint loop's schedule
-changes"): round length, dream initialisation, the dreams' and the student's learning rates
+changes"): round length, dream initialisation, the dreams' image terms (total variation,
+coarse distance), the dreams' and the student's learning rates
 (constant or cosine-decayed), the adaptive allocator's calibration images, and the inputs the
 student is distilled on (dreams, plain noise, synthetic degraded images). Each run prints one
 JSON line and appends it to ``bench/results/joint_variants.jsonl``.
@@ -15,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -77,10 +79,14 @@ def main() -> None:
     parser.add_argument("--lr-schedule", default="const", choices=["const", "cos"])
     parser.add_argument("--noise-lr", type=float, default=5e-2)
     parser.add_argument("--lambda-orth", type=float, default=0.05)
+    parser.add_argument("--lambda-tv", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--lambda-far", type=float, default=None, help="default: the preset's")
     parser.add_argument("--init", default="uniform", choices=["uniform", "gray", "smooth"])
     parser.add_argument("--inputs", default="dreams", choices=["dreams", "noise", "synthetic"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also score the student every N steps (the 'curve' field)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -92,6 +98,13 @@ def main() -> None:
         args.round_steps = preset.dream.round_steps
     if args.min_keep is None:
         args.min_keep = preset.prune.min_keep
+    if args.lambda_tv is None:
+        args.lambda_tv = preset.dream.lambda_tv
+    if args.lambda_far is None:
+        args.lambda_far = preset.dream.lambda_far
+    schedule = DreamSchedule(noise_lr=args.noise_lr, lambda_orth=args.lambda_orth,
+                             lambda_tv=args.lambda_tv, lambda_far=args.lambda_far,
+                             far_pool=preset.dream.far_pool)
     pairs = pair_folders(*synthetic_test_set(info.task))
     precision = resolve_precision(CPU)
 
@@ -103,7 +116,7 @@ def main() -> None:
     if args.allocator == "adaptive" and args.calibration == "dreams":
         calibration = dream_images(teacher.adapter(), make_clean_source(None), 8,
                                    args.calibration_steps,
-                                   DreamSchedule(noise_lr=args.calibration_lr),
+                                   dataclasses.replace(schedule, noise_lr=args.calibration_lr),
                                    torch.Generator().manual_seed(0), CPU, precision).dreams
     pruned = prune_model(teacher, args.target, args.allocator, calibration=calibration,
                          min_keep=args.min_keep)
@@ -125,18 +138,23 @@ def main() -> None:
 
         distiller.step = step  # type: ignore[method-assign]
     dream_psnr = None
+    every = args.eval_every or args.steps
+    checkpoints = sorted({*range(every, args.steps + 1, every), args.steps})
+    curve: list[float] = []
     if args.inputs == "dreams":
-        schedule = DreamSchedule(noise_lr=args.noise_lr, lambda_orth=args.lambda_orth)
         dreamer = InitDreamer(teacher.adapter(), make_clean_source(None), schedule, generator,
                               CPU, precision, init=args.init)
-        JointTrainer(dreamer, distiller, args.round_steps, generator).run(args.steps)
+        trainer = JointTrainer(dreamer, distiller, args.round_steps, generator)
+        for stop in checkpoints:  # run() continues from the trainer's step
+            trainer.run(stop)
+            curve.append(round(score(student.adapter())[0], 3))
         with torch.no_grad():  # how far the last dreams are from their clean targets
             mse = (dreamer.dreams - dreamer.clean).pow(2).mean()
             dream_psnr = round(float(-10 * torch.log10(mse)), 2)
     else:
         adapter = teacher.adapter().eval()
         source = make_clean_source(None)
-        for _ in range(args.steps):
+        for done in range(1, args.steps + 1):
             if args.inputs == "noise":
                 x = torch.rand((8, 3, 64, 64), generator=generator)
             else:
@@ -144,10 +162,13 @@ def main() -> None:
             with torch.no_grad():
                 target = adapter(x)
             distiller.step(x, target)
+            if done in checkpoints:
+                curve.append(round(score(student.adapter())[0], 3))
     psnr, ssim = score(student.adapter())
     row = dict(vars(args), teacher=round(score(teacher.adapter())[0], 3),
                pruned=round(pruned_psnr, 3), student=round(psnr, 3), ssim=round(ssim, 4),
-               dream_psnr=dream_psnr, seconds=round(time.perf_counter() - start, 1),
+               curve=curve, dream_psnr=dream_psnr,
+               seconds=round(time.perf_counter() - start, 1),
                machine=platform.machine(), torch=torch.__version__)
     print(json.dumps(row), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

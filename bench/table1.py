@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -73,9 +74,7 @@ def distill_on(inputs: Callable[[torch.Generator], torch.Tensor], teacher: Loade
 
 
 def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: float,
-                  lambda_orth: float, seed: int, batch: int, size: int,
-                  round_steps: int) -> float:
-    schedule = DreamSchedule(lambda_orth=lambda_orth, batch_size=batch, size=size)
+                  schedule: DreamSchedule, seed: int, round_steps: int) -> float:
     generator = torch.Generator().manual_seed(seed)
     precision = resolve_precision(CPU)
     dreamer = Dreamer(teacher.adapter(), make_clean_source(None), schedule, generator, CPU,
@@ -95,17 +94,21 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
     if round_steps is None:
         round_steps = preset.dream.round_steps
     min_keep = preset.prune.min_keep
+    dream = preset.dream
+    schedule = DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
+                             lambda_tv=dream.lambda_tv, lambda_far=dream.lambda_far,
+                             far_pool=dream.far_pool, batch_size=batch, size=size)
     space = info.metric_space
     pairs = pair_folders(*synthetic_test_set(info.task))
     out: dict[str, Any] = {"model": name, "task": info.task, "metric_space": space,
                            "steps": steps, "student_lr": lr, "batch": batch, "size": size,
                            "round_steps": round_steps,
-                           "min_keep": min_keep,
+                           "min_keep": min_keep, "lambda_orth": schedule.lambda_orth,
+                           "lambda_tv": schedule.lambda_tv, "lambda_far": schedule.lambda_far,
                            "eval_images": len(pairs), "threads": torch.get_num_threads(),
                            "machine": platform.machine(), "torch": torch.__version__,
                            "teacher": score(teacher.adapter(), pairs, space), "rows": []}
-    calib = dream_images(teacher.adapter(), make_clean_source(None), batch, 50,
-                         DreamSchedule(batch_size=batch, size=size),
+    calib = dream_images(teacher.adapter(), make_clean_source(None), batch, 50, schedule,
                          torch.Generator().manual_seed(seed), CPU, resolve_precision(CPU))
     drift = None
     for target in targets:
@@ -122,8 +125,7 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
                    "no_distill": score(pruned.student.adapter(), pairs, space)}
             if allocator in distill_allocators:
                 row["distill_seconds"] = dream_distill(teacher, pruned.student, steps, lr,
-                                                       0.05, seed, batch, size,
-                                                       round_steps)
+                                                       schedule, seed, round_steps)
                 row["dream_distill"] = score(pruned.student.adapter(), pairs, space)
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
@@ -149,9 +151,16 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
         refs["real_distill"] = score(real.adapter(), pairs, space)
         if target in ablation_targets:
             no_orth = adaptive_student()
-            refs["no_orth_seconds"] = dream_distill(teacher, no_orth, steps, lr, 0.0,
-                                                    seed, batch, size, round_steps)
+            refs["no_orth_seconds"] = dream_distill(
+                teacher, no_orth, steps, lr, dataclasses.replace(schedule, lambda_orth=0.0),
+                seed, round_steps)
             refs["no_orth_distill"] = score(no_orth.adapter(), pairs, space)
+        if schedule.lambda_tv > 0 or schedule.lambda_far > 0:  # the paper's objective alone
+            plain = adaptive_student()
+            refs["no_terms_seconds"] = dream_distill(
+                teacher, plain, steps, lr,
+                dataclasses.replace(schedule, lambda_tv=0.0, lambda_far=0.0), seed, round_steps)
+            refs["no_terms_distill"] = score(plain.adapter(), pairs, space)
         if "dream_distill" in masks_source:  # adaptive among --distill-allocators
             refs["adaptive_dream_distill"] = masks_source["dream_distill"]
         out.setdefault("references", []).append(refs)
@@ -159,7 +168,7 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
     diversity = {}
     for lam in (0.0, 0.05):
         dreams = dream_images(teacher.adapter(), make_clean_source(None), 16, 100,
-                              DreamSchedule(lambda_orth=lam, batch_size=batch, size=size),
+                              dataclasses.replace(schedule, lambda_orth=lam),
                               torch.Generator().manual_seed(seed), CPU, resolve_precision(CPU))
         diversity[str(lam)] = {"mean_cosine": dreams.diversity,
                                "final_dream_loss": dreams.final_dream_loss}
@@ -178,6 +187,9 @@ def markdown() -> str:
                   f"{data['steps']} steps, batch {data['batch']} x {data['size']} px, student "
                   f"lr {data['student_lr']}, new dreams every {data.get('round_steps', 50)} "
                   f"steps, adaptive min keep {data.get('min_keep', 0.0)}, "
+                  f"lambda_orth {data.get('lambda_orth', 0.05)}, "
+                  f"lambda_tv {data.get('lambda_tv', 0.0)}, "
+                  f"lambda_far {data.get('lambda_far', 0.0)}, "
                   f"{data['threads']} thread(s), "
                   f"{data.get('seconds', 0) / 60:.0f} min in all.", "",
                   f"Command: `{data.get('command', 'python bench/table1.py')}`", "",
@@ -198,8 +210,10 @@ def markdown() -> str:
         lines += ["", "| F | adaptive masks, distilled on | PSNR | SSIM | seconds |",
                   "|---|---|---|---|---|"]
         for r in data.get("references", []):
-            for key, label in (("adaptive_dream_distill", "dreams (lambda_orth 0.05)"),
-                               ("no_orth_distill", "dreams (lambda_orth 0)"),
+            for key, label in (("adaptive_dream_distill", "dreams (the preset's objective)"),
+                               ("no_orth_distill", "dreams, lambda_orth 0"),
+                               ("no_terms_distill", "dreams, lambda_tv = lambda_far = 0 "
+                                                    "(the paper's objective)"),
                                ("noise_distill", "plain noise"),
                                ("real_distill", "synthetic degraded images (upper bound)")):
                 if key not in r:
