@@ -102,9 +102,9 @@ def main() -> None:
         args.lambda_tv = preset.dream.lambda_tv
     if args.lambda_far is None:
         args.lambda_far = preset.dream.lambda_far
-    schedule = DreamSchedule(noise_lr=args.noise_lr, lambda_orth=args.lambda_orth,
-                             lambda_tv=args.lambda_tv, lambda_far=args.lambda_far,
-                             far_pool=preset.dream.far_pool)
+    schedule = DreamSchedule.from_values({
+        **preset.dream.model_dump(), "noise_lr": args.noise_lr, "lambda_orth": args.lambda_orth,
+        "lambda_tv": args.lambda_tv, "lambda_far": args.lambda_far, "batch_size": 8, "size": 64})
     pairs = pair_folders(*synthetic_test_set(info.task))
     precision = resolve_precision(CPU)
 

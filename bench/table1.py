@@ -94,10 +94,8 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
     if round_steps is None:
         round_steps = preset.dream.round_steps
     min_keep = preset.prune.min_keep
-    dream = preset.dream
-    schedule = DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
-                             lambda_tv=dream.lambda_tv, lambda_far=dream.lambda_far,
-                             far_pool=dream.far_pool, batch_size=batch, size=size)
+    schedule = DreamSchedule.from_values({**preset.dream.model_dump(), "batch_size": batch,
+                                          "size": size})
     space = info.metric_space
     pairs = pair_folders(*synthetic_test_set(info.task))
     out: dict[str, Any] = {"model": name, "task": info.task, "metric_space": space,

@@ -423,10 +423,7 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
     if dream.size % teacher.info.size_multiple:
         log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
                  teacher.info.size_multiple)
-    schedule = DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
-                             lambda_tv=dream.lambda_tv, lambda_far=dream.lambda_far,
-                             far_pool=dream.far_pool, representation=dream.representation,
-                             batch_size=dream.batch_size, size=dream.size)
+    schedule = DreamSchedule.from_values(dream.model_dump())
     torch.manual_seed(common.seed)
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
 

@@ -13,7 +13,8 @@ uniform noise and fresh clean targets drawn from a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -43,6 +44,14 @@ class DreamSchedule:
     representation: Representation = "gram"
     batch_size: int = 8
     size: int = 64
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> DreamSchedule:
+        """The schedule from a mapping with (at least) its field names, e.g. the dream
+        settings' ``model_dump()``; other keys are ignored, so a new field travels from the
+        settings to the engine by its name alone."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)
+                      if f.name in values})
 
 
 @dataclass

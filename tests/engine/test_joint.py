@@ -15,11 +15,13 @@ from dreamprune_cli.engine.device import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer
+from dreamprune_cli.engine.losses import coarse_distance, tv_loss
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.prune.masks import (attach_masks, get_masks, magnitude_masks,
                                         plain_state_dict, prunable_modules, set_masks)
+from dreamprune_cli.settings import resolve_settings
 
 CPU = torch.device("cpu")
 
@@ -138,8 +140,6 @@ def test_nan_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path: Path) ->
 
 def test_dream_image_terms_change_the_dreams() -> None:
     """lambda_tv smooths the dreams; lambda_far moves their coarse content off the targets."""
-    from dreamprune_cli.engine.losses import coarse_distance, tv_loss
-
     def dreams_after(**terms: float) -> tuple[torch.Tensor, torch.Tensor]:
         teacher, _ = _teacher_student()
         schedule = DreamSchedule(batch_size=2, size=16, far_pool=4, noise_lr=0.01, **terms)
@@ -155,3 +155,15 @@ def test_dream_image_terms_change_the_dreams() -> None:
     assert float(tv_loss(smooth)) < 0.9 * float(tv_loss(plain))
     assert float(coarse_distance(far, clean, 4)) > 1.5 * float(coarse_distance(plain, clean, 4))
     assert 0.0 <= float(far.min()) and float(far.max()) <= 1.0
+
+
+def test_schedule_from_the_dream_settings() -> None:
+    """Every field of the schedule comes from the settings by name; other keys are ignored."""
+    dream = resolve_settings({"model": "ffa", "lambda_far": 0.2}, env={}).settings.dream
+    schedule = DreamSchedule.from_values(dream.model_dump())
+    assert schedule == DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
+                                      lambda_tv=dream.lambda_tv, lambda_far=0.2,
+                                      far_pool=dream.far_pool,
+                                      representation=dream.representation,
+                                      batch_size=dream.batch_size, size=dream.size)
+    assert DreamSchedule.from_values({"size": 32, "round_steps": 9}) == DreamSchedule(size=32)
