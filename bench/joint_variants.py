@@ -10,7 +10,8 @@ JSON line and appends it to ``bench/results/joint_variants.jsonl``.
 Usage::
 
     OMP_NUM_THREADS=1 python bench/joint_variants.py --model ffa --target 0.58 \\
-        [--round-steps 200] [--calibration dreams] [--init uniform] [--seed 0]
+        [--round-steps 200] [--calibration dreams] [--init uniform] [--seed 0] \\
+        [--eval-seed 7 --eval-count 48]   # score on held-out synthetic images
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def main() -> None:
     parser.add_argument("--inputs", default="dreams", choices=["dreams", "noise", "synthetic"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="score on a synthetic set made with this seed instead of the "
+                             "default test set (a held-out check of values tuned on it)")
+    parser.add_argument("--eval-count", type=int, default=None,
+                        help="images in that set (default: the test set's 12)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score the student every N steps (the 'curve' field)")
     args = parser.parse_args()
@@ -105,7 +111,9 @@ def main() -> None:
     schedule = DreamSchedule.from_values({
         **preset.dream.model_dump(), "noise_lr": args.noise_lr, "lambda_orth": args.lambda_orth,
         "lambda_tv": args.lambda_tv, "lambda_far": args.lambda_far, "batch_size": 8, "size": 64})
-    pairs = pair_folders(*synthetic_test_set(info.task))
+    held_out = {k: v for k, v in (("seed", args.eval_seed), ("count", args.eval_count))
+                if v is not None}
+    pairs = pair_folders(*synthetic_test_set(info.task, **held_out))
     precision = resolve_precision(CPU)
 
     def score(model: torch.nn.Module) -> tuple[float, float]:
