@@ -28,7 +28,8 @@ import torch
 
 from dreamprune_cli.data.clean import fractal_noise, make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
-from dreamprune_cli.data.synthetic import degrade_batch, synthetic_test_set
+from dreamprune_cli.data.synthetic import (TEST_SET_COUNT, TEST_SET_SEED, degrade_batch,
+                                           synthetic_test_set)
 from dreamprune_cli.engine.device import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
@@ -86,11 +87,11 @@ def main() -> None:
     parser.add_argument("--inputs", default="dreams", choices=["dreams", "noise", "synthetic"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--eval-seed", type=int, default=None,
-                        help="score on a synthetic set made with this seed instead of the "
-                             "default test set (a held-out check of values tuned on it)")
-    parser.add_argument("--eval-count", type=int, default=None,
-                        help="images in that set (default: the test set's 12)")
+    parser.add_argument("--eval-seed", type=int, default=TEST_SET_SEED,
+                        help="seed of the synthetic set scored (default: the test set's); "
+                             "another seed is a held-out check of values tuned on the test set")
+    parser.add_argument("--eval-count", type=int, default=TEST_SET_COUNT,
+                        help="images in that set (default: the test set's)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score the student every N steps (the 'curve' field)")
     args = parser.parse_args()
@@ -111,9 +112,8 @@ def main() -> None:
     schedule = DreamSchedule.from_values({
         **preset.dream.model_dump(), "noise_lr": args.noise_lr, "lambda_orth": args.lambda_orth,
         "lambda_tv": args.lambda_tv, "lambda_far": args.lambda_far, "batch_size": 8, "size": 64})
-    held_out = {k: v for k, v in (("seed", args.eval_seed), ("count", args.eval_count))
-                if v is not None}
-    pairs = pair_folders(*synthetic_test_set(info.task, **held_out))
+    pairs = pair_folders(*synthetic_test_set(info.task, count=args.eval_count,
+                                             seed=args.eval_seed))
     precision = resolve_precision(CPU)
 
     def score(model: torch.nn.Module) -> tuple[float, float]:
