@@ -148,14 +148,14 @@ def main() -> None:
     dream_psnr = None
     every = args.eval_every or args.steps
     checkpoints = sorted({*range(every, args.steps + 1, every), args.steps})
-    curve: list[float] = []
+    scores: list[tuple[float, float]] = []  # (PSNR, SSIM) of the student at each checkpoint
     if args.inputs == "dreams":
         dreamer = InitDreamer(teacher.adapter(), make_clean_source(None), schedule, generator,
                               CPU, precision, init=args.init)
         trainer = JointTrainer(dreamer, distiller, args.round_steps, generator)
         for stop in checkpoints:  # run() continues from the trainer's step
             trainer.run(stop)
-            curve.append(round(score(student.adapter())[0], 3))
+            scores.append(score(student.adapter()))
         with torch.no_grad():  # how far the last dreams are from their clean targets
             mse = (dreamer.dreams - dreamer.clean).pow(2).mean()
             dream_psnr = round(float(-10 * torch.log10(mse)), 2)
@@ -171,8 +171,9 @@ def main() -> None:
                 target = adapter(x)
             distiller.step(x, target)
             if done in checkpoints:
-                curve.append(round(score(student.adapter())[0], 3))
-    psnr, ssim = score(student.adapter())
+                scores.append(score(student.adapter()))
+    psnr, ssim = scores[-1]  # the last checkpoint is the end of the run
+    curve = [round(p, 3) for p, _ in scores]
     row = dict(vars(args), teacher=round(score(teacher.adapter())[0], 3),
                pruned=round(pruned_psnr, 3), student=round(psnr, 3), ssim=round(ssim, 4),
                curve=curve, dream_psnr=dream_psnr,

@@ -147,18 +147,17 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
             lambda g: degrade_batch(info.task, source.sample(batch, size, g), g)[0],
             teacher, real, steps, lr, seed)
         refs["real_distill"] = score(real.adapter(), pairs, space)
+        ablations: list[tuple[str, DreamSchedule]] = []
         if target in ablation_targets:
-            no_orth = adaptive_student()
-            refs["no_orth_seconds"] = dream_distill(
-                teacher, no_orth, steps, lr, dataclasses.replace(schedule, lambda_orth=0.0),
-                seed, round_steps)
-            refs["no_orth_distill"] = score(no_orth.adapter(), pairs, space)
+            ablations.append(("no_orth", dataclasses.replace(schedule, lambda_orth=0.0)))
         if schedule.lambda_tv > 0 or schedule.lambda_far > 0:  # the paper's objective alone
-            plain = adaptive_student()
-            refs["no_terms_seconds"] = dream_distill(
-                teacher, plain, steps, lr,
-                dataclasses.replace(schedule, lambda_tv=0.0, lambda_far=0.0), seed, round_steps)
-            refs["no_terms_distill"] = score(plain.adapter(), pairs, space)
+            ablations.append(("no_terms",
+                              dataclasses.replace(schedule, lambda_tv=0.0, lambda_far=0.0)))
+        for key, ablated in ablations:
+            ablation_student = adaptive_student()
+            refs[f"{key}_seconds"] = dream_distill(teacher, ablation_student, steps, lr,
+                                                   ablated, seed, round_steps)
+            refs[f"{key}_distill"] = score(ablation_student.adapter(), pairs, space)
         if "dream_distill" in masks_source:  # adaptive among --distill-allocators
             refs["adaptive_dream_distill"] = masks_source["dream_distill"]
         out.setdefault("references", []).append(refs)
