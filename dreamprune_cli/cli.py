@@ -588,7 +588,8 @@ def distill_command(
                        ["steps", "final L_KD", "PSNR teacher", "PSNR student", "MACs kept",
                         "student"],
                        [[m["steps"], m["final_kd_loss"], m["psnr_teacher"], m["psnr_student"],
-                         m["macs_ratio"], outcome.student_path]])
+                         m["macs_ratio"], outcome.student_path]],
+                       caption=outcome.gap.describe("student - teacher"))
     ui.emit(m, table)
 
 
@@ -686,7 +687,8 @@ def pipeline_command(
          ["pruned (no distillation)", result.pruned.psnr, result.pruned.ssim,
           result.pruned.macs_256 / 1e9, result.pruned.params_nonzero],
          ["dream + distill", result.student.psnr, result.student.ssim,
-          result.student.macs_256 / 1e9, result.student.params_nonzero]])
+          result.student.macs_256 / 1e9, result.student.params_nonzero]],
+        caption=result.student_gap.describe("student - teacher"))
     ui.emit(result.summary(), table)
 
 

@@ -126,9 +126,11 @@ class Ui:
                           soft_wrap=True)
 
 
-def make_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A simple rich table; floats shown with 4 significant decimals, ``inf`` as ``inf``."""
-    table = Table(title=title)
+def make_table(title: str, columns: list[str], rows: list[list[Any]],
+               caption: str | None = None) -> Table:
+    """A simple rich table; floats shown with 4 significant decimals, ``inf`` as ``inf``;
+    ``caption`` is printed under it."""
+    table = Table(title=title, caption=caption)
     for column in columns:
         table.add_column(column)
     for row in rows:

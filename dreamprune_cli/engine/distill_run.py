@@ -15,7 +15,7 @@ from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, distill_offline, save_student
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.dream_files import versions
-from dreamprune_cli.engine.evaluate import evaluate_pairs
+from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.models.loading import LoadedModel
@@ -27,6 +27,7 @@ from dreamprune_cli.report import save_loss_history
 class DistillOutcome:
     student_path: Path
     metrics: dict[str, Any]
+    gap: PairedGap
 
 
 def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
@@ -68,13 +69,16 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     student_eval = evaluate_pairs(distiller.student, eval_pairs, metric_space, crop_border,
                                   device)
     save_loss_history(out_dir, history, f"distill ({mode})")
+    gap = psnr_gap(student_eval, teacher_eval)
     metrics = {"student": path, "mode": mode, "steps": steps,
                "final_kd_loss": history[-1]["kd"] if history else None,
                "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,
-               "psnr_student": student_eval.psnr, "ssim_teacher": teacher_eval.ssim,
+               "psnr_student": student_eval.psnr, "psnr_student_minus_teacher": gap.mean,
+               "psnr_student_minus_teacher_se": gap.standard_error,
+               "ssim_teacher": teacher_eval.ssim,
                "ssim_student": student_eval.ssim, "metric_space": metric_space,
                "eval_count": student_eval.count, "macs_ratio":
                    student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0,
                "seconds": time.perf_counter() - start, "versions": versions()}
     write_json_atomic(out_dir / "metrics.json", metrics, overwrite=True)
-    return DistillOutcome(student_path=path, metrics=metrics)
+    return DistillOutcome(student_path=path, metrics=metrics, gap=gap)

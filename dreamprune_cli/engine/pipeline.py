@@ -29,7 +29,8 @@ from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, load_student, save_student
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.dream_files import versions
-from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, restore
+from dreamprune_cli.engine.evaluate import (EvaluationResult, PairedGap, evaluate_pairs,
+                                            psnr_gap, restore)
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
 from dreamprune_cli.engine.prune import PruneResult, prune_model, write_prune_outputs
 from dreamprune_cli.errors import UsageError
@@ -54,12 +55,20 @@ class PipelineResult:
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def student_gap(self) -> PairedGap:
+        """Student minus teacher, per image, with its paired standard error."""
+        return psnr_gap(self.student, self.teacher)
+
     def summary(self) -> dict[str, Any]:
+        gap = self.student_gap
         return {
             "student": self.student_path, "out": self.out_dir, "macs_ratio": self.macs_ratio,
             "psnr_teacher": self.teacher.psnr, "psnr_pruned": self.pruned.psnr,
-            "psnr_student": self.student.psnr, "ssim_teacher": self.teacher.ssim,
-            "ssim_pruned": self.pruned.ssim, "ssim_student": self.student.ssim,
+            "psnr_student": self.student.psnr,
+            "psnr_student_minus_teacher": gap.mean,
+            "psnr_student_minus_teacher_se": gap.standard_error,
+            "ssim_teacher": self.teacher.ssim, "ssim_pruned": self.pruned.ssim, "ssim_student": self.student.ssim,
             "macs_teacher_256": self.teacher.macs_256, "macs_student_256": self.student.macs_256,
             "params_teacher": self.teacher.params_nonzero,
             "params_student": self.student.params_nonzero,
@@ -186,6 +195,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             f"on {device}.\n\nScores on {student_eval.count} images, "
             f"{metric_space.upper()} space:\n\n"
             + markdown_table(["model", "PSNR", "SSIM", "GMACs@256", "params"], rows)
+            + f"\n{result.student_gap.describe('Student - teacher')}.\n"
             + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
               "student | target.\n\n![losses](losses.png)\n")
     write_text_atomic(out_dir / "report.md", text, overwrite=True)

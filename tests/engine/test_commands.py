@@ -89,6 +89,9 @@ def test_distill_offline_and_online(runner, tmp_path: Path, pair_dirs) -> None:
         assert data["mode"] == mode and data["steps"] == 3
         for key in ("psnr_teacher", "psnr_student", "final_kd_loss", "macs_ratio"):
             assert key in data
+        assert data["psnr_student_minus_teacher"] == pytest.approx(
+            data["psnr_student"] - data["psnr_teacher"], abs=1e-9)
+        assert data["psnr_student_minus_teacher_se"] >= 0
         state = load_file(str(out / "student.safetensors"))
         for key, was_zero in zeros_before.items():
             if key.endswith("weight") and was_zero.any():
@@ -115,12 +118,16 @@ def test_pipeline_end_to_end_and_resume(runner, tmp_path: Path, pair_dirs) -> No
                 "ssim_teacher", "ssim_student", "seconds"):
         assert key in data, key
     assert data["macs_ratio"] == pytest.approx(0.58, rel=0.005)
+    assert data["psnr_student_minus_teacher"] == pytest.approx(
+        data["psnr_student"] - data["psnr_teacher"], abs=1e-9)
+    assert data["psnr_student_minus_teacher_se"] >= 0
     for name in ("report.json", "report.md", "grid.png", "losses.png", "losses.csv",
                  "student.safetensors", "masks.safetensors", "checkpoint.pt",
                  "prune/report.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["allocator"] == "adaptive" and report["steps"] == 4
+    assert "Student - teacher: " in (out / "report.md").read_text()
     # continuing a finished run to more steps resumes from its checkpoint
     more = runner.invoke(app, [a if a != "4" else "6" for a in args[:-1]]
                          + ["--resume", str(out), "--json"])
