@@ -19,7 +19,7 @@ printed at the end. Pipeline outputs go to ``--runs`` (default: a temporary fold
 Usage::
 
     OMP_NUM_THREADS=1 python bench/targets.py [--models ffa hinet mprnet] \\
-        [--targets 0.58 0.4] [--eval-count 96] [--eval-seed 7] [--runs DIR]
+        [--targets 0.58 0.4] [--eval-count 96] [--eval-seed 7] [--steps 800] [--runs DIR]
 """
 
 from __future__ import annotations
@@ -87,11 +87,14 @@ def evaluation_from_report(entry: dict[str, Any]) -> EvaluationResult:
 
 
 def run_one(model: str, target: float, held: tuple[Path, Path], run_dir: Path,
-            resamples: int) -> dict[str, Any]:
-    """One default pipeline run scored on the held-out set, then on the test set."""
+            resamples: int, steps: int | None = None) -> dict[str, Any]:
+    """One default pipeline run (``steps`` joint steps if given) scored on the held-out set,
+    then on the test set."""
     command = ["dreamprune", "--quiet", "pipeline", "--model", model, "--flops-target",
                str(target), "--out", str(run_dir), "--eval-input-dir", str(held[0]),
                "--eval-target-dir", str(held[1]), "--json"]
+    if steps is not None:
+        command += ["--steps", str(steps)]
     start = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -121,15 +124,16 @@ def percent(value: float) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | F | set | teacher | pruned | student | student - teacher (s.e.) | "
-             "recovery (90% interval) | target |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | F | steps | set | teacher | pruned | student | student - teacher (s.e.) "
+             "| recovery (90% interval) | target |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for key, label in (("test", f"test ({TEST_SET_COUNT})"),
                            ("held", f"held out ({row['eval_count']})")):
             r = row[key]
             se = f"{r['gap_se']:.2f}" if r["gap_se"] is not None else "n/a"
             lines.append(
-                f"| {row['model']} | {row['target']} | {label} | {r['teacher']:.2f} | "
+                f"| {row['model']} | {row['target']} | {row['steps']} | {label} | "
+                f"{r['teacher']:.2f} | "
                 f"{r['pruned']:.2f} | {r['student']:.2f} | {r['gap']:+.2f} ({se}) | "
                 f"{percent(r['recovery'])} ({percent(r['recovery_90'][0])} to "
                 f"{percent(r['recovery_90'][1])}) | {TARGET_TEXT.get(row['target'], '')} |")
@@ -144,6 +148,8 @@ def main() -> None:
     parser.add_argument("--eval-count", type=int, default=96)
     parser.add_argument("--eval-seed", type=int, default=7)
     parser.add_argument("--resamples", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="joint steps (default: the pipeline's, 400)")
     parser.add_argument("--runs", type=Path, default=None,
                         help="keep the pipeline outputs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -153,7 +159,8 @@ def main() -> None:
         task = load_model(model).info.task
         held = synthetic_test_set(task, count=args.eval_count, seed=args.eval_seed)
         for target in args.targets:
-            row = run_one(model, target, held, runs / f"{model}-{target}", args.resamples)
+            row = run_one(model, target, held, runs / f"{model}-{target}", args.resamples,
+                          args.steps)
             row.update(eval_count=args.eval_count, eval_seed=args.eval_seed,
                        threads=torch.get_num_threads(),
                        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),

@@ -39,7 +39,8 @@ def test_no_standard_error_from_one_image_or_an_infinite_score() -> None:
     one = psnr_gap(_evaluation({"a": 19.0}), _evaluation({"a": 20.0}))
     assert one.mean == pytest.approx(-1.0) and one.standard_error is None
     assert one.describe("x") == "x: -1.00 dB"
-    perfect = psnr_gap(_evaluation({"a": math.inf, "b": 30.0}), _evaluation({"a": 20.0, "b": 25.0}))
+    perfect = psnr_gap(_evaluation({"a": math.inf, "b": 30.0}),
+                       _evaluation({"a": 20.0, "b": 25.0}))
     assert perfect.standard_error is None and perfect.mean == math.inf
 
 
