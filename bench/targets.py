@@ -44,6 +44,7 @@ from dreamprune_cli.engine.distill import load_student
 from dreamprune_cli.engine.evaluate import (EvaluationResult, ImageScore, evaluate_pairs,
                                             psnr_gap)
 from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.models.registry import get_model_info
 from dreamprune_cli.models.teachers import bundled_teachers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "targets.jsonl"
@@ -156,8 +157,8 @@ def main() -> None:
     runs = args.runs or Path(tempfile.mkdtemp(prefix="dreamprune-targets-"))
     rows = []
     for model in args.models:
-        task = load_model(model).info.task
-        held = synthetic_test_set(task, count=args.eval_count, seed=args.eval_seed)
+        held = synthetic_test_set(get_model_info(model).task, count=args.eval_count,
+                                  seed=args.eval_seed)
         for target in args.targets:
             row = run_one(model, target, held, runs / f"{model}-{target}", args.resamples,
                           args.steps)

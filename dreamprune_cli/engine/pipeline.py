@@ -17,6 +17,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class PipelineResult:
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def student_gap(self) -> PairedGap:
         """Student minus teacher, per image, with its paired standard error."""
         return psnr_gap(self.student, self.teacher)
