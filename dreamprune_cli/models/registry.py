@@ -17,6 +17,8 @@ from dreamprune_cli.errors import UsageError
 
 Task = Literal["derain", "raindrop", "dehaze", "identity"]
 MetricSpace = Literal["y", "rgb"]
+SsimVariant = Literal["basicsr", "matlab"]
+Quantization = Literal["round", "truncate"]
 ChannelOrder = Literal["RGB", "BGR"]
 
 
@@ -50,6 +52,13 @@ class ModelInfo:
             (saved from ``nn.DataParallel``).
         metric_space: the metric space the authors evaluate in.
         crop_border: pixels cropped from each border before the metrics.
+        ssim_variant: the SSIM the authors report: ``basicsr`` (Wang et al.'s
+            ``ssim_index.m`` as BasicSR computes it: valid window, dynamic range 255) or
+            ``matlab`` (MATLAB's built-in ``ssim(A*255, ref*255)`` as PReNet's
+            ``statistic/*.m`` calls it: replicate padding, same size, dynamic range 1).
+        quantization: how the authors' test script turns outputs into 8-bit images before
+            scoring: ``round`` (``round(255 x)``) or ``truncate`` (``uint8(255 x)``, as
+            PReNet's ``test_*.py`` do).
         input_range_note: free text about input conventions (README model table).
     """
 
@@ -72,6 +81,8 @@ class ModelInfo:
     checkpoint_module_prefix: bool = False
     metric_space: MetricSpace = "rgb"
     crop_border: int = 0
+    ssim_variant: SsimVariant = "basicsr"
+    quantization: Quantization = "round"
     input_range_note: str = "RGB in [0, 1]"
 
     @property
