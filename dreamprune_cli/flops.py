@@ -10,6 +10,8 @@ Conventions (per forward pass of one input of the given size):
 * Normalisation layers cost one MAC per output element (two when affine); activations
   (ReLU, LeakyReLU, PReLU, ELU, GELU, Sigmoid, Tanh, ...) one per output element; pooling one
   per input element; upsampling one per output element.
+* A custom leaf module may state its own cost with a method ``count_macs(inp, out) -> int``
+  (e.g. GCANet's shared depthwise ``ShareSepConv``: its non-zero taps per output element).
 * Functional operations inside ``forward`` (element-wise products of attention maps,
   additions, ``F.interpolate`` calls) are not counted; they are a fraction of a percent for
   convolutional restoration networks (see the README's model table).
@@ -128,6 +130,9 @@ def _per_call_cost(module: nn.Module, inp: torch.Tensor, out: torch.Tensor,
                    weight_count: int) -> int:
     """MACs of one call of ``module`` with ``weight_count`` weight elements counted."""
     out_numel = out.numel()
+    own_count = getattr(module, "count_macs", None)
+    if callable(own_count):  # a custom leaf module that states its own cost
+        return int(own_count(inp, out))
     if isinstance(module, CONV_TYPES):
         spatial = math.prod(out.shape[2:]) * out.shape[0]
         return weight_count * spatial + (out_numel if module.bias is not None else 0)

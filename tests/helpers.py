@@ -28,3 +28,18 @@ def assert_matches_reference(model: nn.Module, name: str) -> None:
         f"missing {missing[:10]}, unexpected {unexpected[:10]}, "
         f"mis-shaped {[(k, actual[k], expected[k]) for k in mis_shaped[:10]]}"
     )
+
+# The real checkpoints and test sets (never copied into the repository): beside the checkout,
+# as on the developers' machines and in CI. Tests that need them skip with this reason.
+REALDATA_DIR = (Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata").resolve()
+REALDATA_MISSING = f"real checkpoints/test sets not found at {REALDATA_DIR}"
+
+
+def realdata(relative: str) -> Path:
+    """Path of a file under the shared real-data folder, skipping the test when absent."""
+    import pytest
+
+    path = REALDATA_DIR / relative
+    if not path.exists():
+        pytest.skip(f"{REALDATA_MISSING} ({relative})")
+    return path

@@ -19,3 +19,5 @@ from dreamprune_cli.models import mprnet  # noqa: E402,F401
 from dreamprune_cli.models import hinet  # noqa: E402,F401
 from dreamprune_cli.models import durn  # noqa: E402,F401
 from dreamprune_cli.models import aganet  # noqa: E402,F401
+from dreamprune_cli.models import prenet  # noqa: E402,F401
+from dreamprune_cli.models import gcanet  # noqa: E402,F401

@@ -32,7 +32,8 @@ class RestorationAdapter(nn.Module):
     """Wraps a bare network so that it maps RGB [0, 1] ``(N, 3, H, W)`` of any size to RGB.
 
     Steps: pad (reflect) to the size multiple, RGB -> the network's channel order, subtract
-    mean / divide by std, run, pick the restored image from the outputs, back to RGB, crop.
+    mean / divide by std, the model's own input encoder (if any), run, pick the restored
+    image from the outputs, the model's own output decoder (if any), back to RGB, crop.
     The output is not clamped (training losses see the raw output; metrics clamp).
     """
 
@@ -53,6 +54,8 @@ class RestorationAdapter(nn.Module):
             x = x.flip(1)
         if self.mean is not None:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.info.input_encoder is not None:
+            x = self.info.input_encoder(x)
         return x
 
     def select_output(self, outputs: object) -> torch.Tensor:
@@ -67,6 +70,9 @@ class RestorationAdapter(nn.Module):
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.info.size_multiple)
         restored = self.select_output(self.network(self.to_network_input(padded)))
+        if self.info.output_decoder is not None:
+            ordered = padded.flip(1) if self.info.channel_order == "BGR" else padded
+            restored = self.info.output_decoder(restored, ordered, self.network)
         if self.info.channel_order == "BGR":
             restored = restored.flip(1)
         return restored[..., :height, :width]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
@@ -59,6 +60,12 @@ class ModelInfo:
         quantization: how the authors' test script turns outputs into 8-bit images before
             scoring: ``round`` (``round(255 x)``) or ``truncate`` (``uint8(255 x)``, as
             PReNet's ``test_*.py`` do).
+        input_encoder: maps the padded RGB [0, 1] batch (after channel order and
+            ``mean``/``std``) to the network's own input, for networks with an input
+            convention of their own (GCANet: 0-255 image + edge map - 128); ``None``: as is.
+        output_decoder: ``(selected output, padded [0, 1] input in the network's channel
+            order, network) -> restored image on the [0, 1] scale``, for networks whose
+            output is not the image itself (GCANet: 0-255 scale, residual); ``None``: as is.
         input_range_note: free text about input conventions (README model table).
     """
 
@@ -83,6 +90,8 @@ class ModelInfo:
     crop_border: int = 0
     ssim_variant: SsimVariant = "basicsr"
     quantization: Quantization = "round"
+    input_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+    output_decoder: Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor] | None = None
     input_range_note: str = "RGB in [0, 1]"
 
     @property
