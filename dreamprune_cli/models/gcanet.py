@@ -89,10 +89,9 @@ class ShareSepConv(nn.Module):
         return F.conv2d(x, kernel.contiguous(), None, 1, self.kernel_size // 2, 1, channels)
 
     def count_macs(self, inp: torch.Tensor, out: torch.Tensor) -> int:
-        """MACs of one call (see :mod:`dreamprune_cli.flops`): the non-zero taps of the
-        shared kernel, once per output element."""
-        return int(torch.count_nonzero(self.weight.detach())) * out.numel() \
-            if not self.weight.is_meta else self.weight.numel() * out.numel()
+        """MACs of one call (see :mod:`dreamprune_cli.flops`): every tap of the shared
+        ``k x k`` kernel once per output element (this layer is never pruned)."""
+        return self.kernel_size**2 * out.numel()
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:
