@@ -20,7 +20,7 @@ import torch
 from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.flops import CostReport, count_costs
-from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
@@ -136,7 +136,8 @@ class PruningPlan:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return (3, self.flops_size, self.flops_size)
+        """What the bare network receives for a 3 x flops_size x flops_size RGB image."""
+        return network_input_size(self.loaded.info, self.flops_size)
 
 
 def plan_pruning(loaded: LoadedModel, flops_size: int = 256, exclude: Sequence[str] = (),
@@ -151,7 +152,7 @@ def plan_pruning(loaded: LoadedModel, flops_size: int = 256, exclude: Sequence[s
     if flops_size < 1 or flops_size % multiple:
         raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
                          f"{loaded.name}")
-    input_size = (3, flops_size, flops_size)
+    input_size = network_input_size(loaded.info, flops_size)
     network = copy.deepcopy(loaded.network).eval()
     before = count_costs(network, input_size)
     if before.macs_dense == 0:

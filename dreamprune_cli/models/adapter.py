@@ -28,6 +28,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def network_input_size(info: ModelInfo, size: int) -> tuple[int, int, int]:
+    """``(C, H, W)`` that the bare network receives for one RGB ``3 x size x size`` image.
+
+    ``(3, size, size)`` unless the model has an input encoder of its own (GCANet: 4 channels,
+    image + edge map); MACs "at 3xSxS" of a bare network are counted at this size.
+    """
+    if info.input_encoder is None:
+        return (3, size, size)
+    encoded = info.input_encoder(torch.zeros((1, 3, size, size), device="meta"))
+    channels, height, width = encoded.shape[1:]
+    return (int(channels), int(height), int(width))
+
+
 class RestorationAdapter(nn.Module):
     """Wraps a bare network so that it maps RGB [0, 1] ``(N, 3, H, W)`` of any size to RGB.
 

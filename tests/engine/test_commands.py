@@ -154,3 +154,27 @@ def test_interrupt_maps_to_exit_130(runner, monkeypatch: pytest.MonkeyPatch, tmp
                                  "--eval-input-dir", str(inputs), "--eval-target-dir",
                                  str(targets), "--out", str(tmp_path / "r"), *TINY[2:]])
     assert result.exit_code == 130 and "interrupted" in result.output
+
+
+@pytest.mark.parametrize("name", ["prenet", "gcanet"])
+def test_pipeline_on_the_real_families(runner, tmp_path: Path, name: str) -> None:
+    """The whole method on tiny PReNet (recurrent, multi-output) and GCANet (4-channel input
+    of its own): MACs are counted on what the bare network receives, the student meets the
+    target and reloads from its file alone."""
+    from dreamprune_cli.models.checkpoint import save_safetensors
+    from dreamprune_cli.models.registry import build_model, model_config
+
+    torch.manual_seed(0)
+    weights = save_safetensors(tmp_path / f"{name}.safetensors",
+                               build_model(name, "tiny").state_dict(), name,
+                               model_config(name, "tiny"))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["--json", "pipeline", "--model", name, "--weights", str(weights),
+                                 "--flops-target", "0.6", "--steps", "2",
+                                 "--calibration-steps", "1", "--round-steps", "1",
+                                 "--out", str(out), *TINY[2:]])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["macs_ratio"] == pytest.approx(0.6, abs=0.005)
+    student = load_model(None, weights=out / "student.safetensors")
+    assert student.name == name
