@@ -65,6 +65,21 @@ MinKeepOpt = Annotated[Optional[float], typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML settings file (see 'dreamprune config show').")]
 
+SsimVariantOpt = Annotated[Optional[str], typer.Option(
+    help="SSIM: basicsr (valid window, BasicSR) or matlab (MATLAB's ssim on 0-255 doubles, "
+         "as PReNet's scripts); default: the model's.")]
+QuantizeOpt = Annotated[Optional[str], typer.Option(
+    help="Outputs to 8 bits before scoring: round, or truncate (uint8(255 x), PReNet's "
+         "test script); default: the model's.")]
+PairingOpt = Annotated[Optional[str], typer.Option(
+    help="How inputs pair with targets: stem (same names, default), rain100 (rain-N with "
+         "norain-N) or sots (hazy S_L with clean S, centre-cropped to the hazy size).")]
+TileOpt = Annotated[Optional[int], typer.Option(
+    help="Restore in tiles of N x N px (bounded memory for large images); default: whole "
+         "images.")]
+TileOverlapOpt = Annotated[Optional[int], typer.Option(
+    help="Context in px restored around each tile and cropped away (default 32).")]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -194,10 +209,15 @@ def evaluate_command(
     weights: WeightsOpt = None,
     input_dir: Annotated[Optional[Path], typer.Option(help="Degraded images.")] = None,
     target_dir: Annotated[Optional[Path], typer.Option(
-        help="Clean targets with the same file stems.")] = None,
+        help="Clean targets (paired by --pairing).")] = None,
     metric_space: Annotated[Optional[str], typer.Option(
         help="y (BT.601 luma) or rgb; default: the model's.")] = None,
     crop_border: Annotated[Optional[int], typer.Option(help="Pixels cropped per side.")] = None,
+    ssim_variant: SsimVariantOpt = None,
+    quantize: QuantizeOpt = None,
+    pairing: PairingOpt = None,
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write restored PNGs here.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     non_strict: NonStrictOpt = None,
@@ -217,7 +237,8 @@ def evaluate_command(
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, input_dir=input_dir,
         target_dir=target_dir, metric_space=metric_space, crop_border=crop_border,
-        save_dir=save_dir, limit=limit, non_strict=non_strict,
+        ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
+        tile_overlap=tile_overlap, save_dir=save_dir, limit=limit, non_strict=non_strict,
         trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
         config)
     s = resolved.settings
@@ -227,17 +248,19 @@ def evaluate_command(
                         strict=not common.non_strict, trust=common.trust_checkpoint,
                         overrides=common.model_kwargs)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
-                        limit=ev.limit)
+                        limit=ev.limit, pairing=ev.pairing)
     input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
-    space = ev.metric_space or loaded.info.metric_space
-    border = ev.crop_border if ev.crop_border is not None else loaded.info.crop_border
-    result = evaluate_pairs(loaded.adapter(), pairs, space, border, device_,
-                            save_dir=common.save_dir, overwrite=common.overwrite,
-                            progress=ui.progress())
+    scoring = _scoring(resolved, loaded.info)
+    result = evaluate_pairs(loaded.adapter(), pairs, device=device_, save_dir=common.save_dir,
+                            overwrite=common.overwrite, progress=ui.progress(), **scoring)
     data = {"model": loaded.name, "weights": loaded.weights, "device": str(device_),
-            **result.as_dict(), "input_dir": input_root, "target_dir": target_root}
+            **result.as_dict(), "pairing": ev.pairing, "input_dir": input_root,
+            "target_dir": target_root}
+    space = result.metric_space
     table = make_table(
-        f"evaluate {loaded.name} ({space.upper() if space == 'y' else 'RGB'}, crop {border})",
+        f"evaluate {loaded.name} ({space.upper() if space == 'y' else 'RGB'}, crop "
+        f"{result.crop_border}, SSIM {result.ssim_variant}, {result.quantization}"
+        + (f", tiles {result.tile}+{result.tile_overlap}" if result.tile else "") + ")",
         ["count", "PSNR", "SSIM", "GMACs/img", "GMACs@256", "params", "seconds"],
         [[result.count, result.psnr, result.ssim, result.macs / 1e9, result.macs_256 / 1e9,
           result.params, result.seconds]])
@@ -428,9 +451,24 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
 
 
+def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
+    """``evaluate_pairs``'s protocol keywords: the settings, else the model's registry entry."""
+    from dreamprune_cli.engine.tiling import Tiling
+
+    ev = resolved.settings.evaluate
+    return {
+        "metric_space": ev.metric_space or info.metric_space,
+        "crop_border": ev.crop_border if ev.crop_border is not None else info.crop_border,
+        "ssim_variant": ev.ssim_variant or info.ssim_variant,
+        "quantization": ev.quantize or info.quantization,
+        "tiling": None if ev.tile is None else Tiling.aligned(ev.tile, ev.tile_overlap,
+                                                              info.size_multiple)}
+
+
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
-                prefix: str = "--eval-", limit: int | None = None) -> list[Any]:
-    """Evaluation pairs from folders, or the task's default synthetic set."""
+                prefix: str = "--eval-", limit: int | None = None,
+                pairing: str = "stem") -> list[Any]:
+    """Evaluation pairs from folders (paired by ``pairing``), or the task's synthetic set."""
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
 
@@ -441,7 +479,8 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
         input_dir, target_dir = synthetic_test_set(task)
         log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
                  prefix, "derain" if task == "identity" else task, input_dir.parent)
-    return pair_folders(input_dir, target_dir, limit=limit)  # type: ignore[arg-type]
+    return pair_folders(input_dir, target_dir, limit=limit,  # type: ignore[arg-type]
+                        pairing=pairing)  # type: ignore[arg-type]
 
 
 @app.command("dream")
@@ -571,16 +610,13 @@ def distill_command(
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
-    space = s.evaluate.metric_space or teacher.info.metric_space
-    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
-        else teacher.info.crop_border
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
         steps=s.dream.steps or JOINT_DEFAULT_STEPS, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
-        eval_pairs=_eval_pairs(teacher.info.task, None, None), metric_space=space,
-        crop_border=border, device=device_, precision=precision, seed=s.common.seed,
+        eval_pairs=_eval_pairs(teacher.info.task, None, None),
+        **_scoring(resolved, teacher.info), device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, progress=ui.progress())
     m = outcome.metrics
@@ -627,6 +663,11 @@ def pipeline_command(
         help="Output folder (default runs/<model>-<timestamp>).")] = None,
     eval_input_dir: Annotated[Optional[Path], typer.Option(help="Evaluation inputs.")] = None,
     eval_target_dir: Annotated[Optional[Path], typer.Option(help="Evaluation targets.")] = None,
+    ssim_variant: SsimVariantOpt = None,
+    quantize: QuantizeOpt = None,
+    pairing: PairingOpt = None,
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = None,
     checkpoint_every: CheckpointEveryOpt = None,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
@@ -654,18 +695,19 @@ def pipeline_command(
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
         lambda_far=lambda_far, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
-        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+        ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
+        tile_overlap=tile_overlap, checkpoint_every=checkpoint_every, resume=resume,
+        overwrite=overwrite,
         non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
         channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
     s = resolved.settings
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
-                        s.pipeline.eval_target_dir)
+                        s.pipeline.eval_target_dir, pairing=s.evaluate.pairing)
     out_dir = s.common.resume or s.common.out or Path("runs") / (
         f"{teacher.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
-    space = s.evaluate.metric_space or teacher.info.metric_space
-    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
-        else teacher.info.crop_border
+    scoring = _scoring(resolved, teacher.info)
+    space = scoring["metric_space"]
     result = run_pipeline(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
@@ -673,8 +715,8 @@ def pipeline_command(
         steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
         calibration_steps=s.pipeline.calibration_steps,
-        calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, metric_space=space,
-        crop_border=border, out_dir=out_dir, device=device_, precision=precision,
+        calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, **scoring,
+        out_dir=out_dir, device=device_, precision=precision,
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
         settings=resolved.flat(), progress=ui.progress())
