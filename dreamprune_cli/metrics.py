@@ -21,9 +21,10 @@ Per image, in float64, on the 0-255 scale:
 * Outputs are turned into 8-bit levels first (:func:`quantize_8bit`): ``round`` (a saved
   PNG) or ``truncate`` (``np.uint8(255 * x)``, PReNet's test script).
 
-The Gaussian filtering is separable: two 1-D passes in float64 over the five maps
-(``x, y, x^2, y^2, xy``) at once, in bands of rows that stay in the CPU's cache, equal to
-the 2-D filtering to rounding (about 1e-13 on 0-255 data). kornia's own ``psnr``/``ssim``
+The Gaussian filtering is separable: two 1-D passes in float64 over the statistics
+(``x, y, x^2, y^2, xy``; ``x^2 + y^2`` as one map where only the variances' sum is used)
+at once, in bands of rows that stay in the CPU's cache, equal to the 2-D filtering to
+rounding (about 1e-13 on 0-255 data). kornia's own ``psnr``/``ssim``
 are not used because they take one MSE over a whole batch and pad SSIM to the same size.
 """
 
@@ -143,16 +144,31 @@ _BAND_ROWS = 16  # SSIM map rows computed together (see _ssim_means)
 
 def _ssim_band(a: torch.Tensor, b: torch.Tensor, kernel: torch.Tensor, c1: float, c2: float,
                clamp_variances: bool) -> torch.Tensor:
-    """SSIM map of ``(M, R + 10, W)`` float64 planes: ``(M, R, W - 10)``."""
-    maps = torch.stack((a, b, a * a, b * b, a * b))  # (5, M, R + 10, W): one filtering call
-    mu_a, mu_b, mean_aa, mean_bb, mean_ab = _filter_valid(maps, kernel)
-    mu_ab, mu_aa, mu_bb = mu_a * mu_b, mu_a * mu_a, mu_b * mu_b
-    var_a, var_b = mean_aa.sub_(mu_aa), mean_bb.sub_(mu_bb)
+    """SSIM map of ``(M, R + 10, W)`` float64 planes: ``(M, R, W - 10)``.
+
+    The statistics ``a, b, a^2, b^2, ab`` are filtered in one call. Only the sum of the two
+    variances enters the formula, so without clamping ``a^2 + b^2`` is filtered as one map
+    (four maps instead of five); MATLAB's variant clamps each variance and needs both.
+    """
+    maps = a.new_empty((5 if clamp_variances else 4, *a.shape))
+    maps[0].copy_(a)
+    maps[1].copy_(b)
+    torch.mul(a, a, out=maps[2])
     if clamp_variances:
-        var_a.clamp_(min=0)
-        var_b.clamp_(min=0)
-    numerator = (2 * mu_ab + c1).mul_((mean_ab.sub_(mu_ab)).mul_(2).add_(c2))
-    denominator = (mu_aa.add_(mu_bb).add_(c1)).mul_(var_a.add_(var_b).add_(c2))
+        torch.mul(b, b, out=maps[3])
+    else:
+        maps[2].addcmul_(b, b)
+    torch.mul(a, b, out=maps[-1])
+    filtered = _filter_valid(maps, kernel)
+    mu_a, mu_b, mean_ab = filtered[0], filtered[1], filtered[-1]
+    mu_ab, mu_aa, mu_bb = mu_a * mu_b, mu_a * mu_a, mu_b * mu_b
+    if clamp_variances:
+        variances = filtered[2].sub_(mu_aa).clamp_(min=0).add_(
+            filtered[3].sub_(mu_bb).clamp_(min=0))
+    else:
+        variances = filtered[2].sub_(mu_aa).sub_(mu_bb)
+    numerator = (2 * mu_ab + c1).mul_(mean_ab.sub_(mu_ab).mul_(2).add_(c2))
+    denominator = mu_aa.add_(mu_bb).add_(c1).mul_(variances.add_(c2))
     return numerator.div_(denominator)
 
 
