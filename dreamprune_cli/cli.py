@@ -456,6 +456,8 @@ def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
     from dreamprune_cli.engine.tiling import Tiling
 
     ev = resolved.settings.evaluate
+    if ev.tile is None and resolved.sources.get("tile_overlap", "default") != "default":
+        log.warning("--tile-overlap is only used with --tile; ignored")
     return {
         "metric_space": ev.metric_space or info.metric_space,
         "crop_border": ev.crop_border if ev.crop_border is not None else info.crop_border,

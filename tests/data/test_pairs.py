@@ -127,3 +127,15 @@ def test_the_same_folder_twice_is_refused(tmp_path: Path, pairing: str) -> None:
 def test_unknown_pairing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--pairing 'reside': expected one of stem, rain100"):
         pair_folders(tmp_path, tmp_path, pairing="reside")  # type: ignore[arg-type]
+
+
+def test_real_sets_pair_with_their_modes() -> None:
+    from tests.helpers import realdata
+
+    rain100l = realdata("KaneWANG0816+RGR/rain100L/test/small")
+    pairs = pair_folders(rain100l / "rain", rain100l / "norain", pairing="rain100")
+    assert len(pairs) == 100 and pairs[0].target_path.name == pairs[0].input_path.name
+    sots = realdata("square-moon+haze/data/RESIDE-IN/test")
+    pairs = pair_folders(sots / "hazy", sots / "GT", pairing="sots")
+    assert len(pairs) == 50 and {p.target_crop for p in pairs} == {None}
+    assert {p.name.split("_")[1] for p in pairs} == {"2", "7"}

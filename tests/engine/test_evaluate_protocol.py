@@ -185,3 +185,10 @@ def test_metrics_thread_count_is_restored() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_overlap_without_tile_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    info = get_model_info("identity")
+    with caplog.at_level("WARNING", logger="dreamprune_cli"):
+        assert _scoring(resolve_settings({"tile_overlap": 8}, env={}), info)["tiling"] is None
+    assert "--tile-overlap is only used with --tile" in caplog.text
