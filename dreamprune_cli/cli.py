@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,7 +20,9 @@ import typer
 
 from dreamprune_cli import __version__
 from dreamprune_cli.console import Ui, make_table
-from dreamprune_cli.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, DreampruneError, UsageError
+from dreamprune_cli.errors import (EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DreampruneError,
+                                   Interrupted, UsageError)
+from dreamprune_cli.interrupts import signals_as_interrupts
 from dreamprune_cli.settings import FIELD_SECTION, SECTIONS, ResolvedSettings, resolve_settings
 
 log = logging.getLogger("dreamprune_cli")
@@ -102,33 +105,47 @@ def _make_ui(ctx: typer.Context, json_flag: bool = False) -> Ui:
 
 
 def handle_errors(command: F) -> F:
-    """Map expected errors to one stderr line and their exit code; Ctrl-C to 130."""
+    """Map expected errors to one stderr line and their exit code (with ``--json``, also
+    the one JSON object on stdout); Ctrl-C to 130, SIGTERM to 143."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
         opts = _globals(ctx)
-        ui = Ui(quiet=opts.quiet, verbose=opts.verbose)
+        ui = Ui(json_output=opts.json_output or bool(kwargs.get("json_flag")),
+                quiet=opts.quiet, verbose=opts.verbose)
         try:
-            return command(*args, **kwargs)
+            with signals_as_interrupts():
+                return command(*args, **kwargs)
         except DreampruneError as exc:
             if opts.verbose:
                 ui.stderr.print(traceback.format_exc(), markup=False, highlight=False)
-            ui.error(str(exc))
+            ui.fail(str(exc) + _resume_hint(exc.checkpoint, exc.resume_dir), exc.exit_code,
+                    checkpoint=exc.checkpoint, resume=exc.resume_dir)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            ui.error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as exc:
+            stop = exc if isinstance(exc, Interrupted) else Interrupted()
+            what = "interrupted" if stop.signal_number == signal.SIGINT else \
+                f"stopped by {signal.Signals(stop.signal_number).name}"
+            ui.fail(what + _resume_hint(stop.checkpoint, stop.resume_dir), stop.exit_code,
+                    checkpoint=stop.checkpoint, resume=stop.resume_dir)
+            raise typer.Exit(stop.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so in one line, trace with --verbose
             if opts.verbose:
                 ui.stderr.print(traceback.format_exc(), markup=False, highlight=False)
-            ui.error(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for "
-                     "the traceback)")
+            ui.fail(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for "
+                    "the traceback)", EXIT_RUNTIME)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
+    if checkpoint is None:
+        return ""
+    return f"; progress saved in {checkpoint} (continue with --resume {resume_dir})"
 
 
 def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = None,
@@ -736,9 +753,42 @@ def synth_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Usage errors (unknown option, missing value) are one line on stderr when stderr is not a
+    terminal (rich's box otherwise) and, with ``--json``, also the one JSON object on stdout.
+    """
+    json_mode = "--json" in sys.argv[1:]
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (Typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help text
+            typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
+            sys.exit(EXIT_USAGE)
+        _usage_error(exc, json_mode)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("error: aborted\n")
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # outside a command (e.g. while importing)
         sys.stderr.write("error: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Any, json_mode: bool) -> None:
+    """Show a click usage error: rich's box on a terminal, else one line; JSON with --json."""
+    import json
+
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "dreamprune"
+    message = f"{exc.format_message()} ({command} --help for the options)"
+    if sys.stderr.isatty():
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    else:
+        sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    if json_mode:
+        sys.stdout.write(json.dumps({"error": " ".join(message.split()),
+                                     "exit_code": exc.exit_code}) + "\n")
+        sys.stdout.flush()

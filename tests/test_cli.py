@@ -100,9 +100,10 @@ def test_evaluate_truncated_png_one_line(runner, pair_dirs) -> None:
     (inputs / "img0.png").write_bytes(data[: len(data) // 2])
     result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(inputs),
                                  "--target-dir", str(targets), "--json"])
-    assert result.exit_code in (1, 2)
+    assert result.exit_code == 2
     assert "img0.png" in result.output and "Traceback" not in result.output
-    assert result.stdout.strip() == "" or not result.stdout.strip().startswith("{")
+    error = json.loads(result.stdout)  # --json: the one object on stdout is the error
+    assert error["exit_code"] == 2 and "img0.png" in error["error"]
 
 
 def test_evaluate_bad_folders(runner, pair_dirs, tmp_path: Path) -> None:
