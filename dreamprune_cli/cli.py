@@ -53,6 +53,9 @@ VariantOpt = Annotated[Optional[str], typer.Option(
     help="Model variant (official, tiny) when the weights carry no config.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="Checkpoint: the authors' .pth/.pt/.pk/.pkl/.ckpt or .safetensors.")]
+RandomWeightsOpt = Annotated[Optional[bool], typer.Option(
+    "--random-weights", help="Allow a model without weights (random initialisation; for "
+                             "tests and smoke runs).")]
 NonStrictOpt = Annotated[Optional[bool], typer.Option(
     "--non-strict", help="Load the weights that fit, skipping missing/unexpected keys.")]
 TrustOpt = Annotated[Optional[bool], typer.Option(
@@ -142,6 +145,16 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _load_model(common: Any) -> Any:
+    """The model the common settings name, with its weights (none: an error unless
+    ``--random-weights``)."""
+    from dreamprune_cli.models.loading import load_model
+
+    return load_model(common.model, common.variant, common.weights,
+                      strict=not common.non_strict, trust=common.trust_checkpoint,
+                      overrides=common.model_kwargs, require_weights=not common.random_weights)
+
+
 def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
     if checkpoint is None:
         return ""
@@ -149,14 +162,41 @@ def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
 
 
 def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = None,
-             default_model: str | None = None) -> ResolvedSettings:
-    """Settings from every source; subcommand flags override the global ones."""
+             default_model: str | None = None, command: str | None = None) -> ResolvedSettings:
+    """Settings from every source; subcommand flags override the global ones.
+
+    The model is, in this order: the one a source names (``--model``, environment, config
+    file), the one recorded in the folder given to ``--resume`` (``command``'s ``run.json``,
+    whose defining settings the resumed run must keep), the one the ``--weights`` file (or
+    ``distill``'s ``--student``) names in its metadata, else ``default_model``.
+    """
+    from dreamprune_cli.models.checkpoint import read_model_name
+    from dreamprune_cli.run_record import read_run_record
+
     opts = _globals(ctx)
     merged = dict(flags)
     for name in ("device", "seed"):
         if merged.get(name) is None:
             merged[name] = getattr(opts, name)
-    return resolve_settings(merged, config=config or opts.config, default_model=default_model)
+    config = config or opts.config
+    first = resolve_settings(merged, config=config)  # what the sources say, before defaults
+    common = first.settings.common
+    record = None
+    if command is not None and common.resume is not None:
+        record = read_run_record(common.resume, command)
+        if record is None:
+            log.warning("--resume %s: no run.json (a folder from an older version); its "
+                        "settings cannot be checked", common.resume)
+    source = "default"
+    if common.model is None and record is None:
+        for label, path in (("--weights", common.weights),
+                            ("--student", first.settings.distill.student)):
+            named = read_model_name(path) if path is not None else None
+            if named is not None:
+                default_model, source = named, f"{label} {path}"
+                break
+    return resolve_settings(merged, config=config, default_model=default_model,
+                            default_model_source=source, run_record=record)
 
 
 # --------------------------------------------------------------------------- models
@@ -218,6 +258,7 @@ def evaluate_command(
     save_dir: Annotated[Optional[Path], typer.Option(help="Write restored PNGs here.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
@@ -228,21 +269,18 @@ def evaluate_command(
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
-    from dreamprune_cli.models.loading import load_model
 
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, input_dir=input_dir,
         target_dir=target_dir, metric_space=metric_space, crop_border=crop_border,
-        save_dir=save_dir, limit=limit, non_strict=non_strict,
+        save_dir=save_dir, limit=limit, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
         config)
     s = resolved.settings
     common, ev = s.common, s.evaluate
     device_ = resolve_device(common.device)
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
                         limit=ev.limit)
     input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
@@ -277,7 +315,7 @@ def export_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Convert any accepted checkpoint to safetensors carrying the model name and config."""
-    from dreamprune_cli.models.loading import load_model, save_model
+    from dreamprune_cli.models.loading import save_model
 
     ui = _make_ui(ctx, json_flag)
     if out.suffix != ".safetensors":
@@ -286,9 +324,7 @@ def export_command(
                                   non_strict=non_strict, trust_checkpoint=trust_checkpoint,
                                   overwrite=overwrite), config)
     common = resolved.settings.common
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     path = save_model(loaded, out, overwrite=common.overwrite)
     tensors = len(loaded.network.state_dict())
     ui.emit({"model": loaded.name, "config": loaded.config, "weights": weights,
@@ -326,6 +362,7 @@ def prune_command(
     calibration_size: Annotated[Optional[int], typer.Option(
         help="Side of the calibration patches.")] = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
@@ -337,7 +374,6 @@ def prune_command(
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
     from dreamprune_cli.fileio import ensure_output_dir
-    from dreamprune_cli.models.loading import load_model
     from dreamprune_cli.prune.calibration import calibration_from_dir
 
     ui = _make_ui(ctx, json_flag)
@@ -346,7 +382,8 @@ def prune_command(
         allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
-        min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint,
+        min_keep=min_keep, non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint,
         overwrite=overwrite, device=device, seed=seed), config)
     s = resolved.settings
     common, pr = s.common, s.prune
@@ -363,9 +400,7 @@ def prune_command(
         else:
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device_ = resolve_device(common.device)
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     result = prune_model(loaded, pr.flops_target, pr.allocator, flops_size=pr.flops_size,
                          exclude=pr.exclude, calibration=images,
                          use_default_exclude=pr.default_exclude, device=device_,
@@ -428,15 +463,12 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
     from dreamprune_cli.data.clean import make_clean_source
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
     from dreamprune_cli.engine.dream import DreamSchedule
-    from dreamprune_cli.models.loading import load_model
 
     s = resolved.settings
     common, dream = s.common, s.dream
     device = resolve_device(common.device)
     precision = resolve_precision(device, common.amp, common.channels_last)
-    teacher = load_model(common.model, common.variant, common.weights,
-                         strict=not common.non_strict, trust=common.trust_checkpoint,
-                         overrides=common.model_kwargs)
+    teacher = _load_model(common)
     if dream.size % teacher.info.size_multiple:
         log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
                  teacher.info.size_multiple)
@@ -482,6 +514,7 @@ def dream_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -501,7 +534,7 @@ def dream_command(
         size=size, steps=steps, batch_size=batch_size, clean_dir=clean_dir,
         lambda_orth=lambda_orth, lambda_tv=lambda_tv, lambda_far=lambda_far,
         noise_lr=noise_lr, representation=representation,
-        resume=resume, overwrite=overwrite, non_strict=non_strict,
+        resume=resume, overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
         device=device, seed=seed), config, default_model="ffa")
     s = resolved.settings
@@ -554,6 +587,7 @@ def distill_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -575,7 +609,8 @@ def distill_command(
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
         lambda_far=lambda_far, noise_lr=noise_lr,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
+        non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint, amp=amp,
         channels_last=channels_last, device=device, seed=seed), config)
     s = resolved.settings
     out_dir = s.common.resume or s.common.out
@@ -648,6 +683,7 @@ def pipeline_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -672,7 +708,8 @@ def pipeline_command(
         lambda_far=lambda_far, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
+        non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint, amp=amp,
         channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
     s = resolved.settings
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)

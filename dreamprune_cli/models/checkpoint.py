@@ -67,6 +67,19 @@ class Checkpoint:
         return json.loads(raw) if raw else None
 
 
+def read_model_name(path: str | Path) -> str | None:
+    """The model a dreamprune safetensors file names in its metadata (header only), else
+    ``None`` (another format, no metadata, or not readable: loading it reports why)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get(METADATA_MODEL)
+    except Exception:  # the real load names the problem
+        return None
+
+
 def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = False) -> Checkpoint:
     """Open a weights file and return its state dict (and metadata for safetensors).
 
