@@ -155,6 +155,16 @@ def _load_model(common: Any) -> Any:
                       overrides=common.model_kwargs, require_weights=not common.random_weights)
 
 
+def _run_record(command: str, resolved: ResolvedSettings, steps: int) -> dict[str, Any]:
+    """The settings ``command`` records in its folder's ``run.json`` (``steps``: the
+    effective number, the default included)."""
+    from dreamprune_cli.run_record import record_settings
+
+    values = {name: getattr(getattr(resolved.settings, section), name)
+              for name, section in FIELD_SECTION.items()}
+    return record_settings(command, {**values, "steps": steps})
+
+
 def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
     if checkpoint is None:
         return ""
@@ -536,7 +546,7 @@ def dream_command(
         noise_lr=noise_lr, representation=representation,
         resume=resume, overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
-        device=device, seed=seed), config, default_model="ffa")
+        device=device, seed=seed), config, default_model="ffa", command="dream")
     s = resolved.settings
     folder = s.common.resume or s.common.save_dir
     if folder is None:
@@ -551,7 +561,7 @@ def dream_command(
                   "steps_per_batch": steps_, "settings": resolved.flat(),
                   "device": str(device_)},
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        progress=ui.progress())
+        run_record=_run_record("dream", resolved, steps_), progress=ui.progress())
     table = make_table(f"dream {teacher.name}", ["count", "L_dream", "L_orth", "diversity (cos)",
                                                  "PSNR dream vs clean", "folder"],
                        [[manifest["count"], manifest["final_dream_loss"],
@@ -611,7 +621,7 @@ def distill_command(
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config)
+        channels_last=channels_last, device=device, seed=seed), config, command="distill")
     s = resolved.settings
     out_dir = s.common.resume or s.common.out
     if out_dir is None:
@@ -619,7 +629,9 @@ def distill_command(
     if s.distill.student is None:
         raise UsageError("--student is required (student.safetensors written by 'prune')")
     if s.common.model is None:
-        raise UsageError("--model is required (the teacher)")
+        raise UsageError("--model is required (the teacher; neither the --weights nor the "
+                         "--student file names its model)")
+    steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
@@ -628,13 +640,14 @@ def distill_command(
         else teacher.info.crop_border
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
-        steps=s.dream.steps or JOINT_DEFAULT_STEPS, schedule=schedule,
+        steps=steps_, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
         eval_pairs=_eval_pairs(teacher.info.task, None, None), metric_space=space,
         crop_border=border, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
-        overwrite=s.common.overwrite, progress=ui.progress())
+        overwrite=s.common.overwrite, run_record=_run_record("distill", resolved, steps_),
+        progress=ui.progress())
     m = outcome.metrics
     table = make_table(f"distill {teacher.name} ({m['mode']})",
                        ["steps", "final L_KD", "PSNR teacher", "PSNR student", "MACs kept",
@@ -710,8 +723,10 @@ def pipeline_command(
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
+        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa",
+        command="pipeline")
     s = resolved.settings
+    steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
                         s.pipeline.eval_target_dir)
@@ -724,14 +739,15 @@ def pipeline_command(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
         min_keep=s.prune.min_keep, clean_source=clean_source, schedule=schedule,
-        steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
+        steps=steps_, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
         calibration_steps=s.pipeline.calibration_steps,
         calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, metric_space=space,
         crop_border=border, out_dir=out_dir, device=device_, precision=precision,
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        settings=resolved.flat(), progress=ui.progress())
+        settings=resolved.flat(), run_record=_run_record("pipeline", resolved, steps_),
+        progress=ui.progress())
     table = make_table(
         f"pipeline {teacher.name}: {result.macs_ratio:.3f} of the MACs, "
         f"{s.prune.allocator}, {result.joint.steps} steps, {result.seconds:.0f} s",

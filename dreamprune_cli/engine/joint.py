@@ -30,7 +30,32 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
-__all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "deferred_interrupt"]
+__all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_resumable_steps",
+           "deferred_interrupt"]
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"--resume: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def check_resumable_steps(checkpoint: Path, total_steps: int) -> None:
+    """Before any work: a run resumed to ``total_steps`` must not have done more already.
+
+    Raises:
+        UsageError: the checkpoint is unreadable or is past ``total_steps``.
+    """
+    if not checkpoint.is_file():
+        return  # stopped before its first checkpoint: the loop starts at step 0
+    done = int(_read_state(checkpoint)["step"])
+    if done > total_steps:
+        raise UsageError(f"--steps {total_steps}: the run in {checkpoint.parent} already did "
+                         f"{done} joint steps (pass --steps {done} or more to resume it)")
 
 
 @dataclass
@@ -80,14 +105,7 @@ class JointTrainer:
         atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     def load(self, path: Path) -> None:
-        if not path.is_file():
-            raise UsageError(f"--resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UsageError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") \
-                from None
-        self.load_state_dict(state)
+        self.load_state_dict(_read_state(path))
         log.info("resuming from %s at step %d", path, self.step)
 
     def run(self, total_steps: int, checkpoint: Path | None = None,
