@@ -277,6 +277,7 @@ def evaluate_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
+    from dreamprune_cli.engine.checks import check_eval_pairs
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
 
@@ -296,6 +297,7 @@ def evaluate_command(
     input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
     space = ev.metric_space or loaded.info.metric_space
     border = ev.crop_border if ev.crop_border is not None else loaded.info.crop_border
+    check_eval_pairs(loaded, pairs, border)
     result = evaluate_pairs(loaded.adapter(), pairs, space, border, device_,
                             save_dir=common.save_dir, overwrite=common.overwrite,
                             progress=ui.progress())
@@ -466,11 +468,15 @@ ChannelsLastOpt = Annotated[Optional[str], typer.Option(
 CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")]
 
 
-def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any, Any]:
-    """The teacher, device, precision, clean source and dream schedule of a training run."""
+def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
+                         ) -> tuple[Any, Any, Any, Any, Any]:
+    """The teacher, device, precision, clean source and dream schedule of a training run,
+    checked before any work: the dream size against the model, the diversity loss's layer
+    (when ``dreaming`` with ``lambda_orth > 0``), the clean images."""
     import torch
 
     from dreamprune_cli.data.clean import make_clean_source
+    from dreamprune_cli.engine.checks import check_diversity_layer, check_input_size
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
     from dreamprune_cli.engine.dream import DreamSchedule
 
@@ -482,6 +488,9 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
     if dream.size % teacher.info.size_multiple:
         log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
                  teacher.info.size_multiple)
+    if dreaming:
+        check_input_size(teacher, dream.size, dream.size, f"--size {dream.size}")
+        check_diversity_layer(teacher, dream.lambda_orth > 0)
     schedule = DreamSchedule.from_values(dream.model_dump())
     torch.manual_seed(common.seed)
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
@@ -607,6 +616,7 @@ def distill_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Train a pruned student to match the teacher on dreamed inputs."""
+    from dreamprune_cli.engine.checks import check_eval_pairs
     from dreamprune_cli.engine.distill import load_student
     from dreamprune_cli.engine.distill_run import run_distill
     from dreamprune_cli.engine.dream_files import read_dreams
@@ -632,18 +642,21 @@ def distill_command(
         raise UsageError("--model is required (the teacher; neither the --weights nor the "
                          "--student file names its model)")
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
-    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(
+        resolved, dreaming=s.distill.dreams is None)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
     space = s.evaluate.metric_space or teacher.info.metric_space
     border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
         else teacher.info.crop_border
+    pairs = _eval_pairs(teacher.info.task, None, None)
+    check_eval_pairs(teacher, pairs, border)
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
         steps=steps_, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
-        eval_pairs=_eval_pairs(teacher.info.task, None, None), metric_space=space,
+        eval_pairs=pairs, metric_space=space,
         crop_border=border, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=_run_record("distill", resolved, steps_),
@@ -708,6 +721,7 @@ def pipeline_command(
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""
     import time as _time
 
+    from dreamprune_cli.engine.checks import check_eval_pairs, check_flops_size
     from dreamprune_cli.engine.pipeline import run_pipeline
 
     ui = _make_ui(ctx, json_flag)
@@ -735,6 +749,8 @@ def pipeline_command(
     space = s.evaluate.metric_space or teacher.info.metric_space
     border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
         else teacher.info.crop_border
+    check_eval_pairs(teacher, pairs, border)
+    check_flops_size(teacher, s.prune.flops_size)
     result = run_pipeline(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),

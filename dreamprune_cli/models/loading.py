@@ -12,7 +12,7 @@ from torch import nn
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
-from dreamprune_cli.models.custom import custom_model_info, is_custom_spec
+from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path
 
@@ -109,6 +109,8 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         for problem in skipped:
             log.warning("--non-strict: %s", problem)
     network.eval()
+    if is_custom_spec(name):
+        info = declared_info(info, network)
     return LoadedModel(name=name, info=info, network=network, config=config,
                        weights=Path(weights) if weights is not None else None)
 
