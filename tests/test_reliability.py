@@ -324,35 +324,32 @@ def test_pipeline_flops_size_checked_before_any_work(runner, tmp_path: Path, pai
 
 
 # ------------------------------------------------------------------ 6 SIGTERM
-def _stop_when_started(args: list[str], phase: str) -> tuple[int, str, str]:
-    """Run the CLI, send SIGTERM once ``phase`` has started, return (rc, stdout, stderr)."""
+def _stop_when_written(args: list[str], path: Path) -> tuple[int, str, str]:
+    """Run the CLI, send SIGTERM once ``path`` exists (the loop is then under way), return
+    (exit code, stdout, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "from dreamprune_cli.cli import main; main()",
                              *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, env=env)
-    lines = []
-    assert proc.stderr is not None
     try:
-        for line in proc.stderr:
-            lines.append(line)
-            if f"{phase}: started" in line:
-                time.sleep(1.0)
-                proc.send_signal(signal.SIGTERM)
-                break
-        stdout, rest = proc.communicate(timeout=120)
+        deadline = time.monotonic() + 240
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, stdout, "".join(lines) + rest
+    return proc.returncode, stdout, stderr
 
 
 def test_sigterm_stops_the_pipeline_with_a_checkpoint(tmp_path: Path, pair_dirs) -> None:
     weights = _weights(tmp_path, "durn_s")
     out = tmp_path / "run"
-    args = _pipeline_args(weights, out, pair_dirs, "--checkpoint-every", "100000", "--json")
+    args = _pipeline_args(weights, out, pair_dirs, "--checkpoint-every", "1", "--json")
     args[args.index("--steps") + 1] = "100000"
-    rc, stdout, stderr = _stop_when_started(args, "dream+distill")
+    rc, stdout, stderr = _stop_when_written(args, out / "checkpoint.pt")
     assert rc == 143, stderr
     data = json.loads(stdout)  # --json: one object, naming what to resume from
     assert data["exit_code"] == 143 and data["checkpoint"] == str(out / "checkpoint.pt")
@@ -362,13 +359,15 @@ def test_sigterm_stops_the_pipeline_with_a_checkpoint(tmp_path: Path, pair_dirs)
 
 
 def test_sigterm_stops_dreaming_cleanly(tmp_path: Path) -> None:
-    """Further instance: another long loop (dream) died at once with exit 143 and no hint."""
+    """Further instance: another long loop (dream) died at once with exit 143, no hint."""
     weights = _weights(tmp_path, "durn_s")
     out = tmp_path / "d"
-    rc, stdout, stderr = _stop_when_started(
-        ["dream", "--weights", str(weights), "--save-dir", str(out), "--count", "4",
-         "--steps", "100000", *SMALL], "dream")
+    rc, stdout, stderr = _stop_when_written(
+        ["dream", "--weights", str(weights), "--save-dir", str(out), "--count", "6",
+         "--steps", "100", *SMALL, "--json"], out / "state.pt")
     assert rc == 143 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    data = json.loads(stdout)
+    assert data["checkpoint"] == str(out / "state.pt") and data["resume"] == str(out)
     assert not list(out.glob(".*.tmp*"))
 
 
