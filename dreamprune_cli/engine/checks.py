@@ -40,16 +40,18 @@ def check_input_size(model: LoadedModel, height: int, width: int, what: str) -> 
                          f"({type(exc).__name__}: {reason}); {hint}") from None
 
 
-def check_eval_pairs(model: LoadedModel, pairs: Sequence[ImagePair], crop_border: int) -> None:
-    """Every image of ``pairs`` readable, large enough for the metrics after ``crop_border``,
-    and of a size the model takes (one shape-only forward per distinct size).
+def check_eval_pairs(model: LoadedModel, pairs: Sequence[ImagePair], crop_border: int,
+                     min_side: int = SSIM_WINDOW) -> None:
+    """Every image of ``pairs`` readable, with sides of at least ``min_side`` pixels after
+    ``crop_border`` (the valid-region SSIM's window by default), and of a size the model
+    takes (one shape-only forward per distinct size).
 
     Raises:
         UsageError: naming the first problem file(s) and what was expected.
     """
     sizes: dict[tuple[int, int], ImagePair] = {}
     too_small = []
-    need = SSIM_WINDOW + 2 * crop_border
+    need = max(min_side, 1) + 2 * crop_border
     for pair in pairs:
         size = check_readable(pair.input_path, "input")
         check_readable(pair.target_path, "target")
@@ -61,8 +63,8 @@ def check_eval_pairs(model: LoadedModel, pairs: Sequence[ImagePair], crop_border
             f"{pairs[0].input_path.parent}: images too small to score: "
             f"{', '.join(too_small[:10])}" + (f" (+{len(too_small) - 10} more)"
                                               if len(too_small) > 10 else "")
-            + f"; SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping "
-            f"{crop_border} per side, i.e. sides of {need} or more (lower --crop-border?)")
+            + f"; the metrics need at least {min_side}x{min_side} pixels after cropping "
+            f"{crop_border} per side (--crop-border), i.e. sides of {need} or more")
     for (height, width), pair in sizes.items():
         check_input_size(model, height, width, str(pair.input_path))
 
