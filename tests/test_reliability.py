@@ -369,6 +369,9 @@ def test_sigterm_stops_dreaming_cleanly(tmp_path: Path) -> None:
     data = json.loads(stdout)
     assert data["checkpoint"] == str(out / "state.pt") and data["resume"] == str(out)
     assert not list(out.glob(".*.tmp*"))
+    done = _cli("dream", "--resume", str(out), "--json")  # every setting from run.json
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["count"] == 6
 
 
 # ------------------------------------------------------------------ 7 no weights
