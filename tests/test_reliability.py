@@ -363,15 +363,15 @@ def test_sigterm_stops_dreaming_cleanly(tmp_path: Path) -> None:
     weights = _weights(tmp_path, "durn_s")
     out = tmp_path / "d"
     rc, stdout, stderr = _stop_when_written(
-        ["dream", "--weights", str(weights), "--save-dir", str(out), "--count", "6",
-         "--steps", "100", *SMALL, "--json"], out / "state.pt")
+        ["dream", "--weights", str(weights), "--save-dir", str(out), "--count", "4",
+         "--steps", "40", *SMALL, "--json"], out / "state.pt")
     assert rc == 143 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     data = json.loads(stdout)
     assert data["checkpoint"] == str(out / "state.pt") and data["resume"] == str(out)
     assert not list(out.glob(".*.tmp*"))
     done = _cli("dream", "--resume", str(out), "--json")  # every setting from run.json
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["count"] == 6
+    assert json.loads(done.stdout)["count"] == 4
 
 
 # ------------------------------------------------------------------ 7 no weights
