@@ -24,6 +24,7 @@ import torch.nn.functional as F
 MetricSpace = Literal["y", "rgb"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
+SSIM_WINDOW = 11  # side of the Gaussian window: SSIM needs images at least this large
 
 
 def quantize_8bit(image: torch.Tensor) -> torch.Tensor:

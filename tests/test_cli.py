@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,14 +83,16 @@ def test_evaluate_identity_matches_numpy(runner, pair_dirs) -> None:
     assert abs(data["psnr"] - float(np.mean(expected))) < 0.01
 
 
-def test_evaluate_identical_pairs_give_null_psnr(runner, pair_dirs, tmp_path: Path) -> None:
+def test_evaluate_identical_pairs_give_inf_psnr(runner, pair_dirs, tmp_path: Path) -> None:
     _, targets = pair_dirs
-    result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(targets),
+    copies = tmp_path / "copies"
+    shutil.copytree(targets, copies)
+    result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(copies),
                                  "--target-dir", str(targets), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["psnr"] is None and data["per_image"][0]["psnr"] is None
-    table = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(targets),
+    data = json.loads(result.stdout)  # a perfect score is "inf", never null (NaN's value)
+    assert data["psnr"] == "inf" and data["per_image"][0]["psnr"] == "inf"
+    table = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(copies),
                                 "--target-dir", str(targets)])
     assert "inf" in table.output
 
@@ -100,9 +103,10 @@ def test_evaluate_truncated_png_one_line(runner, pair_dirs) -> None:
     (inputs / "img0.png").write_bytes(data[: len(data) // 2])
     result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(inputs),
                                  "--target-dir", str(targets), "--json"])
-    assert result.exit_code in (1, 2)
+    assert result.exit_code == 2
     assert "img0.png" in result.output and "Traceback" not in result.output
-    assert result.stdout.strip() == "" or not result.stdout.strip().startswith("{")
+    error = json.loads(result.stdout)  # --json: the one object on stdout is the error
+    assert error["exit_code"] == 2 and "img0.png" in error["error"]
 
 
 def test_evaluate_bad_folders(runner, pair_dirs, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size
+from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size, is_hidden
 from dreamprune_cli.errors import UsageError
 
 
@@ -27,6 +27,8 @@ def list_images(folder: Path, role: str) -> dict[str, Path]:
     images: dict[str, Path] = {}
     duplicates: list[str] = []
     for path in sorted(folder.iterdir()):
+        if is_hidden(path.relative_to(folder)):  # ._x.png (AppleDouble), .x.png: skipped
+            continue
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in images:
                 duplicates.append(path.name)

@@ -13,6 +13,8 @@ from torch import nn
 
 from dreamprune_cli.data.images import read_image, write_png
 from dreamprune_cli.data.pairs import ImagePair
+from dreamprune_cli.engine.finite import describe_nonfinite
+from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.fileio import check_writable
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.metrics import MetricSpace, psnr, quantize_8bit, ssim
@@ -109,6 +111,9 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         save_dir: write ``<name>.png`` restorations here when given.
         overwrite: replace existing PNGs in ``save_dir``.
         progress: receives one update per image.
+
+    Raises:
+        RuntimeFailure: the model's output for an image holds NaN or inf (named).
     """
     progress = progress or NullProgress()
     model = model.to(device).eval()
@@ -122,7 +127,12 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
     progress.start("evaluate", len(pairs))
     for index, pair in enumerate(pairs, start=1):
         degraded, target = read_image(pair.input_path), read_image(pair.target_path)
-        restored = quantize_8bit(restore(model, degraded, device))
+        output = restore(model, degraded, device)
+        if not bool(torch.isfinite(output).all()):  # a broken model, not a black image
+            raise RuntimeFailure(f"{pair.input_path}: the model's output holds "
+                                 f"{describe_nonfinite(output)}; nothing scored or saved "
+                                 "for it (damaged weights, or a model that overflows?)")
+        restored = quantize_8bit(output)
         if save_dir is not None:
             write_png(save_dir / f"{pair.name}.png", restored, overwrite=overwrite)
         size = (degraded.shape[-2], degraded.shape[-1])
