@@ -71,6 +71,21 @@ MinKeepOpt = Annotated[Optional[float], typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML settings file (see 'dreamprune config show').")]
 
+SsimVariantOpt = Annotated[Optional[str], typer.Option(
+    help="SSIM: basicsr (valid window, BasicSR) or matlab (MATLAB's ssim on 0-255 doubles, "
+         "as PReNet's scripts); default: the model's.")]
+QuantizeOpt = Annotated[Optional[str], typer.Option(
+    help="Outputs to 8 bits before scoring: round, or truncate (uint8(255 x), PReNet's "
+         "test script); default: the model's.")]
+PairingOpt = Annotated[Optional[str], typer.Option(
+    help="How inputs pair with targets: stem (same names, default), rain100 (rain-N with "
+         "norain-N) or sots (hazy S_L with clean S, centre-cropped to the hazy size).")]
+TileOpt = Annotated[Optional[int], typer.Option(
+    help="Restore in tiles of N x N px (bounded memory for large images); default: whole "
+         "images.")]
+TileOverlapOpt = Annotated[Optional[int], typer.Option(
+    help="Context in px restored around each tile and cropped away (default 32).")]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -261,10 +276,15 @@ def evaluate_command(
     weights: WeightsOpt = None,
     input_dir: Annotated[Optional[Path], typer.Option(help="Degraded images.")] = None,
     target_dir: Annotated[Optional[Path], typer.Option(
-        help="Clean targets with the same file stems.")] = None,
+        help="Clean targets (paired by --pairing).")] = None,
     metric_space: Annotated[Optional[str], typer.Option(
         help="y (BT.601 luma) or rgb; default: the model's.")] = None,
     crop_border: Annotated[Optional[int], typer.Option(help="Pixels cropped per side.")] = None,
+    ssim_variant: SsimVariantOpt = None,
+    quantize: QuantizeOpt = None,
+    pairing: PairingOpt = None,
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write restored PNGs here.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     non_strict: NonStrictOpt = None,
@@ -277,7 +297,6 @@ def evaluate_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
-    from dreamprune_cli.engine.checks import check_eval_pairs
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
 
@@ -285,7 +304,9 @@ def evaluate_command(
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, input_dir=input_dir,
         target_dir=target_dir, metric_space=metric_space, crop_border=crop_border,
-        save_dir=save_dir, limit=limit, non_strict=non_strict, random_weights=random_weights,
+        ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
+        tile_overlap=tile_overlap, save_dir=save_dir, limit=limit, non_strict=non_strict,
+        random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
         config)
     s = resolved.settings
@@ -293,18 +314,20 @@ def evaluate_command(
     device_ = resolve_device(common.device)
     loaded = _load_model(common)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
-                        limit=ev.limit)
+                        limit=ev.limit, pairing=ev.pairing)
     input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
-    space = ev.metric_space or loaded.info.metric_space
-    border = ev.crop_border if ev.crop_border is not None else loaded.info.crop_border
-    check_eval_pairs(loaded, pairs, border)
-    result = evaluate_pairs(loaded.adapter(), pairs, space, border, device_,
-                            save_dir=common.save_dir, overwrite=common.overwrite,
-                            progress=ui.progress())
+    scoring = _scoring(resolved, loaded.info)
+    _check_pairs(loaded, pairs, scoring)
+    result = evaluate_pairs(loaded.adapter(), pairs, device=device_, save_dir=common.save_dir,
+                            overwrite=common.overwrite, progress=ui.progress(), **scoring)
     data = {"model": loaded.name, "weights": loaded.weights, "device": str(device_),
-            **result.as_dict(), "input_dir": input_root, "target_dir": target_root}
+            **result.as_dict(), "pairing": ev.pairing, "input_dir": input_root,
+            "target_dir": target_root}
+    space = result.metric_space
     table = make_table(
-        f"evaluate {loaded.name} ({space.upper() if space == 'y' else 'RGB'}, crop {border})",
+        f"evaluate {loaded.name} ({space.upper() if space == 'y' else 'RGB'}, crop "
+        f"{result.crop_border}, SSIM {result.ssim_variant}, {result.quantization}"
+        + (f", tiles {result.tile}+{result.tile_overlap}" if result.tile else "") + ")",
         ["count", "PSNR", "SSIM", "GMACs/img", "GMACs@256", "params", "seconds"],
         [[result.count, result.psnr, result.ssim, result.macs / 1e9, result.macs_256 / 1e9,
           result.params, result.seconds]])
@@ -496,9 +519,37 @@ def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
 
 
+def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
+    """``evaluate_pairs``'s protocol keywords: the settings, else the model's registry entry."""
+    from dreamprune_cli.engine.tiling import Tiling
+
+    ev = resolved.settings.evaluate
+    if ev.tile is None and resolved.sources.get("tile_overlap", "default") != "default":
+        log.warning("--tile-overlap is only used with --tile; ignored")
+    return {
+        "metric_space": ev.metric_space or info.metric_space,
+        "crop_border": ev.crop_border if ev.crop_border is not None else info.crop_border,
+        "ssim_variant": ev.ssim_variant or info.ssim_variant,
+        "quantization": ev.quantize or info.quantization,
+        "tiling": None if ev.tile is None else Tiling.aligned(ev.tile, ev.tile_overlap,
+                                                              info.size_multiple)}
+
+
+def _check_pairs(loaded: Any, pairs: list[Any], scoring: dict[str, Any]) -> None:
+    """Every evaluation image readable, large enough for the scoring (the valid-window SSIM
+    needs 11 px after the crop border; MATLAB's padded SSIM any size) and of a size the model
+    takes, before any work."""
+    from dreamprune_cli.engine.checks import check_eval_pairs
+    from dreamprune_cli.metrics import SSIM_WINDOW
+
+    min_side = SSIM_WINDOW if scoring["ssim_variant"] == "basicsr" else 1
+    check_eval_pairs(loaded, pairs, scoring["crop_border"], min_side=min_side)
+
+
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
-                prefix: str = "--eval-", limit: int | None = None) -> list[Any]:
-    """Evaluation pairs from folders, or the task's default synthetic set."""
+                prefix: str = "--eval-", limit: int | None = None,
+                pairing: str = "stem") -> list[Any]:
+    """Evaluation pairs from folders (paired by ``pairing``), or the task's synthetic set."""
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
 
@@ -509,7 +560,8 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
         input_dir, target_dir = synthetic_test_set(task)
         log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
                  prefix, "derain" if task == "identity" else task, input_dir.parent)
-    return pair_folders(input_dir, target_dir, limit=limit)  # type: ignore[arg-type]
+    return pair_folders(input_dir, target_dir, limit=limit,  # type: ignore[arg-type]
+                        pairing=pairing)  # type: ignore[arg-type]
 
 
 @app.command("dream")
@@ -616,7 +668,6 @@ def distill_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Train a pruned student to match the teacher on dreamed inputs."""
-    from dreamprune_cli.engine.checks import check_eval_pairs
     from dreamprune_cli.engine.distill import load_student
     from dreamprune_cli.engine.distill_run import run_distill
     from dreamprune_cli.engine.dream_files import read_dreams
@@ -646,18 +697,15 @@ def distill_command(
         resolved, dreaming=s.distill.dreams is None)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
-    space = s.evaluate.metric_space or teacher.info.metric_space
-    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
-        else teacher.info.crop_border
+    scoring = _scoring(resolved, teacher.info)
     pairs = _eval_pairs(teacher.info.task, None, None)
-    check_eval_pairs(teacher, pairs, border)
+    _check_pairs(teacher, pairs, scoring)
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
         steps=steps_, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
-        eval_pairs=pairs, metric_space=space,
-        crop_border=border, device=device_, precision=precision, seed=s.common.seed,
+        eval_pairs=pairs, **scoring, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=_run_record("distill", resolved, steps_),
         progress=ui.progress())
@@ -705,6 +753,11 @@ def pipeline_command(
         help="Output folder (default runs/<model>-<timestamp>).")] = None,
     eval_input_dir: Annotated[Optional[Path], typer.Option(help="Evaluation inputs.")] = None,
     eval_target_dir: Annotated[Optional[Path], typer.Option(help="Evaluation targets.")] = None,
+    ssim_variant: SsimVariantOpt = None,
+    quantize: QuantizeOpt = None,
+    pairing: PairingOpt = None,
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = None,
     checkpoint_every: CheckpointEveryOpt = None,
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
@@ -721,7 +774,7 @@ def pipeline_command(
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""
     import time as _time
 
-    from dreamprune_cli.engine.checks import check_eval_pairs, check_flops_size
+    from dreamprune_cli.engine.checks import check_flops_size
     from dreamprune_cli.engine.pipeline import run_pipeline
 
     ui = _make_ui(ctx, json_flag)
@@ -734,8 +787,9 @@ def pipeline_command(
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
         lambda_far=lambda_far, noise_lr=noise_lr, out=out,
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
-        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        non_strict=non_strict, random_weights=random_weights,
+        ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
+        tile_overlap=tile_overlap, checkpoint_every=checkpoint_every, resume=resume,
+        overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp,
         channels_last=channels_last, device=device, seed=seed), config, default_model="ffa",
         command="pipeline")
@@ -743,13 +797,12 @@ def pipeline_command(
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
-                        s.pipeline.eval_target_dir)
+                        s.pipeline.eval_target_dir, pairing=s.evaluate.pairing)
     out_dir = s.common.resume or s.common.out or Path("runs") / (
         f"{teacher.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
-    space = s.evaluate.metric_space or teacher.info.metric_space
-    border = s.evaluate.crop_border if s.evaluate.crop_border is not None \
-        else teacher.info.crop_border
-    check_eval_pairs(teacher, pairs, border)
+    scoring = _scoring(resolved, teacher.info)
+    space = scoring["metric_space"]
+    _check_pairs(teacher, pairs, scoring)
     check_flops_size(teacher, s.prune.flops_size)
     result = run_pipeline(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
@@ -758,8 +811,8 @@ def pipeline_command(
         steps=steps_, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
         calibration_steps=s.pipeline.calibration_steps,
-        calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, metric_space=space,
-        crop_border=border, out_dir=out_dir, device=device_, precision=precision,
+        calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, **scoring,
+        out_dir=out_dir, device=device_, precision=precision,
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
         settings=resolved.flat(), run_record=_run_record("pipeline", resolved, steps_),

@@ -6,30 +6,64 @@ Per image, in float64, on the 0-255 scale:
   gives it, ``Y = 16 + (65.481 R + 128.553 G + 24.966 B)`` with R, G, B in [0, 1].
 * ``crop_border`` pixels are removed from every side first.
 * PSNR: ``10 log10(255^2 / MSE)``; identical images give ``inf``.
-* SSIM: Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), ``C1 = (0.01 * 255)^2``,
-  ``C2 = (0.03 * 255)^2``, over the *valid* region (no padding), averaged over channels.
+* SSIM, two variants (:data:`SsimVariant`), both with an 11x11 Gaussian window (sigma 1.5)
+  and averaged over channels:
 
-kornia provides the Gaussian kernel; its own ``psnr``/``ssim`` are not used because they take
-one MSE over a whole batch and pad SSIM to the same size.
+  - ``basicsr``: Wang et al. 2004 as BasicSR computes it: ``C1 = (0.01 * 255)^2``,
+    ``C2 = (0.03 * 255)^2``, over the *valid* region (no padding; the map is
+    ``(H - 10) x (W - 10)``).
+  - ``matlab``: MATLAB's built-in ``ssim(A, ref)`` called on double images scaled to 0-255,
+    as PReNet's ``statistic/*.m`` do: the default dynamic range of a double image is 1, so
+    ``C1 = (0.01 * 1)^2`` and ``C2 = (0.03 * 1)^2``; ``imfilter(..., 'conv', 'replicate')``
+    pads by replicating the border and keeps the map ``H x W``; the variances are clamped at
+    0 (``max(sigma^2, 0)``, as recent MATLAB releases do).
+
+* Outputs are turned into 8-bit levels first (:func:`quantize_8bit`): ``round`` (a saved
+  PNG) or ``truncate`` (``np.uint8(255 * x)``, PReNet's test script).
+
+The Gaussian filtering is separable: two 1-D passes in float64 over the statistics
+(``x, y, x^2, y^2, xy``; ``x^2 + y^2`` as one map where only the variances' sum is used)
+at once, in bands of rows that stay in the CPU's cache, equal to the 2-D filtering to
+rounding (about 1e-13 on 0-255 data). kornia's own ``psnr``/``ssim``
+are not used because they take one MSE over a whole batch and pad SSIM to the same size.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 MetricSpace = Literal["y", "rgb"]
+SsimVariant = Literal["basicsr", "matlab"]
+Quantization = Literal["round", "truncate"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 SSIM_WINDOW = 11  # side of the Gaussian window: SSIM needs images at least this large
 
 
-def quantize_8bit(image: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to 8-bit levels, as a saved PNG would be."""
-    return image.clamp(0, 1).mul(255).round().div(255)
+def quantize_8bit(image: torch.Tensor, mode: Quantization = "round") -> torch.Tensor:
+    """Clamp to [0, 1] and map to the 8-bit levels ``k / 255``, in ``image``'s dtype.
+
+    ``round``: ``round(255 x) / 255``, as a saved PNG would be. ``truncate``:
+    ``floor(255 x) / 255``, what ``np.uint8(255 * out)`` gives after ``torch.clamp(out, 0, 1)``
+    (PReNet's ``test_PReNet.py``). The product is taken in the image's dtype (float32
+    there), as NumPy does.
+
+    Raises:
+        ValueError: ``mode`` is neither ``round`` nor ``truncate``.
+
+    Example:
+        >>> quantize_8bit(torch.tensor([0.999]), "truncate").mul(255).item()
+        254.0
+    """
+    scaled = image.clamp(0, 1).mul(255)
+    if mode == "round":
+        return scaled.round().div(255)
+    if mode == "truncate":
+        return scaled.floor().div(255)
+    raise ValueError(f"quantization must be 'round' or 'truncate', got {mode!r}")
 
 
 def to_metric_space(image: torch.Tensor, space: MetricSpace) -> torch.Tensor:
@@ -75,37 +109,122 @@ def psnr(output: torch.Tensor, target: torch.Tensor, space: MetricSpace = "rgb",
     return 10.0 * torch.log10(255.0**2 / mse)  # mse == 0 -> inf
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    kernel = kornia.filters.get_gaussian_kernel2d((11, 11), (1.5, 1.5))
-    return kernel.to(device=device, dtype=torch.float64).view(1, 1, 11, 11)
+_RADIUS = 5  # the 11-tap window: ceil(3 * 1.5) = 5 on each side
+_SIGMA = 1.5
+
+
+def gaussian_kernel_1d(dtype: torch.dtype = torch.float64,
+                       device: torch.device | None = None) -> torch.Tensor:
+    """The normalised 11-tap Gaussian (sigma 1.5); its outer product is ``fspecial('gaussian',
+    11, 1.5)`` and BasicSR's ``cv2.getGaussianKernel(11, 1.5)`` window. Shape ``(11,)``."""
+    coords = torch.arange(-_RADIUS, _RADIUS + 1, dtype=torch.float64)
+    kernel = torch.exp(-coords**2 / (2 * _SIGMA**2))
+    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+
+
+def _filter_valid(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable valid-region filtering of ``(..., H, W)``: ``(..., H - 10, W - 10)``.
+
+    Shift-and-add with one scalar weight per tap (no im2col copies): 11 passes along the
+    width, then 11 along the height.
+    """
+    taps = [float(w) for w in kernel]
+    width = maps.shape[-1] - 2 * _RADIUS
+    rows = maps[..., 0:width] * taps[0]
+    for k in range(1, len(taps)):
+        rows.add_(maps[..., k:k + width], alpha=taps[k])
+    height = maps.shape[-2] - 2 * _RADIUS
+    out = rows[..., 0:height, :] * taps[0]
+    for k in range(1, len(taps)):
+        out.add_(rows[..., k:k + height, :], alpha=taps[k])
+    return out
+
+
+_BAND_ROWS = 16  # SSIM map rows computed together (see _ssim_means)
+
+
+def _ssim_band(a: torch.Tensor, b: torch.Tensor, kernel: torch.Tensor, c1: float, c2: float,
+               clamp_variances: bool) -> torch.Tensor:
+    """SSIM map of ``(M, R + 10, W)`` float64 planes: ``(M, R, W - 10)``.
+
+    The statistics ``a, b, a^2, b^2, ab`` are filtered in one call. Only the sum of the two
+    variances enters the formula, so without clamping ``a^2 + b^2`` is filtered as one map
+    (four maps instead of five); MATLAB's variant clamps each variance and needs both.
+    """
+    maps = a.new_empty((5 if clamp_variances else 4, *a.shape))
+    maps[0].copy_(a)
+    maps[1].copy_(b)
+    torch.mul(a, a, out=maps[2])
+    if clamp_variances:
+        torch.mul(b, b, out=maps[3])
+    else:
+        maps[2].addcmul_(b, b)
+    torch.mul(a, b, out=maps[-1])
+    filtered = _filter_valid(maps, kernel)
+    mu_a, mu_b, mean_ab = filtered[0], filtered[1], filtered[-1]
+    mu_ab, mu_aa, mu_bb = mu_a * mu_b, mu_a * mu_a, mu_b * mu_b
+    if clamp_variances:
+        variances = filtered[2].sub_(mu_aa).clamp_(min=0).add_(
+            filtered[3].sub_(mu_bb).clamp_(min=0))
+    else:
+        variances = filtered[2].sub_(mu_aa).sub_(mu_bb)
+    numerator = (2 * mu_ab + c1).mul_(mean_ab.sub_(mu_ab).mul_(2).add_(c2))
+    denominator = mu_aa.add_(mu_bb).add_(c1).mul_(variances.add_(c2))
+    return numerator.div_(denominator)
+
+
+def _ssim_means(a: torch.Tensor, b: torch.Tensor, variant: SsimVariant) -> torch.Tensor:
+    """Mean SSIM of each of the ``(M, H, W)`` float64 planes on the 0-255 scale: ``(M,)``.
+
+    The map is computed in bands of :data:`_BAND_ROWS` rows (each band's five filtered
+    statistics stay in the CPU's cache, about twice as fast as whole-image passes); the
+    values are those of a whole-image computation.
+    """
+    kernel = gaussian_kernel_1d(device=a.device)
+    if variant == "matlab":
+        a = F.pad(a.unsqueeze(0), (_RADIUS,) * 4, mode="replicate").squeeze(0)
+        b = F.pad(b.unsqueeze(0), (_RADIUS,) * 4, mode="replicate").squeeze(0)
+        c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
+    elif variant == "basicsr":
+        c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+    else:
+        raise ValueError(f"SSIM variant must be 'basicsr' or 'matlab', got {variant!r}")
+    height = a.shape[-2] - 2 * _RADIUS
+    total = a.new_zeros(a.shape[0])
+    for top in range(0, height, _BAND_ROWS):
+        rows = slice(top, min(top + _BAND_ROWS, height) + 2 * _RADIUS)
+        band = _ssim_band(a[:, rows], b[:, rows], kernel, c1, c2, variant == "matlab")
+        total += band.sum(dim=(-2, -1))
+    return total / (height * (a.shape[-1] - 2 * _RADIUS))
 
 
 def ssim(output: torch.Tensor, target: torch.Tensor, space: MetricSpace = "rgb",
-         crop_border: int = 0) -> torch.Tensor:
+         crop_border: int = 0, variant: SsimVariant = "basicsr") -> torch.Tensor:
     """Per-image SSIM of ``(N, 3, H, W)`` (or ``(3, H, W)``) images in [0, 1].
 
-    Valid-region filtering (the map is ``(H - 10) x (W - 10)``), mean over channels.
+    ``variant`` (see the module docstring): ``basicsr`` filters the valid region (the map is
+    ``(H - 10) x (W - 10)``, the image must be at least 11x11 after cropping); ``matlab`` pads
+    by replicating the border (the map is ``H x W``). In ``rgb`` space each channel is scored
+    as a 2-D image and the three are averaged (MATLAB's ``ssim`` on an ``H x W x 3`` array
+    would instead filter it as a 3-D volume; PReNet's scripts score Y only).
     Returns float64 of shape ``(N,)`` (or a scalar).
+
+    Raises:
+        ValueError: shape mismatch, unknown variant, or an image too small for the window.
     """
     if output.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(output.shape)} vs {tuple(target.shape)}")
+    if variant not in ("basicsr", "matlab"):
+        raise ValueError(f"SSIM variant must be 'basicsr' or 'matlab', got {variant!r}")
     single = output.dim() == 3
     a = _crop(to_metric_space(output, space), crop_border)
     b = _crop(to_metric_space(target, space), crop_border)
     if single:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
-    if a.shape[-1] < 11 or a.shape[-2] < 11:
+    if variant == "basicsr" and (a.shape[-1] < 11 or a.shape[-2] < 11):
         raise ValueError(f"SSIM needs images of at least 11x11 after cropping, "
                          f"got {a.shape[-2]}x{a.shape[-1]}")
     n, c, h, w = a.shape
-    window = _gaussian_window(a.device)
-    a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
-    var_a = F.conv2d(a * a, window) - mu_a**2
-    var_b = F.conv2d(b * b, window) - mu_b**2
-    cov = F.conv2d(a * b, window) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    per_image = ssim_map.view(n, c, -1).mean(dim=-1).mean(dim=-1)
+    per_plane = _ssim_means(a.reshape(n * c, h, w), b.reshape(n * c, h, w), variant)
+    per_image = per_plane.reshape(n, c).mean(dim=-1)
     return per_image[0] if single else per_image

@@ -43,11 +43,13 @@ DEFINING: dict[str, tuple[str, ...]] = {
 """Settings a resumed run must keep (``dream``'s ``steps`` count per batch, so they define
 the dreams; in ``distill`` and ``pipeline`` they are the total and may grow)."""
 
+_SCORING = ("metric_space", "crop_border", "ssim_variant", "quantize", "tile", "tile_overlap")
+
 CARRIED: dict[str, tuple[str, ...]] = {
     "dream": (),
-    "distill": ("steps", "checkpoint_every", "metric_space", "crop_border"),
-    "pipeline": ("steps", "checkpoint_every", "eval_input_dir", "eval_target_dir",
-                 "metric_space", "crop_border"),
+    "distill": ("steps", "checkpoint_every", *_SCORING),
+    "pipeline": ("steps", "checkpoint_every", "eval_input_dir", "eval_target_dir", "pairing",
+                 *_SCORING),
 }
 """Settings a resumed run takes from the record unless given again (they may change)."""
 

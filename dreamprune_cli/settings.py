@@ -88,6 +88,18 @@ class EvaluateSettings(_Section):
     target_dir: Path | None = Field(None, description="clean targets, same file stems")
     metric_space: Literal["y", "rgb"] | None = Field(None, description="y or rgb (model default)")
     crop_border: int | None = Field(None, ge=0, description="pixels cropped before metrics")
+    ssim_variant: Literal["basicsr", "matlab"] | None = Field(
+        None, description="SSIM: basicsr (valid window, range 255) or matlab (MATLAB's ssim on "
+        "0-255 doubles: replicate padding, range 1); default: the model's")
+    quantize: Literal["round", "truncate"] | None = Field(
+        None, description="outputs to 8 bits before scoring: round or truncate (uint8(255 x)); "
+        "default: the model's")
+    pairing: Literal["stem", "rain100", "sots"] = Field(
+        "stem", description="input/target pairing: stem (same names), rain100 (rain-N with "
+        "norain-N) or sots (hazy S_L with clean S, centre-cropped)")
+    tile: int | None = Field(None, ge=1, description="restore in tiles of this side (px) to "
+                             "bound memory; default: whole images")
+    tile_overlap: int = Field(32, ge=0, description="context (px) around each tile")
     limit: int | None = Field(None, ge=1, description="evaluate the first N pairs only")
 
 

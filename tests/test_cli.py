@@ -52,8 +52,11 @@ def test_models_json(runner) -> None:
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     models = {m["name"]: m for m in json.loads(result.stdout)["models"]}
-    assert set(models) == {"identity", "ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"}
+    assert set(models) == {"identity", "ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p",
+                           "prenet", "prenet_r", "prn", "prn_r", "prenet_lstm", "prenet_gru",
+                           "prenet_x", "gcanet", "gcanet_derain"}
     assert models["ffa"]["params"] == 4_455_913
+    assert models["prenet"]["params"] == 168_963 and models["gcanet"]["params"] == 702_818
     assert models["hinet"]["size_multiple"] == 16
     assert models["aganet"]["channel_order"] == "BGR"
 
@@ -85,8 +88,7 @@ def test_evaluate_identity_matches_numpy(runner, pair_dirs) -> None:
 
 def test_evaluate_identical_pairs_give_inf_psnr(runner, pair_dirs, tmp_path: Path) -> None:
     _, targets = pair_dirs
-    copies = tmp_path / "copies"
-    shutil.copytree(targets, copies)
+    copies = shutil.copytree(targets, tmp_path / "copies")  # the same folder is refused
     result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(copies),
                                  "--target-dir", str(targets), "--json"])
     assert result.exit_code == 0, result.output

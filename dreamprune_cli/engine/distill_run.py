@@ -17,7 +17,9 @@ from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer, check_resumable_steps
+from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
+from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.report import save_loss_history
@@ -38,13 +40,17 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 crop_border: int, device: torch.device, precision: Precision, seed: int,
                 checkpoint_every: int = 100, resume: bool = False, overwrite: bool = False,
                 run_record: dict[str, Any] | None = None,
-                progress: ProgressSink | None = None) -> DistillOutcome:
+                progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
+                quantization: Quantization = "round",
+                tiling: Tiling | None = None) -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
     run is short). Otherwise online: the joint dream + distill loop, checkpointed in
     ``out_dir/checkpoint.pt`` and resumable. ``run_record``: the defining settings written
     to ``out_dir/run.json`` (checked by the caller against the folder's record on resume).
+    ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
+    :func:`evaluate_pairs`'s.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
@@ -72,9 +78,12 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
         history, mode, per_step = joint.history, "online", joint.seconds_per_step
     path = save_student(student, out_dir, extra={"dreamprune.distill.mode": mode,
                                                  "dreamprune.distill.steps": str(steps)})
-    teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device)
+    scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
+                                   tiling=tiling)
+    teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
+                                  **scoring)
     student_eval = evaluate_pairs(distiller.student, eval_pairs, metric_space, crop_border,
-                                  device)
+                                  device, **scoring)
     save_loss_history(out_dir, history, f"distill ({mode})")
     gap = psnr_gap(student_eval, teacher_eval)
     metrics = {"student": path, "mode": mode, "steps": steps,
@@ -84,6 +93,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                "psnr_student_minus_teacher_se": gap.standard_error,
                "ssim_teacher": teacher_eval.ssim,
                "ssim_student": student_eval.ssim, "metric_space": metric_space,
+               "ssim_variant": ssim_variant, "quantization": quantization,
                "eval_count": student_eval.count, "macs_ratio":
                    student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0,
                "seconds": time.perf_counter() - start, "versions": versions()}

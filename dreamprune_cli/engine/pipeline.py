@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from dreamprune_cli.data.clean import CleanSource
-from dreamprune_cli.data.images import read_image
-from dreamprune_cli.data.pairs import ImagePair
+from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, load_student, save_student
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
@@ -39,7 +38,9 @@ from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrai
                                          check_resumable_steps)
 from dreamprune_cli.engine.prune import (REPORT_FILE, PruneResult, prune_model,
                                          write_prune_outputs)
+from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
+from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.progress import NullProgress, ProgressSink
@@ -81,16 +82,19 @@ class PipelineResult:
             "params_student": self.student.params_nonzero,
             "steps": self.joint.steps, "seconds_per_step": self.joint.seconds_per_step,
             "seconds": self.seconds, "phases": self.phases,
-            "metric_space": self.student.metric_space, "eval_count": self.student.count,
+            "metric_space": self.student.metric_space,
+            "ssim_variant": self.student.ssim_variant,
+            "quantization": self.student.quantization, "eval_count": self.student.count,
         }
 
 
 def _comparison_grid(path: Path, pairs: list[ImagePair], models: list[torch.nn.Module],
-                     device: torch.device, rows: int = 4) -> None:
+                     device: torch.device, rows: int = 4, tiling: Tiling | None = None) -> None:
     images = []
     for pair in pairs[:rows]:
-        degraded, target = read_image(pair.input_path), read_image(pair.target_path)
-        row = [degraded] + [restore(m, degraded, device).clamp(0, 1) for m in models] + [target]
+        degraded, target = read_pair(pair)
+        row = [degraded] + [restore(m, degraded, device, tiling).clamp(0, 1)
+                            for m in models] + [target]
         images.append(row)
     save_grid(path, images, overwrite=True)
 
@@ -105,7 +109,9 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  resume: bool = False, overwrite: bool = False,
                  settings: dict[str, Any] | None = None,
                  run_record: dict[str, Any] | None = None,
-                 progress: ProgressSink | None = None) -> PipelineResult:
+                 progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
+                 quantization: Quantization = "round",
+                 tiling: Tiling | None = None) -> PipelineResult:
     """Run prune -> dream + distill -> evaluate -> report into ``out_dir`` (see module doc).
 
     ``calibration_source``: ``dreams`` calibrates the adaptive allocator on a short dreaming
@@ -115,6 +121,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     (:func:`dreamprune_cli.run_record.record_settings`); the caller checks them against the
     folder's record before a resume. With ``resume``, the report covers the whole run: the
     pruning of the first session, and the training time of every session.
+    ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
+    :func:`evaluate_pairs`'s, for all three evaluations.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
@@ -132,10 +140,12 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
         write_run_record(out_dir, "pipeline", record, once)
     generator = torch.Generator().manual_seed(seed)
     teacher_adapter = teacher.adapter().to(device)
+    scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
+                                   tiling=tiling)
 
     tick = time.perf_counter()
     teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
-                                  progress=progress)
+                                  progress=progress, **scoring)
     phases["evaluate_teacher"] = time.perf_counter() - tick
 
     prune_report: dict[str, Any] | None = None
@@ -172,7 +182,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
 
     tick = time.perf_counter()
     pruned_eval = evaluate_pairs(pruned_snapshot, eval_pairs, metric_space, crop_border, device,
-                                 progress=progress)
+                                 progress=progress, **scoring)
     phases["evaluate_pruned"] = time.perf_counter() - tick
 
     dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
@@ -186,7 +196,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
 
     tick = time.perf_counter()
     student_eval = evaluate_pairs(student_adapter, eval_pairs, metric_space, crop_border, device,
-                                  progress=progress)
+                                  progress=progress, **scoring)
     phases["evaluate_student"] = time.perf_counter() - tick
 
     for name, seconds in once.items():  # one-time phases of the first session, on resume
@@ -198,7 +208,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, "joint dream + distill")
     _comparison_grid(out_dir / "grid.png", eval_pairs,
-                     [teacher_adapter, pruned_snapshot, student_adapter], device)
+                     [teacher_adapter, pruned_snapshot, student_adapter], device,
+                     tiling=tiling)
 
     # the whole run: this session, plus the pruning and training of earlier sessions
     earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
@@ -224,7 +235,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             f"allocator {allocator}, {joint.steps} joint steps "
             f"({joint.seconds_per_step * 1000:.0f} ms/step), {result.seconds:.0f} s in all "
             f"on {device}.\n\nScores on {student_eval.count} images, "
-            f"{metric_space.upper()} space:\n\n"
+            f"{metric_space.upper()} space, SSIM {ssim_variant}, outputs quantized by "
+            f"{quantization}:\n\n"
             + markdown_table(["model", "PSNR", "SSIM", "GMACs@256", "params"], rows)
             + f"\n{result.student_gap.describe('Student - teacher')}.\n"
             + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
