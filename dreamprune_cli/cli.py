@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,7 +20,9 @@ import typer
 
 from dreamprune_cli import __version__
 from dreamprune_cli.console import Ui, make_table
-from dreamprune_cli.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, DreampruneError, UsageError
+from dreamprune_cli.errors import (EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DreampruneError,
+                                   Interrupted, UsageError)
+from dreamprune_cli.interrupts import signals_as_interrupts
 from dreamprune_cli.settings import FIELD_SECTION, SECTIONS, ResolvedSettings, resolve_settings
 
 log = logging.getLogger("dreamprune_cli")
@@ -50,6 +53,9 @@ VariantOpt = Annotated[Optional[str], typer.Option(
     help="Model variant (official, tiny) when the weights carry no config.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="Checkpoint: the authors' .pth/.pt/.pk/.pkl/.ckpt or .safetensors.")]
+RandomWeightsOpt = Annotated[Optional[bool], typer.Option(
+    "--random-weights", help="Allow a model without weights (random initialisation; for "
+                             "tests and smoke runs).")]
 NonStrictOpt = Annotated[Optional[bool], typer.Option(
     "--non-strict", help="Load the weights that fit, skipping missing/unexpected keys.")]
 TrustOpt = Annotated[Optional[bool], typer.Option(
@@ -117,44 +123,105 @@ def _make_ui(ctx: typer.Context, json_flag: bool = False) -> Ui:
 
 
 def handle_errors(command: F) -> F:
-    """Map expected errors to one stderr line and their exit code; Ctrl-C to 130."""
+    """Map expected errors to one stderr line and their exit code (with ``--json``, also
+    the one JSON object on stdout); Ctrl-C to 130, SIGTERM to 143."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
         opts = _globals(ctx)
-        ui = Ui(quiet=opts.quiet, verbose=opts.verbose)
+        ui = Ui(json_output=opts.json_output or bool(kwargs.get("json_flag")),
+                quiet=opts.quiet, verbose=opts.verbose)
         try:
-            return command(*args, **kwargs)
+            with signals_as_interrupts():
+                return command(*args, **kwargs)
         except DreampruneError as exc:
             if opts.verbose:
                 ui.stderr.print(traceback.format_exc(), markup=False, highlight=False)
-            ui.error(str(exc))
+            ui.fail(str(exc) + _resume_hint(exc.checkpoint, exc.resume_dir), exc.exit_code,
+                    checkpoint=exc.checkpoint, resume=exc.resume_dir)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            ui.error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as exc:
+            stop = exc if isinstance(exc, Interrupted) else Interrupted()
+            what = "interrupted" if stop.signal_number == signal.SIGINT else \
+                f"stopped by {signal.Signals(stop.signal_number).name}"
+            ui.fail(what + _resume_hint(stop.checkpoint, stop.resume_dir), stop.exit_code,
+                    checkpoint=stop.checkpoint, resume=stop.resume_dir)
+            raise typer.Exit(stop.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so in one line, trace with --verbose
             if opts.verbose:
                 ui.stderr.print(traceback.format_exc(), markup=False, highlight=False)
-            ui.error(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for "
-                     "the traceback)")
+            ui.fail(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for "
+                    "the traceback)", EXIT_RUNTIME)
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _load_model(common: Any) -> Any:
+    """The model the common settings name, with its weights (none: an error unless
+    ``--random-weights``)."""
+    from dreamprune_cli.models.loading import load_model
+
+    return load_model(common.model, common.variant, common.weights,
+                      strict=not common.non_strict, trust=common.trust_checkpoint,
+                      overrides=common.model_kwargs, require_weights=not common.random_weights)
+
+
+def _run_record(command: str, resolved: ResolvedSettings, steps: int) -> dict[str, Any]:
+    """The settings ``command`` records in its folder's ``run.json`` (``steps``: the
+    effective number, the default included)."""
+    from dreamprune_cli.run_record import record_settings
+
+    values = {name: getattr(getattr(resolved.settings, section), name)
+              for name, section in FIELD_SECTION.items()}
+    return record_settings(command, {**values, "steps": steps})
+
+
+def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
+    if checkpoint is None:
+        return ""
+    return f"; progress saved in {checkpoint} (continue with --resume {resume_dir})"
+
+
 def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = None,
-             default_model: str | None = None) -> ResolvedSettings:
-    """Settings from every source; subcommand flags override the global ones."""
+             default_model: str | None = None, command: str | None = None) -> ResolvedSettings:
+    """Settings from every source; subcommand flags override the global ones.
+
+    The model is, in this order: the one a source names (``--model``, environment, config
+    file), the one recorded in the folder given to ``--resume`` (``command``'s ``run.json``,
+    whose defining settings the resumed run must keep), the one the ``--weights`` file (or
+    ``distill``'s ``--student``) names in its metadata, else ``default_model``.
+    """
+    from dreamprune_cli.models.checkpoint import read_model_name
+    from dreamprune_cli.run_record import read_run_record
+
     opts = _globals(ctx)
     merged = dict(flags)
     for name in ("device", "seed"):
         if merged.get(name) is None:
             merged[name] = getattr(opts, name)
-    return resolve_settings(merged, config=config or opts.config, default_model=default_model)
+    config = config or opts.config
+    first = resolve_settings(merged, config=config)  # what the sources say, before defaults
+    common = first.settings.common
+    record = None
+    if command is not None and common.resume is not None:
+        record = read_run_record(common.resume, command)
+        if record is None:
+            log.warning("--resume %s: no run.json (a folder from an older version); its "
+                        "settings cannot be checked", common.resume)
+    source = "default"
+    if common.model is None and record is None:
+        for label, path in (("--weights", common.weights),
+                            ("--student", first.settings.distill.student)):
+            named = read_model_name(path) if path is not None else None
+            if named is not None:
+                default_model, source = named, f"{label} {path}"
+                break
+    return resolve_settings(merged, config=config, default_model=default_model,
+                            default_model_source=source, run_record=record)
 
 
 # --------------------------------------------------------------------------- models
@@ -221,6 +288,7 @@ def evaluate_command(
     save_dir: Annotated[Optional[Path], typer.Option(help="Write restored PNGs here.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
@@ -231,7 +299,6 @@ def evaluate_command(
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
-    from dreamprune_cli.models.loading import load_model
 
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
@@ -239,18 +306,18 @@ def evaluate_command(
         target_dir=target_dir, metric_space=metric_space, crop_border=crop_border,
         ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
         tile_overlap=tile_overlap, save_dir=save_dir, limit=limit, non_strict=non_strict,
+        random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
         config)
     s = resolved.settings
     common, ev = s.common, s.evaluate
     device_ = resolve_device(common.device)
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
                         limit=ev.limit, pairing=ev.pairing)
     input_root, target_root = pairs[0].input_path.parent, pairs[0].target_path.parent
     scoring = _scoring(resolved, loaded.info)
+    _check_pairs(loaded, pairs, scoring)
     result = evaluate_pairs(loaded.adapter(), pairs, device=device_, save_dir=common.save_dir,
                             overwrite=common.overwrite, progress=ui.progress(), **scoring)
     data = {"model": loaded.name, "weights": loaded.weights, "device": str(device_),
@@ -283,7 +350,7 @@ def export_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Convert any accepted checkpoint to safetensors carrying the model name and config."""
-    from dreamprune_cli.models.loading import load_model, save_model
+    from dreamprune_cli.models.loading import save_model
 
     ui = _make_ui(ctx, json_flag)
     if out.suffix != ".safetensors":
@@ -292,9 +359,7 @@ def export_command(
                                   non_strict=non_strict, trust_checkpoint=trust_checkpoint,
                                   overwrite=overwrite), config)
     common = resolved.settings.common
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     path = save_model(loaded, out, overwrite=common.overwrite)
     tensors = len(loaded.network.state_dict())
     ui.emit({"model": loaded.name, "config": loaded.config, "weights": weights,
@@ -332,6 +397,7 @@ def prune_command(
     calibration_size: Annotated[Optional[int], typer.Option(
         help="Side of the calibration patches.")] = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
@@ -343,7 +409,6 @@ def prune_command(
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
     from dreamprune_cli.fileio import ensure_output_dir
-    from dreamprune_cli.models.loading import load_model
     from dreamprune_cli.prune.calibration import calibration_from_dir
 
     ui = _make_ui(ctx, json_flag)
@@ -352,7 +417,8 @@ def prune_command(
         allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
-        min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint,
+        min_keep=min_keep, non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint,
         overwrite=overwrite, device=device, seed=seed), config)
     s = resolved.settings
     common, pr = s.common, s.prune
@@ -369,9 +435,7 @@ def prune_command(
         else:
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device_ = resolve_device(common.device)
-    loaded = load_model(common.model, common.variant, common.weights,
-                        strict=not common.non_strict, trust=common.trust_checkpoint,
-                        overrides=common.model_kwargs)
+    loaded = _load_model(common)
     result = prune_model(loaded, pr.flops_target, pr.allocator, flops_size=pr.flops_size,
                          exclude=pr.exclude, calibration=images,
                          use_default_exclude=pr.default_exclude, device=device_,
@@ -427,25 +491,29 @@ ChannelsLastOpt = Annotated[Optional[str], typer.Option(
 CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")]
 
 
-def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any, Any]:
-    """The teacher, device, precision, clean source and dream schedule of a training run."""
+def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
+                         ) -> tuple[Any, Any, Any, Any, Any]:
+    """The teacher, device, precision, clean source and dream schedule of a training run,
+    checked before any work: the dream size against the model, the diversity loss's layer
+    (when ``dreaming`` with ``lambda_orth > 0``), the clean images."""
     import torch
 
     from dreamprune_cli.data.clean import make_clean_source
+    from dreamprune_cli.engine.checks import check_diversity_layer, check_input_size
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
     from dreamprune_cli.engine.dream import DreamSchedule
-    from dreamprune_cli.models.loading import load_model
 
     s = resolved.settings
     common, dream = s.common, s.dream
     device = resolve_device(common.device)
     precision = resolve_precision(device, common.amp, common.channels_last)
-    teacher = load_model(common.model, common.variant, common.weights,
-                         strict=not common.non_strict, trust=common.trust_checkpoint,
-                         overrides=common.model_kwargs)
+    teacher = _load_model(common)
     if dream.size % teacher.info.size_multiple:
         log.info("--size %d is padded to a multiple of %d inside the model", dream.size,
                  teacher.info.size_multiple)
+    if dreaming:
+        check_input_size(teacher, dream.size, dream.size, f"--size {dream.size}")
+        check_diversity_layer(teacher, dream.lambda_orth > 0)
     schedule = DreamSchedule.from_values(dream.model_dump())
     torch.manual_seed(common.seed)
     return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
@@ -465,6 +533,17 @@ def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
         "quantization": ev.quantize or info.quantization,
         "tiling": None if ev.tile is None else Tiling.aligned(ev.tile, ev.tile_overlap,
                                                               info.size_multiple)}
+
+
+def _check_pairs(loaded: Any, pairs: list[Any], scoring: dict[str, Any]) -> None:
+    """Every evaluation image readable, large enough for the scoring (the valid-window SSIM
+    needs 11 px after the crop border; MATLAB's padded SSIM any size) and of a size the model
+    takes, before any work."""
+    from dreamprune_cli.engine.checks import check_eval_pairs
+    from dreamprune_cli.metrics import SSIM_WINDOW
+
+    min_side = SSIM_WINDOW if scoring["ssim_variant"] == "basicsr" else 1
+    check_eval_pairs(loaded, pairs, scoring["crop_border"], min_side=min_side)
 
 
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
@@ -506,6 +585,7 @@ def dream_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -525,9 +605,9 @@ def dream_command(
         size=size, steps=steps, batch_size=batch_size, clean_dir=clean_dir,
         lambda_orth=lambda_orth, lambda_tv=lambda_tv, lambda_far=lambda_far,
         noise_lr=noise_lr, representation=representation,
-        resume=resume, overwrite=overwrite, non_strict=non_strict,
+        resume=resume, overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
-        device=device, seed=seed), config, default_model="ffa")
+        device=device, seed=seed), config, default_model="ffa", command="dream")
     s = resolved.settings
     folder = s.common.resume or s.common.save_dir
     if folder is None:
@@ -542,7 +622,7 @@ def dream_command(
                   "steps_per_batch": steps_, "settings": resolved.flat(),
                   "device": str(device_)},
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        progress=ui.progress())
+        run_record=_run_record("dream", resolved, steps_), progress=ui.progress())
     table = make_table(f"dream {teacher.name}", ["count", "L_dream", "L_orth", "diversity (cos)",
                                                  "PSNR dream vs clean", "folder"],
                        [[manifest["count"], manifest["final_dream_loss"],
@@ -578,6 +658,7 @@ def distill_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -599,8 +680,9 @@ def distill_command(
         lambda_kd=lambda_kd, lambda_orth=lambda_orth, lambda_tv=lambda_tv,
         lambda_far=lambda_far, noise_lr=noise_lr,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config)
+        non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint, amp=amp,
+        channels_last=channels_last, device=device, seed=seed), config, command="distill")
     s = resolved.settings
     out_dir = s.common.resume or s.common.out
     if out_dir is None:
@@ -608,19 +690,25 @@ def distill_command(
     if s.distill.student is None:
         raise UsageError("--student is required (student.safetensors written by 'prune')")
     if s.common.model is None:
-        raise UsageError("--model is required (the teacher)")
-    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+        raise UsageError("--model is required (the teacher; neither the --weights nor the "
+                         "--student file names its model)")
+    steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
+    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(
+        resolved, dreaming=s.distill.dreams is None)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
+    scoring = _scoring(resolved, teacher.info)
+    pairs = _eval_pairs(teacher.info.task, None, None)
+    _check_pairs(teacher, pairs, scoring)
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
-        steps=s.dream.steps or JOINT_DEFAULT_STEPS, schedule=schedule,
+        steps=steps_, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
-        eval_pairs=_eval_pairs(teacher.info.task, None, None),
-        **_scoring(resolved, teacher.info), device=device_, precision=precision, seed=s.common.seed,
+        eval_pairs=pairs, **scoring, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
-        overwrite=s.common.overwrite, progress=ui.progress())
+        overwrite=s.common.overwrite, run_record=_run_record("distill", resolved, steps_),
+        progress=ui.progress())
     m = outcome.metrics
     table = make_table(f"distill {teacher.name} ({m['mode']})",
                        ["steps", "final L_KD", "PSNR teacher", "PSNR student", "MACs kept",
@@ -674,6 +762,7 @@ def pipeline_command(
     resume: ResumeOpt = None,
     overwrite: OverwriteOpt = None,
     non_strict: NonStrictOpt = None,
+    random_weights: RandomWeightsOpt = None,
     trust_checkpoint: TrustOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -685,6 +774,7 @@ def pipeline_command(
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""
     import time as _time
 
+    from dreamprune_cli.engine.checks import check_flops_size
     from dreamprune_cli.engine.pipeline import run_pipeline
 
     ui = _make_ui(ctx, json_flag)
@@ -699,10 +789,12 @@ def pipeline_command(
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
         tile_overlap=tile_overlap, checkpoint_every=checkpoint_every, resume=resume,
-        overwrite=overwrite,
-        non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
+        overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
+        trust_checkpoint=trust_checkpoint, amp=amp,
+        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa",
+        command="pipeline")
     s = resolved.settings
+    steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
                         s.pipeline.eval_target_dir, pairing=s.evaluate.pairing)
@@ -710,18 +802,21 @@ def pipeline_command(
         f"{teacher.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
     scoring = _scoring(resolved, teacher.info)
     space = scoring["metric_space"]
+    _check_pairs(teacher, pairs, scoring)
+    check_flops_size(teacher, s.prune.flops_size)
     result = run_pipeline(
         teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
         min_keep=s.prune.min_keep, clean_source=clean_source, schedule=schedule,
-        steps=s.dream.steps or JOINT_DEFAULT_STEPS, round_steps=s.dream.round_steps,
+        steps=steps_, round_steps=s.dream.round_steps,
         student_lr=s.distill.student_lr, lambda_kd=s.distill.lambda_kd,
         calibration_steps=s.pipeline.calibration_steps,
         calibration_source=s.pipeline.calibration_source, eval_pairs=pairs, **scoring,
         out_dir=out_dir, device=device_, precision=precision,
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        settings=resolved.flat(), progress=ui.progress())
+        settings=resolved.flat(), run_record=_run_record("pipeline", resolved, steps_),
+        progress=ui.progress())
     table = make_table(
         f"pipeline {teacher.name}: {result.macs_ratio:.3f} of the MACs, "
         f"{s.prune.allocator}, {result.joint.steps} steps, {result.seconds:.0f} s",
@@ -780,9 +875,42 @@ def synth_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Usage errors (unknown option, missing value) are one line on stderr when stderr is not a
+    terminal (rich's box otherwise) and, with ``--json``, also the one JSON object on stdout.
+    """
+    json_mode = "--json" in sys.argv[1:]
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (Typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help text
+            typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
+            sys.exit(EXIT_USAGE)
+        _usage_error(exc, json_mode)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("error: aborted\n")
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # outside a command (e.g. while importing)
         sys.stderr.write("error: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Any, json_mode: bool) -> None:
+    """Show a click usage error: rich's box on a terminal, else one line; JSON with --json."""
+    import json
+
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "dreamprune"
+    message = f"{exc.format_message()} ({command} --help for the options)"
+    if sys.stderr.isatty():
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    else:
+        sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    if json_mode:
+        sys.stdout.write(json.dumps({"error": " ".join(message.split()),
+                                     "exit_code": exc.exit_code}) + "\n")
+        sys.stdout.flush()

@@ -27,15 +27,19 @@ log = logging.getLogger("dreamprune_cli")
 
 
 def configure_logging(stderr: Console, quiet: bool, verbose: bool) -> None:
-    """Route the package's log records to stderr through rich."""
-    logger = logging.getLogger("dreamprune_cli")
-    logger.handlers.clear()
+    """Route the package's log records, and Python warnings from any library, to stderr
+    through rich. ``quiet``: errors only (warnings too are dropped)."""
     handler = RichHandler(console=stderr, show_time=False, show_path=False,
                           rich_tracebacks=verbose, markup=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.captureWarnings(True)  # warnings.warn (torch, Pillow, user models) -> logging
+    for name in ("dreamprune_cli", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 class RichProgress:
@@ -124,6 +128,17 @@ class Ui:
     def error(self, message: str) -> None:
         self.stderr.print(Text.assemble(("error: ", "bold red"), message), highlight=False,
                           soft_wrap=True)
+
+    def fail(self, message: str, exit_code: int, **extra: Any) -> None:
+        """Report a failed command: one line on stderr and, with ``--json``, the one JSON
+        object on stdout, ``{"error": ..., "exit_code": ...}`` plus ``extra`` items that are
+        not ``None`` (e.g. the checkpoint to resume from)."""
+        self.error(message)
+        if self.json_output:
+            data = {"error": message, "exit_code": exit_code,
+                    **{k: v for k, v in extra.items() if v is not None}}
+            self.stdout.file.write(json.dumps(to_jsonable(data)) + "\n")
+            self.stdout.file.flush()
 
 
 def make_table(title: str, columns: list[str], rows: list[list[Any]],

@@ -59,14 +59,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, overwrite: bool =
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, overwrite: bool = False) -> Path:
-    """Write ``data`` as indented JSON atomically (non-finite floats become ``null``)."""
+    """Write ``data`` as indented JSON atomically (``inf`` as ``"inf"``, NaN as ``null``)."""
     return write_text_atomic(path, json.dumps(to_jsonable(data), indent=2) + "\n", overwrite)
 
 
 def to_jsonable(value: Any) -> Any:
-    """Make ``value`` strict-JSON safe: ``inf``/``nan`` -> ``None``, paths -> strings."""
+    """Make ``value`` strict-JSON safe: ``inf`` -> ``"inf"`` (a perfect PSNR), ``-inf`` ->
+    ``"-inf"``, ``nan`` -> ``None`` (no value), paths -> strings."""
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        if value != value:
+            return None
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return value
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

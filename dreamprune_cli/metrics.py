@@ -40,6 +40,7 @@ SsimVariant = Literal["basicsr", "matlab"]
 Quantization = Literal["round", "truncate"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
+SSIM_WINDOW = 11  # side of the Gaussian window: SSIM needs images at least this large
 
 
 def quantize_8bit(image: torch.Tensor, mode: Quantization = "round") -> torch.Tensor:

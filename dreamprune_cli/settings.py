@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dreamprune_cli.errors import UsageError
+from dreamprune_cli.run_record import RunRecord, same_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,6 +47,8 @@ class CommonSettings(_Section):
     model_kwargs: dict[str, Any] = Field(default_factory=dict,
                                          description="constructor overrides (presets, config)")
     weights: Path | None = Field(None, description="checkpoint to load")
+    random_weights: bool = Field(False, description="allow a model without weights (randomly "
+                                 "initialised; for tests and smoke runs)")
     non_strict: bool = Field(False, description="load only the weights that fit")
     trust_checkpoint: bool = Field(False, description="allow full unpickling (runs code)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -272,14 +275,15 @@ def _source_label(kind: str, name: str, path: Path | None = None) -> str:
         return f"env {ENV_PREFIX}{name.upper()}"
     if kind == "flag":
         return f"flag --{name.replace('_', '-')}"
-    if kind in ("preset", "config"):
+    if kind in ("preset", "config", "run"):
         return f"{kind} {path}"
     return kind
 
 
 def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None = None,
                      env: Mapping[str, str] | None = None,
-                     default_model: str | None = None) -> ResolvedSettings:
+                     default_model: str | None = None, default_model_source: str = "default",
+                     run_record: RunRecord | None = None) -> ResolvedSettings:
     """Merge all sources into validated :class:`Settings` with per-field provenance.
 
     Args:
@@ -287,10 +291,15 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
         config: a ``--config`` TOML file.
         env: the environment (default ``os.environ``); ``DREAMPRUNE_CONFIG`` names a config
             file when ``config`` is not given.
-        default_model: the subcommand's default model when no source names one.
+        default_model: the model when no source names one (the one a weights file names, else
+            the subcommand's default); ``default_model_source`` says which, for ``config show``.
+        run_record: the ``run.json`` of the folder given to ``--resume``: its settings sit
+            above the preset (the resumed run keeps them); a config, environment or flag value
+            that changes one of its defining settings is an error.
 
     Raises:
-        UsageError: one line naming the field, the bad value and its source.
+        UsageError: one line naming the field, the bad value and its source; or, on resume,
+            the field whose value would change and both values.
     """
     env = os.environ if env is None else env
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -304,15 +313,24 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
     env_values = environment_values(env)
 
     layers: list[tuple[str, Path | None, dict[str, Any]]] = []
-    model = flag_values.get("model") or env_values.get("model") or config_values.get("model")
+    recorded: dict[str, Any] = {}
+    if run_record is not None:
+        recorded = dict(run_record.settings)
+        unknown = sorted(set(recorded) - set(FIELD_SECTION))
+        if unknown:
+            raise UsageError(f"{run_record.path}: unknown settings {', '.join(unknown)}")
+    model = flag_values.get("model") or env_values.get("model") \
+        or config_values.get("model") or recorded.get("model")
     model_source = None
     if model is None and default_model is not None:
-        model, model_source = default_model, "default"
+        model, model_source = default_model, default_model_source
     preset = preset_path(model) if isinstance(model, str) and ":" not in model else None
     if preset is not None:
         preset_values = _flatten_toml(_read_toml(preset, "preset"), f"preset {preset}")
         preset_values.pop("model", None)
         layers.append(("preset", preset, preset_values))
+    if run_record is not None:
+        layers.append(("run", run_record.path, recorded))
     layers += [("config", config, config_values), ("env", None, env_values),
                ("flag", None, flag_values)]
 
@@ -337,4 +355,22 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
         value = merged.get(name, error.get("input"))
         raise UsageError(f"invalid {name}={value!r} (from {sources.get(name, 'default')}): "
                          f"{error['msg']}") from None
-    return ResolvedSettings(settings=settings, sources=sources)
+    resolved = ResolvedSettings(settings=settings, sources=sources)
+    if run_record is not None:
+        _check_unchanged(resolved, run_record)
+    return resolved
+
+
+def _check_unchanged(resolved: ResolvedSettings, run_record: RunRecord) -> None:
+    """A resumed run keeps the settings that define it (see ``run_record.DEFINING``)."""
+    values = {}
+    for section in SECTIONS:
+        values.update(dict(getattr(resolved.settings, section)))
+    for name in run_record.locked:
+        before, now = run_record.settings[name], values[name]
+        if not same_value(before, now):
+            folder = run_record.path.parent
+            raise UsageError(
+                f"--resume {folder}: {name} was {before!r} in this run, now {now!r} (from "
+                f"{resolved.sources[name]}); a resumed run keeps the settings that define it "
+                f"(drop the change, or start a new run with --out)")

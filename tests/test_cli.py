@@ -52,8 +52,11 @@ def test_models_json(runner) -> None:
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     models = {m["name"]: m for m in json.loads(result.stdout)["models"]}
-    assert set(models) == {"identity", "ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"}
+    assert set(models) == {"identity", "ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p",
+                           "prenet", "prenet_r", "prn", "prn_r", "prenet_lstm", "prenet_gru",
+                           "prenet_x", "gcanet", "gcanet_derain"}
     assert models["ffa"]["params"] == 4_455_913
+    assert models["prenet"]["params"] == 168_963 and models["gcanet"]["params"] == 702_818
     assert models["hinet"]["size_multiple"] == 16
     assert models["aganet"]["channel_order"] == "BGR"
 
@@ -83,14 +86,14 @@ def test_evaluate_identity_matches_numpy(runner, pair_dirs) -> None:
     assert abs(data["psnr"] - float(np.mean(expected))) < 0.01
 
 
-def test_evaluate_identical_pairs_give_null_psnr(runner, pair_dirs, tmp_path: Path) -> None:
+def test_evaluate_identical_pairs_give_inf_psnr(runner, pair_dirs, tmp_path: Path) -> None:
     _, targets = pair_dirs
     copies = shutil.copytree(targets, tmp_path / "copies")  # the same folder is refused
     result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(copies),
                                  "--target-dir", str(targets), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["psnr"] is None and data["per_image"][0]["psnr"] is None
+    data = json.loads(result.stdout)  # a perfect score is "inf", never null (NaN's value)
+    assert data["psnr"] == "inf" and data["per_image"][0]["psnr"] == "inf"
     table = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(copies),
                                 "--target-dir", str(targets)])
     assert "inf" in table.output
@@ -102,9 +105,10 @@ def test_evaluate_truncated_png_one_line(runner, pair_dirs) -> None:
     (inputs / "img0.png").write_bytes(data[: len(data) // 2])
     result = runner.invoke(app, ["evaluate", "--model", "identity", "--input-dir", str(inputs),
                                  "--target-dir", str(targets), "--json"])
-    assert result.exit_code in (1, 2)
+    assert result.exit_code == 2
     assert "img0.png" in result.output and "Traceback" not in result.output
-    assert result.stdout.strip() == "" or not result.stdout.strip().startswith("{")
+    error = json.loads(result.stdout)  # --json: the one object on stdout is the error
+    assert error["exit_code"] == 2 and "img0.png" in error["error"]
 
 
 def test_evaluate_bad_folders(runner, pair_dirs, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from dreamprune_cli.data.images import IMAGE_SUFFIXES, read_image
+from dreamprune_cli.data.images import IMAGE_SUFFIXES, check_readable, is_hidden, read_image
 from dreamprune_cli.errors import UsageError
 
 __all__ = ["CleanSource", "FolderSource", "ProceduralSource", "fractal_noise",
@@ -288,11 +288,14 @@ class ProceduralSource:
 class FolderSource:
     """Random ``size x size`` crops (with random flips) of the images in ``folder``.
 
-    Images are read on first use and kept in memory; images smaller than ``size`` are
-    upscaled bilinearly (short side to ``size``) before cropping.
+    Hidden files (``._x.png`` AppleDouble companions, dot files and folders) are skipped;
+    every image is checked to be readable up front (:func:`check_readable`), so a damaged
+    file stops the run before any work rather than when it is first sampled. Images are
+    read on first use and kept in memory; images smaller than ``size`` are upscaled
+    bilinearly (short side to ``size``) before cropping.
 
     Raises:
-        UsageError: the folder does not exist or holds no images.
+        UsageError: the folder does not exist, holds no images, or a damaged one (named).
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -300,9 +303,12 @@ class FolderSource:
         if not folder.is_dir():
             raise UsageError(f"--clean-dir {folder}: no such directory")
         self.paths = sorted(p for p in folder.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not is_hidden(p.relative_to(folder)))
         if not self.paths:
             raise UsageError(f"--clean-dir {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        for path in self.paths:
+            check_readable(path, "--clean-dir")
         self.folder = folder
         self._cache: dict[Path, torch.Tensor] = {}
 

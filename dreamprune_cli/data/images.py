@@ -91,6 +91,35 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (width, height) if orientation in _SWAPS_AXES else (height, width)
 
 
+def is_hidden(path: str | Path) -> bool:
+    """Whether a file is hidden and never an image to use: dot files, macOS AppleDouble
+    ``._name`` companions and anything under a dot folder or ``__MACOSX`` (as torchvision's
+    and BasicSR's folder loaders skip them)."""
+    return any(part.startswith(".") and part not in (".", "..") or part == "__MACOSX"
+               for part in Path(path).parts)
+
+
+def check_readable(path: str | Path, role: str) -> tuple[int, int]:
+    """Open ``path`` and verify its data without decoding it (Pillow's ``verify``: the
+    header, and for PNG every chunk's checksum), so that a damaged file is found before any
+    work; returns ``(height, width)`` as :func:`image_size`.
+
+    Raises:
+        UsageError: naming ``role`` (the flag) and the file.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise UsageError(f"{role}: {path}: missing or empty file, expected an image")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UnidentifiedImageError:
+        raise UsageError(f"{role}: {path}: not an image Pillow can read") from None
+    except Exception as exc:  # Pillow raises many types for damaged data
+        raise UsageError(f"{role}: {path}: damaged or truncated image ({exc})") from None
+    return image_size(path)
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (clamped, rounded)."""
     if image.dim() != 3 or image.shape[0] != 3:

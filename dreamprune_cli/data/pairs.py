@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size, read_image
+from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size, is_hidden, read_image
 from dreamprune_cli.errors import UsageError
 
 Pairing = Literal["stem", "rain100", "sots"]
@@ -74,6 +74,8 @@ def list_images(folder: Path, role: str) -> dict[str, Path]:
     images: dict[str, Path] = {}
     duplicates: list[str] = []
     for path in sorted(folder.iterdir()):
+        if is_hidden(path.relative_to(folder)):  # ._x.png (AppleDouble), .x.png: skipped
+            continue
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in images:
                 duplicates.append(path.name)

@@ -22,7 +22,7 @@ from dreamprune_cli.engine.precision import autocast, make_scaler
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.fileio import atomic_write
-from dreamprune_cli.models.checkpoint import save_safetensors
+from dreamprune_cli.models.checkpoint import read_model_name, save_safetensors
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.masks import (PRUNABLE_MODULES, attach_masks, get_masks,
@@ -37,8 +37,15 @@ def load_student(student_path: str | Path, model: str | None = None,
 
     Masks come from ``masks.safetensors`` beside the student when present (written by
     ``prune``), else from the student's exact zeros (every zero weight stays pruned).
+
+    Raises:
+        UsageError: the file names another model than ``model``, or does not fit it.
     """
     student_path = Path(student_path)
+    named = read_model_name(student_path)
+    if model is not None and named is not None and named != model:
+        raise UsageError(f"--student {student_path}: a pruned {named!r}, but the teacher is "
+                         f"{model!r} (the student must be a pruned copy of the teacher)")
     loaded = load_model(model, weights=student_path, trust=trust)
     modules = dict(loaded.network.named_modules())
     masks_path = student_path.parent / "masks.safetensors"

@@ -16,13 +16,14 @@ from dreamprune_cli.engine.distill import Distiller, distill_offline, save_stude
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer
+from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointTrainer, check_resumable_steps
 from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.report import save_loss_history
+from dreamprune_cli.run_record import write_run_record
 
 
 @dataclass
@@ -38,6 +39,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 clean_source: CleanSource, eval_pairs: list[ImagePair], metric_space: str,
                 crop_border: int, device: torch.device, precision: Precision, seed: int,
                 checkpoint_every: int = 100, resume: bool = False, overwrite: bool = False,
+                run_record: dict[str, Any] | None = None,
                 progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                 quantization: Quantization = "round",
                 tiling: Tiling | None = None) -> DistillOutcome:
@@ -45,12 +47,18 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
     run is short). Otherwise online: the joint dream + distill loop, checkpointed in
-    ``out_dir/checkpoint.pt`` and resumable. ``metric_space``, ``crop_border``,
-    ``ssim_variant``, ``quantization`` and ``tiling`` are :func:`evaluate_pairs`'s.
+    ``out_dir/checkpoint.pt`` and resumable. ``run_record``: the defining settings written
+    to ``out_dir/run.json`` (checked by the caller against the folder's record on resume).
+    ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
+    :func:`evaluate_pairs`'s.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
     out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    if resume and dreams is None:
+        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps)
+    if run_record is not None:
+        write_run_record(out_dir, "distill", run_record)
     generator = torch.Generator().manual_seed(seed)
     teacher_adapter = teacher.adapter().to(device)
     student.network.to(device)
@@ -64,7 +72,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
         dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
         trainer = JointTrainer(dreamer, distiller, round_steps, generator)
         checkpoint = out_dir / CHECKPOINT_NAME
-        if resume:
+        if resume and checkpoint.is_file():  # none: stopped before its first checkpoint
             trainer.load(checkpoint)
         joint = trainer.run(steps, checkpoint, checkpoint_every, progress)
         history, mode, per_step = joint.history, "online", joint.seconds_per_step

@@ -170,23 +170,29 @@ class DreamResult:
 
 def teacher_features(teacher: RestorationAdapter, images: torch.Tensor, device: torch.device,
                      representation: Representation, batch_size: int = 16
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Restorations and penultimate representations of ``images`` (no gradients)."""
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Restorations and penultimate representations of ``images`` (no gradients); the
+    representations are ``None`` for a model without a penultimate layer."""
+    layer = teacher.info.penultimate_layer
     outputs, reps = [], []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             chunk = images[start:start + batch_size].to(device)
-            with PenultimateFeatures(teacher.network, teacher.info.penultimate_layer) as hook:
+            if layer is None:
+                outputs.append(teacher(chunk).float().cpu())
+                continue
+            with PenultimateFeatures(teacher.network, layer) as hook:
                 outputs.append(teacher(chunk).float().cpu())
             reps.append(degradation_representation(hook.features, representation).cpu())
-    return torch.cat(outputs), torch.cat(reps)
+    return torch.cat(outputs), (torch.cat(reps) if reps else None)
 
 
 def diversity_of(teacher: RestorationAdapter, dreams: torch.Tensor, device: torch.device,
                  representation: Representation) -> tuple[torch.Tensor, float]:
-    """Teacher restorations of ``dreams`` and their mean pairwise cosine similarity."""
+    """Teacher restorations of ``dreams`` and their mean pairwise cosine similarity (NaN
+    for a model without a penultimate layer: nothing to compare)."""
     restored, reps = teacher_features(teacher, dreams, device, representation)
-    return restored, mean_pairwise_cosine(reps)
+    return restored, (mean_pairwise_cosine(reps) if reps is not None else float("nan"))
 
 
 def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: int,

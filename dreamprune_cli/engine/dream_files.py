@@ -8,6 +8,7 @@ Layout::
     losses.csv, losses.png   the loss history
     manifest.json        settings, seed, versions, final losses, diversity
     state.pt             resumable progress (finished batches), removed when done
+    run.json             the settings that define the dreams (checked on --resume)
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write, ensure_output_dir, write_json_atomic
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.metrics import psnr
 from dreamprune_cli.report import save_grid, save_loss_history
+from dreamprune_cli.run_record import write_run_record
 
 TENSORS_NAME = "dreams.safetensors"
 STATE_NAME = "state.pt"
@@ -84,12 +87,13 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
                         count: int, steps: int, schedule: DreamSchedule,
                         generator: torch.Generator, device: torch.device,
                         precision: Precision, manifest: dict[str, Any], resume: bool = False,
-                        overwrite: bool = False,
+                        overwrite: bool = False, run_record: dict[str, Any] | None = None,
                         progress: ProgressSink | None = None) -> dict[str, Any]:
     """Dream into ``folder``, saving resumable progress after every batch.
 
     An existing non-empty folder is an error unless ``overwrite`` or ``resume``; with
     ``resume`` the finished batches in ``state.pt`` are kept and the rest dreamed.
+    ``run_record``: the defining settings written to ``folder/run.json`` before any work.
     """
     folder = ensure_output_dir(Path(folder), overwrite, resume)
     state_path = folder / STATE_NAME
@@ -102,12 +106,29 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
     elif resume and (folder / TENSORS_NAME).is_file():
         raise UsageError(f"--resume {folder}: this dream folder is already complete")
 
+    if run_record is not None:
+        write_run_record(folder, "dream", run_record)
+
     def save_state(state: dict[str, Any]) -> None:
+        bad = nonfinite_entries(state)
+        if bad:
+            raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])}: stopping "
+                                 "without saving them (try a lower --noise-lr)")
         atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
-    result = dream_images(teacher, clean_source, count, steps, schedule, generator, device,
-                          precision, progress, resume_state=resume_state,
-                          on_batch_done=save_state)
+    try:
+        result = dream_images(teacher, clean_source, count, steps, schedule, generator, device,
+                              precision, progress, resume_state=resume_state,
+                              on_batch_done=save_state)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished batches are saved
+        stop = exc if isinstance(exc, Interrupted) else Interrupted()
+        if state_path.is_file():
+            stop.checkpoint, stop.resume_dir = state_path, folder
+        raise stop from None
+    except DreampruneError as exc:
+        if state_path.is_file():
+            exc.checkpoint, exc.resume_dir = state_path, folder
+        raise
     written = write_dream_folder(folder, result, manifest, overwrite=True)
     state_path.unlink(missing_ok=True)
     return written

@@ -15,6 +15,7 @@ from torch import nn
 
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.pairs import ImagePair, read_pair
+from dreamprune_cli.engine.finite import describe_nonfinite
 from dreamprune_cli.engine.tiling import Tiling, restore_tiled
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.fileio import check_writable
@@ -187,7 +188,8 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
 
     Raises:
         UsageError: an image cannot be read, or an output PNG exists (without ``overwrite``).
-        RuntimeFailure: out of memory on an image (the message names it and suggests tiling).
+        RuntimeFailure: out of memory on an image (the message names it and suggests tiling);
+            the model's output for an image holds NaN or inf (named).
     """
     progress = progress or NullProgress()
     model = model.to(device).eval()
@@ -207,6 +209,10 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         tick = time.perf_counter()
         restored = _restore_checked(model, degraded, device, tiling, pair.input_path)
         phase["model"] += time.perf_counter() - tick
+        if not bool(torch.isfinite(restored).all()):  # a broken model, not a black image
+            raise RuntimeFailure(f"{pair.input_path}: the model's output holds "
+                                 f"{describe_nonfinite(restored)}; nothing scored or saved "
+                                 "for it (damaged weights, or a model that overflows?)")
         tick = time.perf_counter()
         with one_intra_op_thread():
             restored = quantize_8bit(restored, quantization)

@@ -1,20 +1,17 @@
 """The dual-branch loop: per step one update of the dreams, then one of the student.
 
 Long runs survive: a checkpoint (student, both optimisers, current dreams and targets, the
-random generator's state, step, history) is written atomically every N steps and at the end;
-Ctrl-C finishes the current step, saves, and re-raises ``KeyboardInterrupt``; a NaN or
+random generator's state, step, history, training time) is written atomically every N steps
+and at the end, and only if every tensor in it is finite; Ctrl-C or SIGTERM finishes the
+current step, saves, and raises :class:`~dreamprune_cli.errors.Interrupted`; a NaN or
 infinite loss stops with an error naming the step, leaving the last good checkpoint alone.
 On the CPU a resumed run ends bit for bit where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,35 +20,42 @@ import torch
 
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, check_finite
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
+from dreamprune_cli.interrupts import deferred_interrupt
 from dreamprune_cli.progress import NullProgress, ProgressSink
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
+__all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_resumable_steps",
+           "deferred_interrupt"]
 
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turn SIGINT into a flag the loop polls between steps (main thread only).
 
-    Yields a function telling whether Ctrl-C was pressed. Outside the main thread, or where
-    signals are unavailable, Ctrl-C keeps its default behaviour.
-    """
-    pressed = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield pressed.is_set
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        pressed.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"--resume: no checkpoint at {path}")
     try:
-        yield pressed.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def check_resumable_steps(checkpoint: Path, total_steps: int) -> None:
+    """Before any work: a run resumed to ``total_steps`` must not have done more already.
+
+    Raises:
+        UsageError: the checkpoint is unreadable or is past ``total_steps``.
+    """
+    if not checkpoint.is_file():
+        return  # stopped before its first checkpoint: the loop starts at step 0
+    done = int(_read_state(checkpoint)["step"])
+    if done > total_steps:
+        raise UsageError(f"--steps {total_steps}: the run in {checkpoint.parent} already did "
+                         f"{done} joint steps (pass --steps {done} or more to resume it)")
 
 
 @dataclass
@@ -73,9 +77,10 @@ class JointTrainer:
         self.generator = generator
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.seconds = 0.0  # training time of every session of the run, resumed ones too
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "history": self.history,
+        return {"step": self.step, "history": self.history, "seconds": self.seconds,
                 "generator": self.generator.get_state(),
                 "dreamer": self.dreamer.state_dict(),
                 "distiller": self.distiller.state_dict()}
@@ -83,32 +88,55 @@ class JointTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self.seconds = float(state.get("seconds", 0.0))  # absent before 0.1's resume fix
         self.generator.set_state(state["generator"])
         self.dreamer.load_state_dict(state["dreamer"])
         self.distiller.load_state_dict(state["distiller"])
 
     def save(self, path: Path) -> None:
+        """Write the state atomically; refuse (keeping the previous file) if any tensor is
+        NaN or infinite, so that the checkpoint on disk is always a good one."""
         state = self.state_dict()
+        bad = nonfinite_entries(state)
+        if bad:
+            raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])} at step "
+                                 f"{self.step}: stopping without saving them (try a lower "
+                                 "learning rate)")
         atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     def load(self, path: Path) -> None:
-        if not path.is_file():
-            raise UsageError(f"--resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UsageError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") \
-                from None
-        self.load_state_dict(state)
+        self.load_state_dict(_read_state(path))
         log.info("resuming from %s at step %d", path, self.step)
 
     def run(self, total_steps: int, checkpoint: Path | None = None,
             checkpoint_every: int = 100, progress: ProgressSink | None = None) -> JointResult:
-        """Run until ``total_steps`` steps are done (counting steps before a resume)."""
+        """Run until ``total_steps`` steps are done (counting steps before a resume).
+
+        Raises:
+            Interrupted: Ctrl-C or SIGTERM, after the current step and a checkpoint.
+            RuntimeFailure: a non-finite loss or state; ``checkpoint`` names the last good
+                checkpoint when one is on disk.
+        """
         progress = progress or NullProgress()
+        try:
+            return self._run(total_steps, checkpoint, checkpoint_every, progress)
+        except DreampruneError as exc:
+            if checkpoint is not None and checkpoint.is_file():
+                exc.checkpoint, exc.resume_dir = checkpoint, checkpoint.parent
+            raise
+
+    def _run(self, total_steps: int, checkpoint: Path | None, checkpoint_every: int,
+             progress: ProgressSink) -> JointResult:
         progress.start("dream+distill", total_steps)
         progress.update(self.step)
-        start, first_step = time.perf_counter(), self.step
+        tick = time.perf_counter()
+
+        def clock() -> None:  # training time accumulates over sessions (kept in the state)
+            nonlocal tick
+            now = time.perf_counter()
+            self.seconds += now - tick
+            tick = now
+
         with deferred_interrupt() as interrupted:
             while self.step < total_steps:
                 if self.step % self.round_steps == 0:
@@ -121,19 +149,22 @@ class JointTrainer:
                 self.history.append({"step": self.step, "dream": dreamed.dream_loss,
                                      "orth": dreamed.orth_loss, "kd": kd})
                 progress.update(self.step, dream=dreamed.dream_loss, kd=kd)
+                clock()
                 if checkpoint is not None and self.step % checkpoint_every == 0:
                     self.save(checkpoint)
-                if interrupted():
+                signal_number = interrupted()
+                if signal_number is not None:
+                    progress.finish()
                     if checkpoint is not None:
                         self.save(checkpoint)
                         log.warning("interrupted at step %d; checkpoint saved to %s "
-                                    "(continue with --resume)", self.step, checkpoint)
-                    progress.finish()
-                    raise KeyboardInterrupt
+                                    "(continue with --resume %s)", self.step, checkpoint,
+                                    checkpoint.parent)
+                        raise Interrupted(signal_number, checkpoint, checkpoint.parent)
+                    raise Interrupted(signal_number)
+        clock()
         if checkpoint is not None:
             self.save(checkpoint)
         progress.finish()
-        seconds = time.perf_counter() - start
-        done = self.step - first_step
-        return JointResult(history=self.history, steps=self.step, seconds=seconds,
-                           seconds_per_step=seconds / done if done else 0.0)
+        return JointResult(history=self.history, steps=self.step, seconds=self.seconds,
+                           seconds_per_step=self.seconds / self.step if self.step else 0.0)

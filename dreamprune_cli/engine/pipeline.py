@@ -9,11 +9,14 @@ Output folder::
     masks.safetensors   its masks
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
     losses.csv, losses.png
+    run.json            the settings that define the run (checked on --resume) and the
+                        time of its one-time phases
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,16 +34,18 @@ from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import (EvaluationResult, PairedGap, evaluate_pairs,
                                             psnr_gap, restore)
-from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
-from dreamprune_cli.engine.prune import PruneResult, prune_model, write_prune_outputs
+from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
+                                         check_resumable_steps)
+from dreamprune_cli.engine.prune import (REPORT_FILE, PruneResult, prune_model,
+                                         write_prune_outputs)
 from dreamprune_cli.engine.tiling import Tiling
-from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.report import markdown_table, save_grid, save_loss_history
+from dreamprune_cli.run_record import read_run_record, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  precision: Precision, seed: int, checkpoint_every: int = 100,
                  resume: bool = False, overwrite: bool = False,
                  settings: dict[str, Any] | None = None,
+                 run_record: dict[str, Any] | None = None,
                  progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                  quantization: Quantization = "round",
                  tiling: Tiling | None = None) -> PipelineResult:
@@ -111,6 +117,10 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     ``calibration_source``: ``dreams`` calibrates the adaptive allocator on a short dreaming
     phase (the method); ``synthetic`` on degraded images from dreamprune's synthesizers for
     the model's task (measured better on the bundled FFA teacher, see docs/RESULTS.md).
+    ``run_record``: the defining settings to write into ``run.json``
+    (:func:`dreamprune_cli.run_record.record_settings`); the caller checks them against the
+    folder's record before a resume. With ``resume``, the report covers the whole run: the
+    pruning of the first session, and the training time of every session.
     ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
     :func:`evaluate_pairs`'s, for all three evaluations.
     """
@@ -118,8 +128,16 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     start = time.perf_counter()
     phases: dict[str, float] = {}
     out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    earlier = read_run_record(out_dir, "pipeline") if resume else None
+    once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
+    record = dict(run_record) if run_record is not None else \
+        (dict(earlier.settings) if earlier is not None else None)
     prune_dir = out_dir / "prune"
     checkpoint = out_dir / CHECKPOINT_NAME
+    if resume:
+        check_resumable_steps(checkpoint, steps)
+    if record is not None:
+        write_run_record(out_dir, "pipeline", record, once)
     generator = torch.Generator().manual_seed(seed)
     teacher_adapter = teacher.adapter().to(device)
     scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
@@ -130,13 +148,15 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                                   progress=progress, **scoring)
     phases["evaluate_teacher"] = time.perf_counter() - tick
 
+    prune_report: dict[str, Any] | None = None
     if resume and (prune_dir / "student.safetensors").is_file():
         log.info("resuming: reusing the pruned student in %s", prune_dir)
         student = load_student(prune_dir / "student.safetensors", teacher.name)
         pruned: PruneResult | None = None
+        prune_report = _read_prune_report(prune_dir / REPORT_FILE)
     else:
         if resume:
-            raise UsageError(f"--resume {out_dir}: no pruned student in {prune_dir}")
+            log.info("resuming: %s holds no pruned student yet; pruning", out_dir)
         calibration = None  # prune_model then uses synthetic images of the model's task
         if allocator == "adaptive" and calibration_source == "dreams":
             tick = time.perf_counter()
@@ -151,7 +171,11 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                              min_keep=min_keep, progress=progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
+        once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}
+        if record is not None:
+            write_run_record(out_dir, "pipeline", record, once)
         student = pruned.student
+        prune_report = pruned.as_dict(layers=False)
     student.network.to(device)
     student_adapter = student.adapter().to(device)
     pruned_snapshot = copy.deepcopy(student_adapter)
@@ -166,15 +190,17 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     trainer = JointTrainer(dreamer, distiller, round_steps, generator)
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
-    tick = time.perf_counter()
+    trained_before = trainer.seconds
     joint = trainer.run(steps, checkpoint, checkpoint_every, progress)
-    phases["dream_distill"] = time.perf_counter() - tick
+    phases["dream_distill"] = joint.seconds  # every session's training time
 
     tick = time.perf_counter()
     student_eval = evaluate_pairs(student_adapter, eval_pairs, metric_space, crop_border, device,
                                   progress=progress, **scoring)
     phases["evaluate_student"] = time.perf_counter() - tick
 
+    for name, seconds in once.items():  # one-time phases of the first session, on resume
+        phases.setdefault(name, seconds)
     macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
     extra = {"dreamprune.pipeline.flops_target": repr(flops_target),
              "dreamprune.pipeline.allocator": allocator,
@@ -185,15 +211,18 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                      [teacher_adapter, pruned_snapshot, student_adapter], device,
                      tiling=tiling)
 
+    # the whole run: this session, plus the pruning and training of earlier sessions
+    earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
     result = PipelineResult(out_dir=out_dir, student_path=student_path, macs_ratio=macs_ratio,
                             teacher=teacher_eval, pruned=pruned_eval, student=student_eval,
-                            joint=joint, seconds=time.perf_counter() - start, phases=phases)
+                            joint=joint, seconds=time.perf_counter() - start + earlier_seconds,
+                            phases=phases)
     report = {**result.summary(), "model": teacher.name, "allocator": allocator,
               "flops_target": flops_target, "flops_size": flops_size, "seed": seed,
               "device": str(device), "versions": versions(), "settings": settings or {},
               "teacher": teacher_eval.as_dict(), "pruned": pruned_eval.as_dict(),
               "distilled": student_eval.as_dict(),
-              "prune": pruned.as_dict(layers=False) if pruned is not None else None}
+              "prune": prune_report, "resumed": resume}
     write_json_atomic(out_dir / "report.json", report, overwrite=True)
     rows = [["teacher", teacher_eval.psnr, teacher_eval.ssim, teacher_eval.macs_256 / 1e9,
              teacher_eval.params_nonzero],
@@ -214,3 +243,14 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
               "student | target.\n\n![losses](losses.png)\n")
     write_text_atomic(out_dir / "report.md", text, overwrite=True)
     return result
+
+
+def _read_prune_report(path: Path) -> dict[str, Any] | None:
+    """The pruning summary of an earlier session (``prune/report.json``), layers left out."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("%s: missing or unreadable; the report will not describe the pruning",
+                    path)
+        return None
+    return {k: v for k, v in report.items() if k not in ("layers", "drift")}

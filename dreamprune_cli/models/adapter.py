@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.registry import ModelInfo
 
 
@@ -72,10 +73,25 @@ class RestorationAdapter(nn.Module):
         return x
 
     def select_output(self, outputs: object) -> torch.Tensor:
-        """The restored image among the network's outputs."""
+        """The restored image among the network's outputs.
+
+        Raises:
+            UsageError: the network returned several outputs and declares no
+                ``output_index`` (custom models), or the index is out of range.
+        """
         if self.info.output_index is None:
-            return outputs  # type: ignore[return-value]
-        return outputs[self.info.output_index]  # type: ignore[index]
+            if not isinstance(outputs, torch.Tensor):
+                raise UsageError(
+                    f"model {self.info.name!r} returned a {type(outputs).__name__}, not an "
+                    "image tensor: declare output_index = N on its class (which element is "
+                    "the restored image)")
+            return outputs
+        try:
+            return outputs[self.info.output_index]  # type: ignore[index]
+        except (IndexError, KeyError, TypeError):
+            raise UsageError(f"model {self.info.name!r}: output_index "
+                             f"{self.info.output_index} does not select an image from its "
+                             f"{type(outputs).__name__} output") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:

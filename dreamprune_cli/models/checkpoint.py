@@ -25,7 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pk", ".pkl", ".ckpt", ".bin", ".safetensors")
@@ -65,6 +66,19 @@ class Checkpoint:
     def model_config(self) -> dict[str, Any] | None:
         raw = self.metadata.get(METADATA_CONFIG)
         return json.loads(raw) if raw else None
+
+
+def read_model_name(path: str | Path) -> str | None:
+    """The model a dreamprune safetensors file names in its metadata (header only), else
+    ``None`` (another format, no metadata, or not readable: loading it reports why)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get(METADATA_MODEL)
+    except Exception:  # the real load names the problem
+        return None
 
 
 def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = False) -> Checkpoint:
@@ -163,8 +177,8 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, strict: bool = True) 
     """Load ``checkpoint`` into ``model``; returns the problems skipped when not strict.
 
     Raises:
-        UsageError: when strict and any key is missing, unexpected or mis-shaped; the message
-            lists the first 10 of each.
+        UsageError: when strict and any key is missing, unexpected or mis-shaped (the
+            message lists the first 10 of each); any tensor holding NaN or inf.
     """
     missing, unexpected, mis_shaped = compare_state_dicts(model, checkpoint.state_dict)
     problems = []
@@ -179,6 +193,12 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, strict: bool = True) 
     expected = model.state_dict()
     fitting = {k: v for k, v in checkpoint.state_dict.items()
                if k in expected and v.shape == expected[k].shape}
+    bad = nonfinite_entries(fitting)
+    if bad:
+        raise UsageError(f"--weights {checkpoint.path}: NaN or infinite values in "
+                         f"{', '.join(bad[:10])}" + (f" (+{len(bad) - 10} more)"
+                                                     if len(bad) > 10 else "")
+                         + ": a damaged or diverged checkpoint")
     model.load_state_dict(fitting, strict=False)
     return problems
 
@@ -189,7 +209,16 @@ def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], model_
     """Write ``state`` as safetensors, atomically, with the model name and config as metadata.
 
     Tensors are made contiguous and de-aliased (safetensors refuses shared storage).
+
+    Raises:
+        RuntimeFailure: a tensor holds NaN or inf (nothing is written: a weights file
+            dreamprune writes is always usable).
     """
+    bad = nonfinite_entries(dict(state))
+    if bad:
+        raise RuntimeFailure(f"{path}: not written: non-finite values in "
+                             f"{', '.join(bad[:5])}" + (f" (+{len(bad) - 5} more)"
+                                                        if len(bad) > 5 else ""))
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     metadata = {METADATA_MODEL: model_name, METADATA_CONFIG: json.dumps(dict(config)),
                 **(extra or {})}

@@ -12,7 +12,7 @@ from torch import nn
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
-from dreamprune_cli.models.custom import custom_model_info, is_custom_spec
+from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path
 
@@ -42,7 +42,7 @@ def resolve_info(name: str) -> ModelInfo:
 def load_model(name: str | None, variant: str = "official", weights: str | Path | None = None,
                strict: bool = True, trust: bool = False,
                overrides: dict[str, Any] | None = None,
-               use_bundled: bool = True) -> LoadedModel:
+               use_bundled: bool = True, require_weights: bool = False) -> LoadedModel:
     """Build model ``name`` and load ``weights`` into it.
 
     Args:
@@ -56,6 +56,14 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         overrides: constructor keyword arguments replacing the variant's.
         use_bundled: with ``weights=None``, use the bundled teacher of ``name`` if any
             (``dreamprune_cli/assets/teachers``; its metadata carries its tiny config).
+        require_weights: refuse to return a registered model with parameters but no weights
+            (no ``weights``, no bundled teacher): a randomly initialised network is never
+            what a command-line user means to compress, dream on or score. Custom models
+            are exempt (their factory may load its own weights).
+
+    Raises:
+        UsageError: unknown model or variant, weights that do not fit, or no weights when
+            ``require_weights``.
     """
     overrides = dict(overrides or {})
     if weights is None and use_bundled and name is not None and not is_custom_spec(name):
@@ -85,6 +93,13 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         config = overrides
     else:
         config = model_config(name, variant, **overrides)
+    if require_weights and checkpoint is None and not is_custom_spec(name) \
+            and _has_parameters(info, config):
+        raise UsageError(
+            f"model {name!r} has no bundled teacher and no --weights were given: pass "
+            f"--weights FILE ({info.checkpoint_format or 'a checkpoint of its authors'}, or "
+            "a dreamprune .safetensors), or --random-weights to run on a randomly "
+            "initialised network")
     try:
         network = info.factory(**config)
     except TypeError as exc:
@@ -94,8 +109,23 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         for problem in skipped:
             log.warning("--non-strict: %s", problem)
     network.eval()
+    if is_custom_spec(name):
+        info = declared_info(info, network)
     return LoadedModel(name=name, info=info, network=network, config=config,
                        weights=Path(weights) if weights is not None else None)
+
+
+def _has_parameters(info: ModelInfo, config: dict[str, Any]) -> bool:
+    """Whether the network has weights to load (built on the meta device: no memory)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            network = info.factory(**config)
+    except TypeError as exc:
+        raise UsageError(f"model {info.name!r}: bad constructor arguments {config}: "
+                         f"{exc}") from exc
+    return any(True for _ in network.parameters())
 
 
 def save_model(loaded: LoadedModel, path: str | Path, extra: dict[str, str] | None = None,

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import torch
 
-from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size, read_image
+from dreamprune_cli.data.images import IMAGE_SUFFIXES, image_size, is_hidden, read_image
 from dreamprune_cli.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 
 def list_images(directory: Path) -> list[Path]:
-    """Image files directly inside ``directory``, sorted by name."""
+    """Image files directly inside ``directory``, sorted by name (hidden files skipped)."""
     if not directory.is_dir():
         raise UsageError(f"--calibration {directory}: no such directory")
     files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not is_hidden(p.relative_to(directory)))
     if not files:
         raise UsageError(f"--calibration {directory}: no images "
                          f"(expected files ending in {', '.join(IMAGE_SUFFIXES)})")

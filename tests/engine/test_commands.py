@@ -41,7 +41,7 @@ def test_dream_writes_folder(runner, tmp_path: Path) -> None:
     assert data["settings"]["lambda_tv"] == 0.1  # the FFA preset's image terms, recorded
     names = sorted(p.name for p in out.iterdir())
     assert names == ["dream_000.png", "dream_001.png", "dream_002.png", "dreams.safetensors",
-                     "grid.png", "losses.csv", "losses.png", "manifest.json"]
+                     "grid.png", "losses.csv", "losses.png", "manifest.json", "run.json"]
     tensors = load_file(str(out / "dreams.safetensors"))
     assert tensors["dreams"].shape == (3, 3, 32, 32) and tensors["clean"].shape == (3, 3, 32, 32)
     assert 0.0 <= float(tensors["dreams"].min()) and float(tensors["dreams"].max()) <= 1.0

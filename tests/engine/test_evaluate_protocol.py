@@ -143,7 +143,7 @@ def test_evaluate_sots_pairing_and_bad_values(runner, tmp_path: Path) -> None:
     result = runner.invoke(app, args + ["--pairing", "sots"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["pairing"] == "sots" and data["psnr"] is None  # identical after the crop
+    assert data["pairing"] == "sots" and data["psnr"] == "inf"  # identical after the crop
     for flag, value in (("--pairing", "reside"), ("--tile", "0"), ("--quantize", "floor"),
                         ("--ssim-variant", "skimage")):
         bad = runner.invoke(app, args + [flag, value])

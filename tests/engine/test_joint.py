@@ -16,7 +16,7 @@ from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.losses import coarse_distance, tv_loss
-from dreamprune_cli.errors import RuntimeFailure
+from dreamprune_cli.errors import Interrupted, RuntimeFailure
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.prune.masks import (attach_masks, get_masks, magnitude_masks,
@@ -167,3 +167,42 @@ def test_schedule_from_the_dream_settings() -> None:
                                       representation=dream.representation,
                                       batch_size=dream.batch_size, size=dream.size)
     assert DreamSchedule.from_values({"size": 32, "round_steps": 9}) == DreamSchedule(size=32)
+
+
+def test_checkpoint_with_nonfinite_state_is_not_written(tmp_path: Path) -> None:
+    trainer = _trainer()
+    checkpoint = tmp_path / "checkpoint.pt"
+    trainer.run(2, checkpoint=checkpoint, checkpoint_every=1)
+    good = checkpoint.read_bytes()
+    weight = next(p for p in trainer.distiller.student.network.parameters())
+    with torch.no_grad():
+        weight.view(-1)[0] = float("inf")
+    with pytest.raises(RuntimeFailure, match="non-finite values in distiller.student"):
+        trainer.save(checkpoint)
+    assert checkpoint.read_bytes() == good  # the last good checkpoint stays
+
+
+class _SignalAt:
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def start(self, phase: str, total: int | None) -> None:
+        pass
+
+    def update(self, completed: int, **fields: float | str) -> None:
+        if completed == self.step:
+            os.kill(os.getpid(), self.signum)
+
+    def finish(self) -> None:
+        pass
+
+
+def test_sigterm_finishes_the_step_saves_and_raises(tmp_path: Path) -> None:
+    trainer = _trainer()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        trainer.run(10, checkpoint=tmp_path / "checkpoint.pt", checkpoint_every=100,
+                    progress=_SignalAt(3, signal.SIGTERM))
+    assert stop.value.exit_code == 143 and stop.value.checkpoint == tmp_path / "checkpoint.pt"
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before

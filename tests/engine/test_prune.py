@@ -185,6 +185,7 @@ def test_cli_bad_inputs_exit_2(runner, tmp_path: Path) -> None:
 def test_cli_adaptive_with_calibration_dir(runner, tmp_path: Path, pair_dirs) -> None:
     inputs, _ = pair_dirs
     result = runner.invoke(app, ["prune", "--model", "durn_s", "--variant", "tiny",
+                                 "--random-weights",
                                  "--flops-target", "0.4", "--allocator", "adaptive",
                                  "--out", str(tmp_path / "o"), "--flops-size", str(SIZE),
                                  "--calibration", str(inputs), "--calibration-count", "2",

@@ -1,0 +1,129 @@
+"""The settings that define a run, recorded in its folder and checked on ``--resume``.
+
+``dream``, ``distill`` and ``pipeline`` write ``run.json`` into their folder before any work::
+
+    {"command": "pipeline", "dreamprune": "0.1.0",
+     "settings": {"model": "ffa", "flops_target": 0.58, ...},
+     "phases": {"prune": 3.2, ...}}
+
+``settings`` holds the *defining* settings of the command (the model and its weights, the
+pruning target and allocator, the dreaming and distillation hyper-parameters, the seed: a
+change would make the resumed run another run) and the *carried* ones (``steps``,
+``checkpoint_every``, the evaluation set), which a resumed run reuses unless they are given
+again. ``phases`` keeps the time of the one-time phases of earlier sessions, so that the
+report of a resumed run describes the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dreamprune_cli import __version__
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.fileio import write_json_atomic
+
+RECORD_NAME = "run.json"
+
+_MODEL = ("model", "variant", "model_kwargs", "weights", "non_strict", "random_weights")
+_DREAMING = ("size", "batch_size", "clean_dir", "noise_lr", "lambda_orth", "lambda_tv",
+             "lambda_far", "far_pool", "representation", "seed")
+_DISTILLING = ("round_steps", "student_lr", "lambda_kd")
+
+DEFINING: dict[str, tuple[str, ...]] = {
+    "dream": (*_MODEL, *_DREAMING, "count", "steps"),
+    "distill": (*_MODEL, *_DREAMING, *_DISTILLING, "student", "dreams"),
+    "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "allocator", "flops_size",
+                 "exclude", "default_exclude", "min_keep", "calibration_source",
+                 "calibration_steps"),
+}
+"""Settings a resumed run must keep (``dream``'s ``steps`` count per batch, so they define
+the dreams; in ``distill`` and ``pipeline`` they are the total and may grow)."""
+
+_SCORING = ("metric_space", "crop_border", "ssim_variant", "quantize", "tile", "tile_overlap")
+
+CARRIED: dict[str, tuple[str, ...]] = {
+    "dream": (),
+    "distill": ("steps", "checkpoint_every", *_SCORING),
+    "pipeline": ("steps", "checkpoint_every", "eval_input_dir", "eval_target_dir", "pairing",
+                 *_SCORING),
+}
+"""Settings a resumed run takes from the record unless given again (they may change)."""
+
+
+@dataclass
+class RunRecord:
+    """What ``run.json`` of a run folder says."""
+
+    path: Path
+    command: str
+    settings: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def locked(self) -> tuple[str, ...]:
+        """The recorded fields a resumed run must not change."""
+        return tuple(name for name in DEFINING[self.command] if name in self.settings)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready form of a settings value; paths made absolute (a run may be resumed from
+    another working directory)."""
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def record_settings(command: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The defining and carried fields of ``values`` (settings field -> value) for
+    ``command``, as ``run.json`` stores them."""
+    names = DEFINING[command] + CARRIED[command]
+    return {name: _plain(values[name]) for name in names if name in values}
+
+
+def write_run_record(folder: Path, command: str, settings: Mapping[str, Any],
+                     phases: Mapping[str, float] | None = None) -> Path:
+    """Write ``folder/run.json`` atomically (replacing an earlier one)."""
+    data = {"command": command, "dreamprune": __version__, "settings": dict(settings),
+            "phases": dict(phases or {})}
+    return write_json_atomic(Path(folder) / RECORD_NAME, data, overwrite=True)
+
+
+def read_run_record(folder: Path, command: str) -> RunRecord | None:
+    """``run.json`` of the folder given to ``--resume``; ``None`` when the folder has none
+    (written by a version that did not record its runs).
+
+    Raises:
+        UsageError: the folder does not exist, the record is unreadable, or it belongs to
+            another subcommand.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--resume {folder}: no such directory")
+    path = folder / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recorded_command, settings = data["command"], dict(data["settings"])
+        phases = {str(k): float(v) for k, v in dict(data.get("phases") or {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--resume {folder}: unreadable {RECORD_NAME} ({exc})") from None
+    if recorded_command != command:
+        raise UsageError(f"--resume {folder}: this folder was written by "
+                         f"'dreamprune {recorded_command}', not '{command}'")
+    if recorded_command not in DEFINING:
+        raise UsageError(f"--resume {folder}: unknown command {recorded_command!r} in {path}")
+    return RunRecord(path=path, command=command, settings=settings, phases=phases)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two settings values are equal once paths are made absolute."""
+    return _plain(a) == _plain(b)
