@@ -1,0 +1,123 @@
+"""Rebuilding a channel-pruned network from its safetensors file, without pickle or Torch-Pruning.
+
+A channel-pruned student is its model's architecture with thinner layers. Its file holds the
+plain state dict and, in the metadata, the model name and constructor config (as every
+dreamprune file) plus ``dreamprune.granularity = "channel"`` and ``dreamprune.channels``
+(per changed layer, its input and output channels; informative). Loading builds the dense
+model, resizes each layer to the file's tensor shapes (:func:`resize_to_state_dict`) and
+loads the weights strictly: the result computes exactly what the saved network computed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from dreamprune_cli.errors import UsageError
+
+GRANULARITY_KEY = "dreamprune.granularity"
+CHANNELS_KEY = "dreamprune.channels"
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def _resize_attributes(name: str, module: nn.Module) -> None:
+    """Make a module's size attributes agree with its (replaced) tensors."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        weight = module.weight
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        if module.transposed:  # (in, out / groups, k...)
+            in_channels = weight.shape[0]
+            groups = in_channels if depthwise else module.groups
+            out_channels = weight.shape[1] * groups
+        else:  # (out, in / groups, k...)
+            out_channels = weight.shape[0]
+            groups = out_channels if depthwise else module.groups
+            in_channels = weight.shape[1] * groups
+        module.in_channels, module.out_channels, module.groups = in_channels, out_channels, groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, _NORMS):
+        tensor = module.weight if module.weight is not None else module.running_mean
+        if tensor is not None:
+            module.num_features = tensor.shape[0]
+    elif isinstance(module, nn.GroupNorm):
+        module.num_channels = module.weight.shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(module.weight.shape)
+    elif isinstance(module, nn.PReLU):
+        module.num_parameters = module.weight.shape[0]
+    else:
+        raise UsageError(f"layer {name} ({type(module).__name__}): cannot be resized to a "
+                         "channel-pruned shape (supported: convolutions, linear, batch/instance/"
+                         "group/layer norms, PReLU)")
+
+
+def resize_to_state_dict(network: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Give every parameter and buffer of ``network`` the shape it has in ``state``.
+
+    Tensors whose shape differs are replaced by uninitialised ones of the state's shape (the
+    caller loads ``state`` next) and the module's size attributes (``in_channels``,
+    ``num_features``, ...) follow. Returns the names of the resized modules.
+
+    Raises:
+        UsageError: a tensor of another dimensionality, or a module type that cannot be
+            resized.
+    """
+    resized = []
+    for name, module in network.named_modules():
+        changed = False
+        for store in (module._parameters, module._buffers):
+            for key, tensor in list(store.items()):
+                full = f"{name}.{key}" if name else key
+                if tensor is None or full not in state:
+                    continue
+                shape = tuple(state[full].shape)
+                if shape == tuple(tensor.shape):
+                    continue
+                if len(shape) != tensor.dim():
+                    raise UsageError(f"{full}: the file's shape {shape} is not a channel-pruned "
+                                     f"{tuple(tensor.shape)}")
+                fresh = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+                store[key] = nn.Parameter(fresh, tensor.requires_grad) \
+                    if isinstance(tensor, nn.Parameter) else fresh
+                changed = True
+        if changed:
+            _resize_attributes(name, module)
+            resized.append(name)
+    return resized
+
+
+def layer_channels(network: nn.Module) -> dict[str, list[int]]:
+    """``{layer: [in_channels, out_channels]}`` of every convolution and linear layer."""
+    channels = {}
+    for name, module in network.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            channels[name] = [int(module.in_channels), int(module.out_channels)]
+        elif isinstance(module, nn.Linear):
+            channels[name] = [int(module.in_features), int(module.out_features)]
+    return channels
+
+
+def architecture_metadata(network: nn.Module, factory: Callable[..., nn.Module],
+                          config: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata that marks ``network`` as channel-pruned, or ``{}`` when it is not.
+
+    The dense architecture is built on the meta device (no memory) and compared shape by
+    shape with ``network``'s state dict.
+    """
+    with torch.device("meta"):
+        dense = factory(**dict(config))
+    dense_state = dense.state_dict()
+    state = network.state_dict()
+    if all(k in dense_state and tuple(v.shape) == tuple(dense_state[k].shape)
+           for k, v in state.items()):
+        return {}
+    dense_channels = layer_channels(dense)
+    changed = {name: value for name, value in layer_channels(network).items()
+               if dense_channels.get(name) != value}
+    return {GRANULARITY_KEY: "channel", CHANNELS_KEY: json.dumps(changed, sort_keys=True)}
