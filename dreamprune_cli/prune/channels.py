@@ -44,6 +44,7 @@ from torch import nn
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.prune.masks import matches
+from dreamprune_cli.prune.resize import unshare_modules
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     """
     tp = _tp()
     network = copy.deepcopy(network).eval()
+    unshare_modules(network)
     graph = build_graph(network, example)
     names = {module: name for name, module in network.named_modules()}
     roots = [name for name, module in network.named_modules() if _is_root(module)]
@@ -225,8 +227,14 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         if getattr(root_module, "groups", 1) > 1:
             log.debug("skipping the grouped convolution %s", names.get(root_module))
             continue
-        with torch.no_grad():
-            scores = importance(group)
+        try:
+            with torch.no_grad():
+                scores = importance(group)
+        except (IndexError, RuntimeError) as exc:  # a group the library mis-traced
+            log.warning("channel pruning: the group of %s is kept whole (Torch-Pruning "
+                        "cannot score it: %s)", names.get(root_module), exc)
+            kept_names.add(names[root_module])
+            continue
         if scores is None:
             continue
         scores = scores.detach().float().cpu()
@@ -236,7 +244,61 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         groups.append(ChannelGroup(root=names[root_module], layers=layers,
                                    channels=int(scores.numel()), order=order,
                                    scores=scores.tolist()))
-    return groups, sorted(kept_names)
+    groups, refused = _working_groups(network, example, groups)
+    return groups, sorted(kept_names | set(refused))
+
+
+def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]] | None:
+    try:
+        with torch.no_grad():
+            out = network(example)
+    except Exception:  # a pruned network that no longer runs
+        return None
+    flat: list[torch.Tensor] = []
+    stack = [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return [tuple(t.shape) for t in flat]
+
+
+def _working_groups(network: nn.Module, example: torch.Tensor,
+                    groups: list[ChannelGroup]) -> tuple[list[ChannelGroup], list[str]]:
+    """The groups whose removal the network survives, and the roots of those it does not.
+
+    Each group is thinned to half its channels (all together first; one by one only when
+    that fails): a group whose removal breaks the forward pass or changes an output's shape
+    is one the library mis-traced (e.g. a channel slice it miscounts); it is kept whole and
+    named in the log.
+    """
+    expected = _output_shapes(network, example)
+
+    def survives(kept: list[int]) -> bool:
+        try:
+            thinner = apply_channel_counts(network, example, groups, kept)
+        except Exception:  # the library failed to remove them
+            return False
+        return _output_shapes(thinner, example) == expected
+
+    half = [max(1, g.channels - g.channels // 2) for g in groups]
+    if survives(half):
+        return groups, []
+    working, refused = [], []
+    for i, group in enumerate(groups):
+        kept = [g.channels for g in groups]
+        kept[i] = half[i]
+        if survives(kept):
+            working.append(group)
+        else:
+            refused.append(group.root)
+    if refused:
+        log.warning("channel pruning: %d groups are kept whole because Torch-Pruning "
+                    "mis-traces them (roots: %s)", len(refused), ", ".join(refused[:8])
+                    + (", ..." if len(refused) > 8 else ""))
+    return working, refused
 
 
 def apply_channel_counts(network: nn.Module, example: torch.Tensor,
@@ -246,6 +308,7 @@ def apply_channel_counts(network: nn.Module, example: torch.Tensor,
     The copy is traced anew and pruned by the library group by group.
     """
     network = copy.deepcopy(network).eval()
+    unshare_modules(network)
     graph = build_graph(network, example)
     modules = dict(network.named_modules())
     for group, count in zip(groups, kept, strict=True):

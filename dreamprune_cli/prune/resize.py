@@ -10,6 +10,7 @@ loads the weights strictly: the result computes exactly what the saved network c
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,12 +63,15 @@ def resize_to_state_dict(network: nn.Module, state: Mapping[str, torch.Tensor]) 
 
     Tensors whose shape differs are replaced by uninitialised ones of the state's shape (the
     caller loads ``state`` next) and the module's size attributes (``in_channels``,
-    ``num_features``, ...) follow. Returns the names of the resized modules.
+    ``num_features``, ...) follow. Modules shared between places are first given one copy
+    per place (:func:`unshare_modules`), as channel pruning does. Returns the names of the
+    resized modules.
 
     Raises:
         UsageError: a tensor of another dimensionality, or a module type that cannot be
             resized.
     """
+    unshare_modules(network)  # a channel-pruned student holds one copy per place
     resized = []
     for name, module in network.named_modules():
         changed = False
@@ -90,6 +94,32 @@ def resize_to_state_dict(network: nn.Module, state: Mapping[str, torch.Tensor]) 
             _resize_attributes(name, module)
             resized.append(name)
     return resized
+
+
+def unshare_modules(network: nn.Module) -> list[str]:
+    """Give every module that ``network`` holds under several names its own copy.
+
+    Some authors reuse one module instance in many places (MPRNet's single ``nn.PReLU``). Its
+    state-dict keys are already one per place, so nothing changes for loading; but channel
+    pruning must be able to thin each place alone, and a distilled student may learn
+    different values per place. Returns the names that received a copy.
+    """
+    seen: set[int] = set()
+    copied: list[str] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for child_name, child in list(module.named_children()):
+            name = f"{prefix}.{child_name}" if prefix else child_name
+            if id(child) in seen:
+                child = copy.deepcopy(child)
+                setattr(module, child_name, child)
+                copied.append(name)
+            seen.add(id(child))
+            visit(child, name)
+
+    seen.add(id(network))
+    visit(network, "")
+    return copied
 
 
 def layer_channels(network: nn.Module) -> dict[str, list[int]]:
