@@ -269,10 +269,10 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
                     groups: list[ChannelGroup]) -> tuple[list[ChannelGroup], list[str]]:
     """The groups whose removal the network survives, and the roots of those it does not.
 
-    Each group is thinned to half its channels (all together first; one by one only when
-    that fails): a group whose removal breaks the forward pass or changes an output's shape
-    is one the library mis-traced (e.g. a channel slice it miscounts); it is kept whole and
-    named in the log.
+    Each group is thinned to half its channels (all together first, then halves of the list
+    of groups where that fails, down to single groups): a group whose removal breaks the
+    forward pass or changes an output's shape is one the library mis-traced (e.g. a channel
+    slice it miscounts); it is kept whole and named in the log.
     """
     expected = _output_shapes(network, example)
 
@@ -284,16 +284,21 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
         return _output_shapes(thinner, example) == expected
 
     half = [max(1, g.channels - g.channels // 2) for g in groups]
-    if survives(half):
-        return groups, []
-    working, refused = [], []
-    for i, group in enumerate(groups):
-        kept = [g.channels for g in groups]
-        kept[i] = half[i]
+
+    def failing(indices: list[int]) -> list[int]:
+        """The groups among ``indices`` whose thinning breaks the network (halving)."""
+        kept = [half[i] if i in indices else g.channels for i, g in enumerate(groups)]
         if survives(kept):
-            working.append(group)
-        else:
-            refused.append(group.root)
+            return []
+        if len(indices) == 1:
+            return indices
+        middle = len(indices) // 2
+        found = failing(indices[:middle]) + failing(indices[middle:])
+        return found or indices  # only together do they fail: keep them all whole
+
+    bad = set(failing(list(range(len(groups))))) if groups else set()
+    working = [g for i, g in enumerate(groups) if i not in bad]
+    refused = [g.root for i, g in enumerate(groups) if i in bad]
     if refused:
         log.warning("channel pruning: %d groups are kept whole because Torch-Pruning "
                     "mis-traces them (roots: %s)", len(refused), ", ".join(refused[:8])
