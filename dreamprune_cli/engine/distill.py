@@ -68,10 +68,11 @@ def save_student(student: LoadedModel, out_dir: Path, extra: dict[str, str] | No
     """Write ``student.safetensors`` (original architecture, pruned weights exactly zero,
     loadable strict with ``--weights``) and ``masks.safetensors`` into ``out_dir``; a
     channel-pruned student: its thinner tensors, marked in the metadata, and no masks."""
-    extra = {**architecture_metadata(student.network, student.info.factory, student.config),
+    state = plain_state_dict(student.network)
+    extra = {**architecture_metadata(state, student.info.factory, student.config),
              **(extra or {})}
-    path = save_safetensors(out_dir / "student.safetensors", plain_state_dict(student.network),
-                            student.name, student.config, extra=extra, overwrite=overwrite)
+    path = save_safetensors(out_dir / "student.safetensors", state, student.name,
+                            student.config, extra=extra, overwrite=overwrite)
     if student.granularity == "channel":  # thinner layers, nothing masked
         return path
     masks = {k: v.to(torch.uint8) for k, v in get_masks(student.network).items()}

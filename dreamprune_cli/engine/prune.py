@@ -327,13 +327,14 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
         "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
         "dreamprune.prune.exclude": json.dumps(result.exclude),
     }
-    extra.update(architecture_metadata(student.network, student.info.factory, student.config))
+    state = plain_state_dict(student.network)
+    extra.update(architecture_metadata(state, student.info.factory, student.config))
     paths = {"student": out_dir / STUDENT_FILE, "masks": out_dir / MASKS_FILE,
              "report": out_dir / REPORT_FILE}
     if result.granularity == "channel":  # thinner layers, nothing masked
         del paths["masks"]
-    save_safetensors(paths["student"], plain_state_dict(student.network), student.name,
-                     student.config, extra=extra, overwrite=overwrite)
+    save_safetensors(paths["student"], state, student.name, student.config, extra=extra,
+                     overwrite=overwrite)
     if "masks" in paths:
         save_safetensors(paths["masks"], get_masks(student.network), student.name,
                          student.config, extra=extra, overwrite=overwrite)

@@ -113,7 +113,8 @@ def save_model(loaded: LoadedModel, path: str | Path, extra: dict[str, str] | No
     The file loads again with ``load_model(None, weights=path)``; a channel-pruned network
     is marked as such in the metadata, so that loading resizes the layers to its tensors.
     """
-    extra = {**architecture_metadata(loaded.network, loaded.info.factory, loaded.config),
+    state = loaded.network.state_dict()
+    extra = {**architecture_metadata(state, loaded.info.factory, loaded.config),
              **(extra or {})}
-    return save_safetensors(path, loaded.network.state_dict(), loaded.name, loaded.config,
-                            extra=extra, overwrite=overwrite)
+    return save_safetensors(path, state, loaded.name, loaded.config, extra=extra,
+                            overwrite=overwrite)

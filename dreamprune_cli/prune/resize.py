@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -122,32 +122,37 @@ def unshare_modules(network: nn.Module) -> list[str]:
     return copied
 
 
-def layer_channels(network: nn.Module) -> dict[str, list[int]]:
-    """``{layer: [in_channels, out_channels]}`` of every convolution and linear layer."""
-    channels = {}
-    for name, module in network.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            channels[name] = [int(module.in_channels), int(module.out_channels)]
-        elif isinstance(module, nn.Linear):
-            channels[name] = [int(module.in_features), int(module.out_features)]
-    return channels
+def _channels_of(module: nn.Module, weight_shape: Sequence[int]) -> list[int]:
+    """``[in, out]`` of a convolution or linear layer whose weight has ``weight_shape``."""
+    if isinstance(module, nn.Linear):
+        return [int(weight_shape[1]), int(weight_shape[0])]
+    depthwise = module.groups > 1 and module.groups == module.in_channels
+    if module.transposed:
+        groups = weight_shape[0] if depthwise else module.groups
+        return [int(weight_shape[0]), int(weight_shape[1] * groups)]
+    groups = weight_shape[0] if depthwise else module.groups
+    return [int(weight_shape[1] * groups), int(weight_shape[0])]
 
 
-def architecture_metadata(network: nn.Module, factory: Callable[..., nn.Module],
+def architecture_metadata(state: Mapping[str, torch.Tensor], factory: Callable[..., nn.Module],
                           config: Mapping[str, Any]) -> dict[str, str]:
-    """Metadata that marks ``network`` as channel-pruned, or ``{}`` when it is not.
+    """Metadata that marks the state dict ``state`` as channel-pruned, or ``{}``.
 
-    The dense architecture is built on the meta device (no memory) and compared shape by
-    shape with ``network``'s state dict.
+    The dense architecture is built on the meta device (no memory) and its tensors compared
+    shape by shape with ``state`` (a plain state dict: original key names). Channel-pruned:
+    ``{"dreamprune.granularity": "channel", "dreamprune.channels": JSON {layer: [in, out]}}``
+    for every convolution and linear layer whose shape changed.
     """
     with torch.device("meta"):
         dense = factory(**dict(config))
     dense_state = dense.state_dict()
-    state = network.state_dict()
-    if all(k in dense_state and tuple(v.shape) == tuple(dense_state[k].shape)
-           for k, v in state.items()):
+    if all(tuple(v.shape) == tuple(dense_state[k].shape)
+           for k, v in state.items() if k in dense_state):
         return {}
-    dense_channels = layer_channels(dense)
-    changed = {name: value for name, value in layer_channels(network).items()
-               if dense_channels.get(name) != value}
+    changed = {}
+    for name, module in dense.named_modules():
+        key = f"{name}.weight"
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and key in state \
+                and tuple(state[key].shape) != tuple(module.weight.shape):
+            changed[name] = _channels_of(module, state[key].shape)
     return {GRANULARITY_KEY: "channel", CHANNELS_KEY: json.dumps(changed, sort_keys=True)}
