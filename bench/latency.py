@@ -86,6 +86,18 @@ def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.T
             "latency_ratio": statistics.median(ratios)}
 
 
+def _write(path: Path, args: argparse.Namespace, load_before: str,
+           rows: list[dict[str, object]]) -> dict[str, object]:
+    """Write the rows so far (a long run interrupted keeps what it measured)."""
+    record = {"size": args.size, "repeats": args.repeats, "allocator": "uniform",
+              "threads": args.threads, "uptime_before": load_before, "uptime_after": uptime(),
+              "cpu_count": os.cpu_count(), "platform": platform.platform(),
+              "torch": torch.__version__, "rows": rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=ZOO,
@@ -121,15 +133,11 @@ def main() -> None:
                     row = {"model": label, "flops_target": target, "granularity": granularity,
                            "threads": threads, "macs_ratio": macs / dense, **timing}
                     rows.append(row)
+                    _write(args.out, args, load_before, rows)
                     print(f"{label:18s} F={target:.2f} {granularity:12s} {threads}t  "
                           f"MACs {row['macs_ratio']:.3f}  latency {row['latency_ratio']:.3f}  "
                           f"(teacher {row['teacher_s'] * 1e3:.0f} ms)", flush=True)
-    record = {"size": args.size, "repeats": args.repeats, "allocator": "uniform",
-              "uptime_before": load_before, "uptime_after": uptime(),
-              "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "torch": torch.__version__, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    record = _write(args.out, args, load_before, rows)
     print("\n| model | F | granularity | threads | MAC ratio | latency ratio | teacher ms |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:

@@ -27,7 +27,7 @@ def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path:
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["granularity"] == "channel" and data["allocator"] == "uniform"
+    assert data["granularity"] == "channel" and data["allocator"] == "lamp"
     assert abs(data["macs_ratio"] - 0.6) <= 0.01 * 0.6 or not data["details"]["within_tolerance"]
     assert set(data["files"]) == {"student", "report"}
     student = out / "student.safetensors"
@@ -82,7 +82,7 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     data = json.loads(result.stdout)
     assert data["params_student"] < data["params_teacher"]
     report = json.loads((out / "report.json").read_text())
-    assert report["granularity"] == "channel" and report["allocator"] == "uniform"
+    assert report["granularity"] == "channel" and report["allocator"] == "lamp"
     assert not (out / "masks.safetensors").exists()
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity == "channel"

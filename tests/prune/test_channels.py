@@ -110,8 +110,8 @@ def test_unreachable_target_names_the_smallest_fraction() -> None:
 
 def test_channel_allocator_replaces_only_defaults() -> None:
     assert channel_allocator("global", "flag --allocator") == "global"
-    assert channel_allocator("adaptive", "default") == "uniform"
-    assert channel_allocator("adaptive", "preset presets/ffa.toml") == "uniform"
+    assert channel_allocator("adaptive", "default") == "lamp"
+    assert channel_allocator("adaptive", "preset presets/ffa.toml") == "lamp"
     with pytest.raises(UsageError, match="adaptive"):
         channel_allocator("adaptive", "flag --allocator")
 
