@@ -29,6 +29,7 @@ import torch
 
 from dreamprune_cli.engine.channel_prune import prune_channels
 from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
@@ -122,8 +123,15 @@ def main() -> None:
         for target in args.targets:
             for granularity in args.granularities:
                 if granularity == "channel":
-                    student = prune_channels(teacher, target, "uniform",
-                                             flops_size=args.size).student.network
+                    try:
+                        student = prune_channels(teacher, target, "uniform",
+                                                 flops_size=args.size).student.network
+                    except UsageError as exc:  # e.g. a target whole channels cannot reach
+                        print(f"{label:18s} F={target:.2f} {granularity:12s} skipped: {exc}",
+                              flush=True)
+                        rows.append({"model": label, "flops_target": target,
+                                     "granularity": granularity, "skipped": str(exc)})
+                        continue
                 else:
                     student = unstructured_student(teacher, target, args.size)
                 macs = count_costs(student, (3, args.size, args.size)).macs
@@ -141,6 +149,10 @@ def main() -> None:
     print("\n| model | F | granularity | threads | MAC ratio | latency ratio | teacher ms |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
+        if "skipped" in row:
+            print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | "
+                  f"- | unreachable | - | - |")
+            continue
         print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | "
               f"{row['threads']} | {row['macs_ratio']:.3f} | {row['latency_ratio']:.3f} | "
               f"{row['teacher_s'] * 1e3:.0f} |")

@@ -147,13 +147,8 @@ def protected_layers(network: nn.Module, graph: object) -> list[str]:
     names = {module: name for name, module in network.named_modules()}
     protected: set[str] = set()
     for module, name in names.items():
-        if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed \
-                and module.out_channels == 1:
-            protected.add(name)
-        elif isinstance(module, nn.modules.conv._ConvNd) and module.transposed \
-                and module.out_channels == 1:
-            protected.add(name)
-        elif isinstance(module, nn.Linear) and module.out_features == 1:
+        if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == 1 \
+                or isinstance(module, nn.Linear) and module.out_features == 1:
             protected.add(name)
     stack = [node for node in graph.module2node.values() if node.type == tp.ops.OPTYPE.OUTPUT]
     seen: set[int] = set()

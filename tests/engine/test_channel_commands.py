@@ -73,11 +73,11 @@ def test_channel_refuses_an_explicit_allocator_without_channel_form(runner,
 def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     inputs, targets = pair_dirs
     out = tmp_path / "run"
-    result = runner.invoke(app, ["pipeline", "--weights", str(_ffa_weights(tmp_path)),
-                                 "--flops-target", "0.6", "--granularity", "channel",
-                                 "--steps", "2", "--flops-size", "32", "--out", str(out),
-                                 "--eval-input-dir", str(inputs), "--eval-target-dir",
-                                 str(targets), *TINY[2:], "--json"])
+    args = ["pipeline", "--weights", str(_ffa_weights(tmp_path)), "--flops-target", "0.6",
+            "--granularity", "channel", "--steps", "2", "--flops-size", "32", "--out",
+            str(out), "--eval-input-dir", str(inputs), "--eval-target-dir", str(targets),
+            "--checkpoint-every", "1", *TINY[2:], "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["params_student"] < data["params_teacher"]
@@ -86,3 +86,8 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     assert not (out / "masks.safetensors").exists()
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity == "channel"
+    # a channel run resumes from its thinner pruned student and checkpoint
+    more = runner.invoke(app, [a if a != "2" else "3" for a in args[:-1]]
+                         + ["--resume", str(out), "--json"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["steps"] == 3
