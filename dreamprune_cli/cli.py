@@ -68,6 +68,9 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
 MinKeepOpt = Annotated[Optional[float], typer.Option(
     help="Adaptive allocator: least fraction of every layer kept unless the target needs "
          "less (default 0.1).")]
+GranularityOpt = Annotated[Optional[str], typer.Option(
+    help="unstructured (weight masks, the default) or channel (remove whole channels: a "
+         "thinner, faster network; allocators uniform, global, lamp).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML settings file (see 'dreamprune config show').")]
 
@@ -379,6 +382,7 @@ def prune_command(
         help="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")] = None,
     allocator: Annotated[Optional[str], typer.Option(
         help="Layer-wise sparsity: uniform, global, erk, lamp or adaptive.")] = None,
+    granularity: GranularityOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Output folder: student.safetensors, masks.safetensors, report.json.")] = None,
     flops_size: Annotated[Optional[int], typer.Option(
@@ -406,6 +410,7 @@ def prune_command(
     json_flag: JsonOpt = False,
 ) -> None:
     """Prune a model to keep exactly a fraction of its MACs (magnitude masks per layer)."""
+    from dreamprune_cli.engine.channel_prune import channel_allocator, prune_channels
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
     from dreamprune_cli.fileio import ensure_output_dir
@@ -414,7 +419,8 @@ def prune_command(
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, flops_target=flops_target,
-        allocator=allocator, out=out, flops_size=flops_size, exclude=exclude or None,
+        allocator=allocator, granularity=granularity, out=out, flops_size=flops_size,
+        exclude=exclude or None,
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
         min_keep=min_keep, non_strict=non_strict, random_weights=random_weights,
@@ -436,17 +442,24 @@ def prune_command(
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device_ = resolve_device(common.device)
     loaded = _load_model(common)
-    result = prune_model(loaded, pr.flops_target, pr.allocator, flops_size=pr.flops_size,
-                         exclude=pr.exclude, calibration=images,
-                         use_default_exclude=pr.default_exclude, device=device_,
-                         calibration_count=pr.calibration_count,
-                         calibration_size=pr.calibration_size, seed=common.seed,
-                         min_keep=pr.min_keep,
-                         progress=ui.progress())
+    if pr.granularity == "channel":
+        result = prune_channels(loaded, pr.flops_target,
+                                channel_allocator(pr.allocator, resolved.sources["allocator"]),
+                                flops_size=pr.flops_size, exclude=pr.exclude,
+                                min_keep=pr.min_keep)
+    else:
+        result = prune_model(loaded, pr.flops_target, pr.allocator, flops_size=pr.flops_size,
+                             exclude=pr.exclude, calibration=images,
+                             use_default_exclude=pr.default_exclude, device=device_,
+                             calibration_count=pr.calibration_count,
+                             calibration_size=pr.calibration_size, seed=common.seed,
+                             min_keep=pr.min_keep,
+                             progress=ui.progress())
     paths = write_prune_outputs(result, common.out, overwrite=common.overwrite)
     if not ui.quiet:
         ui.stderr.print(make_table(
-            f"layers of {loaded.name} ({pr.allocator}, MACs at 3x{pr.flops_size}x{pr.flops_size})",
+            f"layers of {loaded.name} ({result.allocator}, {result.granularity}, "
+            f"MACs at 3x{pr.flops_size}x{pr.flops_size})",
             ["layer", "kind", "shape", "pruned", "weights", "kept", "keep", "MACs", "MACs kept"],
             [[layer.name, layer.kind, "x".join(map(str, layer.shape)),
               "yes" if layer.pruned else "no (excluded)", layer.params, layer.params_kept,
@@ -730,6 +743,7 @@ def pipeline_command(
         help="Fraction of the MACs to keep, e.g. 0.58.")] = None,
     allocator: Annotated[Optional[str], typer.Option(
         help="uniform, global, erk, lamp or adaptive (default).")] = None,
+    granularity: GranularityOpt = None,
     flops_size: Annotated[Optional[int], typer.Option(help="Square size for MACs.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
         help="Module-name globs kept dense (repeatable).")] = None,
@@ -775,12 +789,14 @@ def pipeline_command(
     import time as _time
 
     from dreamprune_cli.engine.checks import check_flops_size
+    from dreamprune_cli.engine.channel_prune import channel_allocator
     from dreamprune_cli.engine.pipeline import run_pipeline
 
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
         model=model, variant=variant, weights=weights, flops_target=flops_target,
-        allocator=allocator, flops_size=flops_size, exclude=exclude or None, steps=steps,
+        allocator=allocator, granularity=granularity, flops_size=flops_size,
+        exclude=exclude or None, steps=steps,
         batch_size=batch_size, size=size, round_steps=round_steps,
         calibration_steps=calibration_steps, calibration_source=calibration_source,
         min_keep=min_keep, clean_dir=clean_dir, student_lr=student_lr,
@@ -795,6 +811,8 @@ def pipeline_command(
         command="pipeline")
     s = resolved.settings
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
+    allocator_ = s.prune.allocator if s.prune.granularity == "unstructured" \
+        else channel_allocator(s.prune.allocator, resolved.sources["allocator"])
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
                         s.pipeline.eval_target_dir, pairing=s.evaluate.pairing)
@@ -805,7 +823,8 @@ def pipeline_command(
     _check_pairs(teacher, pairs, scoring)
     check_flops_size(teacher, s.prune.flops_size)
     result = run_pipeline(
-        teacher, flops_target=s.prune.flops_target, allocator=s.prune.allocator,
+        teacher, flops_target=s.prune.flops_target, allocator=allocator_,
+        granularity=s.prune.granularity,
         flops_size=s.prune.flops_size, exclude=list(s.prune.exclude),
         min_keep=s.prune.min_keep, clean_source=clean_source, schedule=schedule,
         steps=steps_, round_steps=s.dream.round_steps,
@@ -819,7 +838,8 @@ def pipeline_command(
         progress=ui.progress())
     table = make_table(
         f"pipeline {teacher.name}: {result.macs_ratio:.3f} of the MACs, "
-        f"{s.prune.allocator}, {result.joint.steps} steps, {result.seconds:.0f} s",
+        f"{allocator_}{', channel' if s.prune.granularity == 'channel' else ''}, "
+        f"{result.joint.steps} steps, {result.seconds:.0f} s",
         ["model", f"PSNR ({space})", "SSIM", "GMACs@256", "params"],
         [["teacher", result.teacher.psnr, result.teacher.ssim, result.teacher.macs_256 / 1e9,
           result.teacher.params_nonzero],

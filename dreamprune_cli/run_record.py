@@ -36,7 +36,8 @@ _DISTILLING = ("round_steps", "student_lr", "lambda_kd")
 DEFINING: dict[str, tuple[str, ...]] = {
     "dream": (*_MODEL, *_DREAMING, "count", "steps"),
     "distill": (*_MODEL, *_DREAMING, *_DISTILLING, "student", "dreams"),
-    "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "allocator", "flops_size",
+    "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "granularity", "allocator",
+                 "flops_size",
                  "exclude", "default_exclude", "min_keep", "calibration_source",
                  "calibration_steps"),
 }

@@ -106,6 +106,9 @@ class EvaluateSettings(_Section):
 class PruneSettings(_Section):
     flops_target: float = Field(0.58, gt=0.0, le=1.0, description="fraction of MACs to keep")
     allocator: Allocator = Field("adaptive", description="layer-wise sparsity allocation")
+    granularity: Literal["unstructured", "channel"] = Field(
+        "unstructured", description="unstructured: weight masks (the paper's method); "
+        "channel: remove whole channels (a thinner, faster network)")
     flops_size: int = Field(256, ge=8, description="square input size for MAC counting")
     exclude: list[str] = Field(default_factory=list, description="module name globs not pruned")
     calibration: Path | None = Field(None, description="degraded images for adaptive drift")

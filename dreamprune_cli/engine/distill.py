@@ -27,6 +27,7 @@ from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.masks import (PRUNABLE_MODULES, attach_masks, get_masks,
                                         plain_state_dict, set_masks)
+from dreamprune_cli.prune.resize import architecture_metadata
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def load_student(student_path: str | Path, model: str | None = None,
     """Load a pruned student and re-attach its masks.
 
     Masks come from ``masks.safetensors`` beside the student when present (written by
-    ``prune``), else from the student's exact zeros (every zero weight stays pruned).
+    ``prune``), else from the student's exact zeros (every zero weight stays pruned). A
+    channel-pruned student (thinner layers) gets no masks.
 
     Raises:
         UsageError: the file names another model than ``model``, or does not fit it.
@@ -49,6 +51,8 @@ def load_student(student_path: str | Path, model: str | None = None,
     loaded = load_model(model, weights=student_path, trust=trust)
     modules = dict(loaded.network.named_modules())
     masks_path = student_path.parent / "masks.safetensors"
+    if loaded.granularity == "channel":  # thinner layers: every weight is trainable
+        return loaded
     if masks_path.is_file():
         masks = {k: v.bool() for k, v in load_file(str(masks_path)).items()}
         unknown = sorted(set(masks) - set(modules))
@@ -69,9 +73,15 @@ def load_student(student_path: str | Path, model: str | None = None,
 def save_student(student: LoadedModel, out_dir: Path, extra: dict[str, str] | None = None,
                  overwrite: bool = True) -> Path:
     """Write ``student.safetensors`` (original architecture, pruned weights exactly zero,
-    loadable strict with ``--weights``) and ``masks.safetensors`` into ``out_dir``."""
-    path = save_safetensors(out_dir / "student.safetensors", plain_state_dict(student.network),
-                            student.name, student.config, extra=extra, overwrite=overwrite)
+    loadable strict with ``--weights``) and ``masks.safetensors`` into ``out_dir``; a
+    channel-pruned student: its thinner tensors, marked in the metadata, and no masks."""
+    state = plain_state_dict(student.network)
+    extra = {**architecture_metadata(state, student.info.factory, student.config),
+             **(extra or {})}
+    path = save_safetensors(out_dir / "student.safetensors", state, student.name,
+                            student.config, extra=extra, overwrite=overwrite)
+    if student.granularity == "channel":  # thinner layers, nothing masked
+        return path
     masks = {k: v.to(torch.uint8) for k, v in get_masks(student.network).items()}
     atomic_write(out_dir / "masks.safetensors", lambda tmp: save_file(masks, str(tmp)),
                  overwrite=overwrite)

@@ -28,6 +28,7 @@ import torch
 
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.data.pairs import ImagePair, read_pair
+from dreamprune_cli.engine.channel_prune import prune_channels
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, load_student, save_student
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
@@ -104,6 +105,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  schedule: DreamSchedule, steps: int, round_steps: int, student_lr: float,
                  lambda_kd: float, calibration_steps: int, eval_pairs: list[ImagePair],
                  calibration_source: str = "dreams", min_keep: float = DEFAULT_MIN_KEEP,
+                 granularity: str = "unstructured",
                  metric_space: str, crop_border: int, out_dir: Path, device: torch.device,
                  precision: Precision, seed: int, checkpoint_every: int = 100,
                  resume: bool = False, overwrite: bool = False,
@@ -123,6 +125,9 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     pruning of the first session, and the training time of every session.
     ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
     :func:`evaluate_pairs`'s, for all three evaluations.
+    ``granularity="channel"`` removes whole channels instead of masking weights
+    (:func:`~dreamprune_cli.engine.channel_prune.prune_channels`; allocators ``uniform``,
+    ``global``, ``lamp``); the thinner student is distilled on the outputs alike.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
@@ -158,7 +163,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
         if resume:
             log.info("resuming: %s holds no pruned student yet; pruning", out_dir)
         calibration = None  # prune_model then uses synthetic images of the model's task
-        if allocator == "adaptive" and calibration_source == "dreams":
+        if allocator == "adaptive" and calibration_source == "dreams" \
+                and granularity == "unstructured":
             tick = time.perf_counter()
             calib = dream_images(teacher_adapter, clean_source, schedule.batch_size,
                                  calibration_steps, schedule, generator, device, precision,
@@ -166,9 +172,13 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             calibration = calib.dreams
             phases["calibration_dreams"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        pruned = prune_model(teacher, flops_target, allocator, flops_size, exclude,
-                             calibration=calibration, device=device, seed=seed,
-                             min_keep=min_keep, progress=progress)
+        if granularity == "channel":
+            pruned = prune_channels(teacher, flops_target, allocator, flops_size, exclude,
+                                    min_keep=min_keep)
+        else:
+            pruned = prune_model(teacher, flops_target, allocator, flops_size, exclude,
+                                 calibration=calibration, device=device, seed=seed,
+                                 min_keep=min_keep, progress=progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
         once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}
@@ -204,6 +214,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
     extra = {"dreamprune.pipeline.flops_target": repr(flops_target),
              "dreamprune.pipeline.allocator": allocator,
+             "dreamprune.pipeline.granularity": granularity,
              "dreamprune.pipeline.steps": str(joint.steps)}
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, "joint dream + distill")
@@ -218,6 +229,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                             joint=joint, seconds=time.perf_counter() - start + earlier_seconds,
                             phases=phases)
     report = {**result.summary(), "model": teacher.name, "allocator": allocator,
+              "granularity": granularity,
               "flops_target": flops_target, "flops_size": flops_size, "seed": seed,
               "device": str(device), "versions": versions(), "settings": settings or {},
               "teacher": teacher_eval.as_dict(), "pruned": pruned_eval.as_dict(),
@@ -232,7 +244,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
              student_eval.macs_256 / 1e9, student_eval.params_nonzero]]
     text = (f"# dreamprune pipeline: {teacher.name}\n\n"
             f"MACs kept: {macs_ratio:.4f} of the teacher's (target {flops_target}), "
-            f"allocator {allocator}, {joint.steps} joint steps "
+            f"allocator {allocator}, {granularity} pruning, {joint.steps} joint steps "
             f"({joint.seconds_per_step * 1000:.0f} ms/step), {result.seconds:.0f} s in all "
             f"on {device}.\n\nScores on {student_eval.count} images, "
             f"{metric_space.upper()} space, SSIM {ssim_variant}, outputs quantized by "

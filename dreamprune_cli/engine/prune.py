@@ -32,6 +32,7 @@ from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DEFAULT_MIN_KEEP, D
 from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
                                         magnitude_masks, plain_state_dict, set_masks,
                                         split_layers, unmasked_weight)
+from dreamprune_cli.prune.resize import architecture_metadata
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class PruneResult:
     seconds: float
     drift: DriftCurves | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    granularity: str = "unstructured"  # or "channel" (engine/channel_prune.py)
 
     @property
     def macs_ratio(self) -> float:
@@ -98,7 +100,8 @@ class PruneResult:
     def as_dict(self, layers: bool = True) -> dict[str, object]:
         data: dict[str, object] = {
             "model": self.student.name, "config": self.student.config,
-            "weights": self.student.weights, "allocator": self.allocator,
+            "weights": self.student.weights, "granularity": self.granularity,
+            "allocator": self.allocator,
             "flops_target": self.flops_target, "flops_size": self.flops_size,
             "input_size": [3, self.flops_size, self.flops_size],
             "scalar": {"name": self.scalar_name, "value": self.scalar},
@@ -313,7 +316,8 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
 
     Every file is written atomically. ``out_dir`` must be empty or absent unless
     ``overwrite``. The student file is the unmasked architecture's state dict with pruned
-    weights at zero: ``dreamprune evaluate --weights DIR/student.safetensors`` loads it.
+    weights at zero: ``dreamprune evaluate --weights DIR/student.safetensors`` loads it. A
+    channel-pruned student has thinner tensors, metadata saying so and no masks file.
     """
     out_dir = ensure_output_dir(Path(out_dir), overwrite)
     student = result.student
@@ -324,12 +328,17 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
         "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
         "dreamprune.prune.exclude": json.dumps(result.exclude),
     }
+    state = plain_state_dict(student.network)
+    extra.update(architecture_metadata(state, student.info.factory, student.config))
     paths = {"student": out_dir / STUDENT_FILE, "masks": out_dir / MASKS_FILE,
              "report": out_dir / REPORT_FILE}
-    save_safetensors(paths["student"], plain_state_dict(student.network), student.name,
-                     student.config, extra=extra, overwrite=overwrite)
-    save_safetensors(paths["masks"], get_masks(student.network), student.name, student.config,
-                     extra=extra, overwrite=overwrite)
+    if result.granularity == "channel":  # thinner layers, nothing masked
+        del paths["masks"]
+    save_safetensors(paths["student"], state, student.name, student.config, extra=extra,
+                     overwrite=overwrite)
+    if "masks" in paths:
+        save_safetensors(paths["masks"], get_masks(student.network), student.name,
+                         student.config, extra=extra, overwrite=overwrite)
     write_json_atomic(paths["report"], {**result.as_dict(),
                                         "files": {k: p.name for k, p in paths.items()}},
                       overwrite=overwrite)

@@ -114,8 +114,11 @@ class AttentiveGenerator(nn.Module):
         """Run the recurrent steps; the LSTM state and first map are made from ``image``."""
         b, _, h, w = image.shape
         mask = image.new_full((b, 1, h, w), 0.5)
-        hidden = image.new_zeros((b, self.det_channels, h, w))
-        cell = image.new_zeros((b, self.det_channels, h, w))
+        # The state's width is read from the gate convolution (det_channels unless the
+        # network was channel-pruned).
+        state_channels = self.conv_o[0].out_channels
+        hidden = image.new_zeros((b, state_channels, h, w))
+        cell = image.new_zeros((b, state_channels, h, w))
         masks: list[torch.Tensor] = []
         for _ in range(self.iterations):
             x = self.det_conv0(torch.cat((image, mask), 1))

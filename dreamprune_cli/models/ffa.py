@@ -125,10 +125,13 @@ class FFA(nn.Module):
         for group_name in self.group_names:
             x = getattr(self, group_name)(x)
             outs.append(x)
-        w = self.ca(torch.cat(outs, dim=1)).view(-1, self.gps, self.dim, 1, 1)
-        fused = w[:, 0] * outs[0]
+        # One gate per channel of each group's output. torch.chunk is the authors'
+        # view(-1, gps, dim, 1, 1)[:, i] (same elements, same values) in a form that channel
+        # pruning can trace: the gates follow the groups' pruned widths.
+        w = torch.chunk(self.ca(torch.cat(outs, dim=1)), self.gps, dim=1)
+        fused = w[0] * outs[0]
         for i in range(1, self.gps):
-            fused = fused + w[:, i] * outs[i]
+            fused = fused + w[i] * outs[i]
         return self.post(self.palayer(fused)) + x1
 
 

@@ -15,6 +15,8 @@ from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save
 from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path
+from dreamprune_cli.prune.resize import (GRANULARITY_KEY, architecture_metadata,
+                                         resize_to_state_dict)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class LoadedModel:
     network: nn.Module
     config: dict[str, Any]
     weights: Path | None
+    granularity: str = "unstructured"  # "channel": thinner layers than the architecture's
 
     def adapter(self) -> RestorationAdapter:
         """The network wrapped to take and return RGB [0, 1] of any size."""
@@ -104,6 +107,10 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         network = info.factory(**config)
     except TypeError as exc:
         raise UsageError(f"model {name!r}: bad constructor arguments {config}: {exc}") from exc
+    granularity = "unstructured"
+    if checkpoint is not None and checkpoint.metadata.get(GRANULARITY_KEY) == "channel":
+        resize_to_state_dict(network, checkpoint.state_dict)  # a channel-pruned student
+        granularity = "channel"
     if checkpoint is not None:
         skipped = load_weights(network, checkpoint, strict=strict)
         for problem in skipped:
@@ -112,7 +119,8 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
     if is_custom_spec(name):
         info = declared_info(info, network)
     return LoadedModel(name=name, info=info, network=network, config=config,
-                       weights=Path(weights) if weights is not None else None)
+                       weights=Path(weights) if weights is not None else None,
+                       granularity=granularity)
 
 
 def _has_parameters(info: ModelInfo, config: dict[str, Any]) -> bool:
@@ -132,7 +140,11 @@ def save_model(loaded: LoadedModel, path: str | Path, extra: dict[str, str] | No
                overwrite: bool = False) -> Path:
     """Save the network's state dict as safetensors naming the model and its config.
 
-    The file loads again with ``load_model(None, weights=path)``.
+    The file loads again with ``load_model(None, weights=path)``; a channel-pruned network
+    is marked as such in the metadata, so that loading resizes the layers to its tensors.
     """
-    return save_safetensors(path, loaded.network.state_dict(), loaded.name, loaded.config,
-                            extra=extra, overwrite=overwrite)
+    state = loaded.network.state_dict()
+    extra = {**architecture_metadata(state, loaded.info.factory, loaded.config),
+             **(extra or {})}
+    return save_safetensors(path, state, loaded.name, loaded.config, extra=extra,
+                            overwrite=overwrite)

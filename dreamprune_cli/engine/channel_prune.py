@@ -1,0 +1,143 @@
+"""``prune --granularity channel``: a thinner copy of the teacher at a MAC target.
+
+The channel machinery (Torch-Pruning's graph, groups, allocation by bisection) lives in
+:mod:`dreamprune_cli.prune.channels`; this module turns its plan into the same
+:class:`~dreamprune_cli.engine.prune.PruneResult` the unstructured path returns, so that
+``write_prune_outputs``, the CLI tables and the pipeline treat both alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from torch import nn
+
+from dreamprune_cli.engine.prune import LayerReport, PruneResult
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import count_costs
+from dreamprune_cli.models.adapter import network_input_size
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.prune.channels import (CHANNEL_ALLOCATORS, CHANNEL_TOLERANCE,
+                                           allocate_channels, trace_input)
+from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHANNEL_ALLOCATOR = "lamp"
+"""Used when the allocator setting has no channel form and was not asked for: before any
+distillation, LAMP kept the bundled HINet at 24.37 dB at F = 0.58 (uniform 16.57, global
+18.80; teacher 24.89) and FFA at 14.73 dB (uniform 14.84, global 14.62; docs/RESULTS.md)."""
+
+
+def channel_allocator(allocator: str, source: str) -> str:
+    """The allocator a channel run uses.
+
+    ``adaptive`` and ``erk`` have no channel form. When they come from the built-in default
+    or a preset (``source`` ``"default"`` or ``"preset ..."``), the channel default
+    (:data:`DEFAULT_CHANNEL_ALLOCATOR`) is used instead; asked for explicitly, they are an
+    error.
+
+    Raises:
+        UsageError: an explicit allocator without a channel form.
+    """
+    if allocator in CHANNEL_ALLOCATORS:
+        return allocator
+    if source == "default" or source.startswith("preset"):
+        log.info("--granularity channel: the %s allocator has no channel form; using %s",
+                 allocator, DEFAULT_CHANNEL_ALLOCATOR)
+        return DEFAULT_CHANNEL_ALLOCATOR
+    raise UsageError(f"--allocator {allocator!r} (from {source}) at --granularity channel: "
+                     f"expected one of {', '.join(CHANNEL_ALLOCATORS)}")
+
+
+def _positions(module: nn.Module, macs_dense: int) -> int:
+    """MACs per weight element of a dense layer (output pixels of a convolution)."""
+    numel = module.weight.numel()
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        per_pixel = numel + (module.out_channels if module.bias is not None else 0)
+        return macs_dense // per_pixel if per_pixel else 0
+    if isinstance(module, nn.Linear):
+        per_row = numel + (module.out_features if module.bias is not None else 0)
+        return macs_dense // per_row if per_row else 0
+    return macs_dense // numel if numel else 0
+
+
+def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
+                   flops_size: int = 256, exclude: Sequence[str] = (),
+                   min_keep: float = DEFAULT_MIN_KEEP) -> PruneResult:
+    """Remove whole channels from a copy of ``loaded.network`` to keep ``flops_target`` MACs.
+
+    Args:
+        loaded: the teacher (left untouched).
+        flops_target: fraction F in (0, 1] of the dense MACs at ``3 x flops_size^2``.
+        allocator: ``uniform``, ``global`` or ``lamp`` (:mod:`dreamprune_cli.prune.channels`).
+        flops_size: square side at which MACs are counted (a multiple of the model's
+            ``size_multiple``).
+        exclude: module-name globs whose output channels are kept (``--exclude``).
+        min_keep: every group keeps at least this fraction of its channels (and one).
+
+    Returns:
+        A :class:`PruneResult` with ``granularity="channel"``: its student is the thinner
+        network, ``scalar`` the pruning ratio, ``details`` the groups and their channels.
+
+    Raises:
+        UsageError: bad size, allocator or target, an unreachable target, a network the
+            library cannot trace.
+    """
+    start = time.perf_counter()
+    multiple = loaded.info.size_multiple
+    if flops_size < 1 or flops_size % multiple:
+        raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
+                         f"{loaded.name}")
+    input_size = network_input_size(loaded.info, flops_size)  # GCANet: 4 channels
+    teacher = loaded.network.eval()
+    before = count_costs(teacher, input_size)
+    plan = allocate_channels(teacher, trace_input(multiple, channels=input_size[0]), input_size,
+                             flops_target,
+                             allocator, min_keep, exclude, loaded.name)
+    student_network = plan.network.eval()
+    for parameter in student_network.parameters():
+        parameter.requires_grad_(True)
+    after = count_costs(student_network, input_size)
+    teacher_modules = dict(teacher.named_modules())
+    student_modules = dict(student_network.named_modules())
+    layers = []
+    for name, module in teacher_modules.items():
+        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        dense_cost = before.layer(name) if any(c.name == name for c in before.layers) else None
+        if dense_cost is None or dense_cost.calls == 0:
+            continue
+        thinner = student_modules[name]
+        cost = after.layer(name)
+        layers.append(LayerReport(
+            name=name, kind=type(module).__name__, shape=list(thinner.weight.shape),
+            pruned=tuple(thinner.weight.shape) != tuple(module.weight.shape),
+            params=module.weight.numel(), params_kept=thinner.weight.numel(),
+            macs_dense=dense_cost.macs_dense, macs_kept=cost.macs,
+            positions=_positions(module, dense_cost.macs_dense)))
+    student = LoadedModel(name=loaded.name, info=loaded.info, network=student_network,
+                          config=dict(loaded.config), weights=loaded.weights,
+                          granularity="channel")
+    details = {
+        "granularity": "channel",
+        "tolerance": CHANNEL_TOLERANCE,
+        "within_tolerance": plan.within_tolerance,
+        "protected_layers": plan.protected,
+        "groups": [{"root": g.root, "layers": g.layers, "channels": g.channels, "kept": k}
+                   for g, k in zip(plan.groups, plan.kept)],
+        "bisection": [{"ratio": r, "macs_ratio": m} for r, m in plan.tried],
+    }
+    log.info("%s: %d channel groups, %d of %d channels kept, %.4f of the MACs", loaded.name,
+             len(plan.groups), sum(plan.kept), sum(g.channels for g in plan.groups),
+             after.macs / before.macs_dense)
+    return PruneResult(
+        student=student, allocator=allocator, flops_target=flops_target,
+        flops_size=flops_size, scalar_name="pruning_ratio", scalar=float(plan.scalar),
+        macs_dense=before.macs_dense, macs_before=before.macs, macs_after=after.macs,
+        params_dense=before.params, params_before=before.params_nonzero,
+        params_after=after.params_nonzero, layers=layers, exclude=list(plan.protected),
+        seconds=time.perf_counter() - start, drift=None, details=details,
+        granularity="channel")

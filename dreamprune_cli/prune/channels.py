@@ -1,0 +1,487 @@
+"""Channel (structured) pruning to a MAC target with Torch-Pruning's dependency graph.
+
+Whole output channels are removed, together with the matching inputs of every layer that
+consumes them: Torch-Pruning (``torch_pruning``) traces the network, couples the layers that
+must lose the same channels (residual additions, concatenations, attention products) into
+*groups*, ranks each group's channels with its importance criteria and performs the removal
+(:meth:`torch_pruning.dependency.Group.prune`). This module decides how many channels each
+group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
+reads the target.
+
+Two corrections are applied to the library's graph (upstream-style, no model is changed):
+
+* a product with a map broadcast over the channels (``x * gate`` with ``gate`` of shape
+  ``(N, 1, H, W)``: pixel or spatial attention) does not couple the ``C`` channels of ``x``
+  to the map's one channel; the library couples them, which freezes every channel that
+  passes through such a gate (:func:`decouple_channel_broadcasts`);
+* a convolution that writes an output of the network (the restored image) or a 1-channel
+  map keeps its output channels (:func:`protected_layers`); nothing else is kept dense.
+
+Allocators (the unstructured allocators' names where they make sense):
+
+* ``uniform``: every group loses the same fraction ``r`` of its channels (the library's
+  local pruning ratio); scalar ``r``.
+* ``global``: one ranking of all groups' channels by their group-normalised L2 magnitude
+  (the library's ``GroupMagnitudeImportance``); the lowest fraction ``r`` of all channels go.
+* ``lamp``: the same with LAMP-normalised scores (the library's ``LAMPImportance``).
+
+Each finds its ``r`` by bisection on counted MACs; channel steps are coarse, so the result is
+the closest reachable fraction, and :class:`ChannelPlan` says when it misses by more than
+:data:`CHANNEL_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import count_costs
+from dreamprune_cli.prune.masks import matches
+from dreamprune_cli.prune.resize import unshare_modules
+
+log = logging.getLogger(__name__)
+
+CHANNEL_ALLOCATORS = ("uniform", "global", "lamp")
+CHANNEL_TOLERANCE = 0.01
+"""Largest relative miss of the MAC target that is not reported as a rounding limit."""
+
+_BROADCAST_PRODUCTS = ("MulBackward", "DivBackward")
+
+
+def _tp():  # imported lazily: only channel pruning needs the library
+    try:
+        import torch_pruning
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise UsageError("--granularity channel needs the 'torch-pruning' package "
+                         "(pip install torch-pruning)") from exc
+    return torch_pruning
+
+
+def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.Tensor:
+    """A small ``(1, channels, S, S)`` tracing input, ``S`` a multiple of ``size_multiple``.
+
+    Tracing records operations, not arithmetic, so a small input traces as well as a large
+    one, and quickly.
+    """
+    side = max(side, size_multiple)
+    side = math.ceil(side / size_multiple) * size_multiple
+    return torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def _channel_dim(shape: Sequence[int]) -> int | None:
+    return int(shape[1]) if len(shape) >= 3 else None
+
+
+def decouple_channel_broadcasts(graph: object) -> list[str]:
+    """Drop the coupling between ``x`` and a channel-broadcast factor of ``x * g``.
+
+    ``g`` of shape ``(N, 1, ...)`` multiplies (or divides) every channel of ``x`` alike:
+    removing a channel of ``x`` does not touch ``g``, and ``g``'s single channel says nothing
+    about ``x``'s. Returns the names of the product nodes that were decoupled.
+    """
+    tp = _tp()
+    decoupled = []
+    for node in list(graph.module2node.values()):
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE or node.grad_fn is None:
+            continue
+        name = node.grad_fn.name() if hasattr(node.grad_fn, "name") else ""
+        if not name.startswith(_BROADCAST_PRODUCTS):
+            continue
+        saved = []
+        for attr in ("_saved_self", "_saved_other"):
+            try:
+                value = getattr(node.grad_fn, attr)
+            except (AttributeError, RuntimeError):
+                value = None
+            saved.append(value if isinstance(value, torch.Tensor) else None)
+        if any(v is None for v in saved):
+            continue
+        dims = [_channel_dim(v.shape) for v in saved]
+        if None in dims or dims[0] == dims[1] or min(dims) != 1:
+            continue
+        narrow = node.grad_fn.next_functions[dims.index(1)][0]
+        for other in node.inputs:
+            if other.grad_fn is narrow:
+                node.dependencies = [d for d in node.dependencies if d.target is not other]
+                other.dependencies = [d for d in other.dependencies if d.target is not node]
+                decoupled.append(str(node.name or name))
+    return decoupled
+
+
+def build_graph(network: nn.Module, example: torch.Tensor) -> object:
+    """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
+
+    Raises:
+        UsageError: naming the operation the library cannot trace.
+    """
+    tp = _tp()
+    network.eval()
+    try:
+        graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
+    except Exception as exc:
+        raise UsageError(f"channel pruning: Torch-Pruning cannot trace this network "
+                         f"({type(exc).__name__}: {exc}); use --granularity unstructured") \
+            from exc
+    decouple_channel_broadcasts(graph)
+    return graph
+
+
+def _is_root(module: object) -> bool:
+    return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
+
+
+def protected_layers(network: nn.Module, graph: object) -> list[str]:
+    """Layers whose output channels stay: those writing a network output or a 1-channel map.
+
+    A layer writes an output when a path from it reaches the traced output without passing
+    another convolution or linear layer (e.g. ``post(x) + input``).
+    """
+    tp = _tp()
+    names = {module: name for name, module in network.named_modules()}
+    protected: set[str] = set()
+    for module, name in names.items():
+        if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == 1 \
+                or isinstance(module, nn.Linear) and module.out_features == 1:
+            protected.add(name)
+    stack = [node for node in graph.module2node.values() if node.type == tp.ops.OPTYPE.OUTPUT]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for source in node.inputs:
+            if _is_root(source.module):
+                if source.module in names:
+                    protected.add(names[source.module])
+            else:
+                stack.append(source)
+    return sorted(protected)
+
+
+@dataclass
+class ChannelGroup:
+    """Output channels of a root layer and every layer coupled to them.
+
+    Attributes:
+        root: dotted name of the layer whose output channels define the group.
+        layers: names of the coupled layers (for reports).
+        channels: channels in the group.
+        order: channel indices, least important first.
+        scores: importance of each channel (index order), normalised within the group.
+    """
+
+    root: str
+    layers: list[str]
+    channels: int
+    order: list[int]
+    scores: list[float]
+
+
+def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "uniform",
+                   exclude: Sequence[str] = ()) -> tuple[list[ChannelGroup], list[str]]:
+    """The prunable channel groups of ``network`` and the layers protected from pruning.
+
+    Args:
+        network: the bare network (not modified).
+        example: tracing input (:func:`trace_input`).
+        allocator: ``lamp`` scores channels with LAMP normalisation, the others with the
+            group-mean-normalised L2 magnitude.
+        exclude: module-name globs whose output channels stay too (``--exclude``).
+
+    Raises:
+        UsageError: an exclusion glob that matches no convolution or linear layer.
+    """
+    tp = _tp()
+    network = copy.deepcopy(network).eval()
+    unshare_modules(network)
+    graph = build_graph(network, example)
+    names = {module: name for name, module in network.named_modules()}
+    roots = [name for name, module in network.named_modules() if _is_root(module)]
+    for pattern in exclude:
+        if not any(matches(name, [pattern]) for name in roots):
+            raise UsageError(f"--exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
+                             f"layer (their names look like: {', '.join(roots[:4])}, ...)")
+    protected = protected_layers(network, graph)
+    kept_names = set(protected) | {n for n in roots if matches(n, list(exclude))}
+    modules = dict(network.named_modules())
+    ignored = [modules[n] for n in sorted(kept_names)]
+    importance = tp.importance.LAMPImportance(p=2) if allocator == "lamp" \
+        else tp.importance.GroupMagnitudeImportance(p=2)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=ignored,
+                                      root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
+        root_module = group[0].dep.target.module
+        if getattr(root_module, "groups", 1) > 1:
+            log.debug("skipping the grouped convolution %s", names.get(root_module))
+            continue
+        try:
+            with torch.no_grad():
+                scores = importance(group)
+        except (IndexError, RuntimeError) as exc:  # a group the library mis-traced
+            log.warning("channel pruning: the group of %s is kept whole (Torch-Pruning "
+                        "cannot score it: %s)", names.get(root_module), exc)
+            kept_names.add(names[root_module])
+            continue
+        if scores is None:
+            continue
+        scores = scores.detach().float().cpu()
+        layers = sorted({names[dep.target.module] for dep, _ in group
+                         if dep.target.module in names and _is_root(dep.target.module)})
+        order = torch.sort(scores, stable=True).indices.tolist()
+        groups.append(ChannelGroup(root=names[root_module], layers=layers,
+                                   channels=int(scores.numel()), order=order,
+                                   scores=scores.tolist()))
+    groups, refused = _working_groups(network, example, groups)
+    return groups, sorted(kept_names | set(refused))
+
+
+def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]] | None:
+    try:
+        with torch.no_grad():
+            out = network(example)
+    except Exception:  # a pruned network that no longer runs
+        return None
+    flat: list[torch.Tensor] = []
+    stack = [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return [tuple(t.shape) for t in flat]
+
+
+def _working_groups(network: nn.Module, example: torch.Tensor,
+                    groups: list[ChannelGroup]) -> tuple[list[ChannelGroup], list[str]]:
+    """The groups whose removal the network survives, and the roots of those it does not.
+
+    Each group is thinned to half its channels (all together first, then halves of the list
+    of groups where that fails, down to single groups): a group whose removal breaks the
+    forward pass or changes an output's shape is one the library mis-traced (e.g. a channel
+    slice it miscounts); it is kept whole and named in the log.
+    """
+    expected = _output_shapes(network, example)
+
+    def survives(kept: list[int]) -> bool:
+        try:
+            thinner = apply_channel_counts(network, example, groups, kept)
+        except Exception:  # the library failed to remove them
+            return False
+        return _output_shapes(thinner, example) == expected
+
+    half = [max(1, g.channels - g.channels // 2) for g in groups]
+
+    def failing(indices: list[int]) -> list[int]:
+        """The groups among ``indices`` whose thinning breaks the network (halving)."""
+        kept = [half[i] if i in indices else g.channels for i, g in enumerate(groups)]
+        if survives(kept):
+            return []
+        if len(indices) == 1:
+            return indices
+        middle = len(indices) // 2
+        found = failing(indices[:middle]) + failing(indices[middle:])
+        return found or indices  # only together do they fail: keep them all whole
+
+    bad = set(failing(list(range(len(groups))))) if groups else set()
+    working = [g for i, g in enumerate(groups) if i not in bad]
+    refused = [g.root for i, g in enumerate(groups) if i in bad]
+    if refused:
+        log.warning("channel pruning: %d groups are kept whole because Torch-Pruning "
+                    "mis-traces them (roots: %s)", len(refused), ", ".join(refused[:8])
+                    + (", ..." if len(refused) > 8 else ""))
+    return working, refused
+
+
+def apply_channel_counts(network: nn.Module, example: torch.Tensor,
+                         groups: Sequence[ChannelGroup], kept: Sequence[int]) -> nn.Module:
+    """A copy of ``network`` in which group ``i`` keeps its ``kept[i]`` most important channels.
+
+    The copy is traced anew and pruned by the library group by group.
+    """
+    network = copy.deepcopy(network).eval()
+    unshare_modules(network)
+    graph = build_graph(network, example)
+    modules = dict(network.named_modules())
+    for group, count in zip(groups, kept, strict=True):
+        drop = sorted(group.order[:group.channels - int(count)])
+        if not drop:
+            continue
+        root = modules[group.root]
+        pruning = graph.get_pruning_group(root, graph.get_pruner_of_module(root)
+                                          .prune_out_channels, drop)
+        pruning.prune()
+    return network
+
+
+@dataclass
+class ChannelPlan:
+    """The outcome of a channel allocation.
+
+    Attributes:
+        network: the thinner network.
+        groups: the groups considered; ``kept[i]`` channels of ``groups[i]`` remain.
+        protected: layers whose output channels were not touched.
+        scalar: the allocator's pruning ratio ``r``.
+        macs, macs_dense: counted MACs of the result and of the teacher.
+        within_tolerance: whether the target was met within :data:`CHANNEL_TOLERANCE`.
+        tried: MAC fractions evaluated during the bisection (for reports).
+    """
+
+    network: nn.Module
+    groups: list[ChannelGroup]
+    kept: list[int]
+    protected: list[str]
+    scalar: float
+    macs: int
+    macs_dense: int
+    within_tolerance: bool
+    tried: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs / self.macs_dense
+
+
+def _least_kept(group: ChannelGroup, min_keep: float) -> int:
+    return max(1, math.ceil(min_keep * group.channels - 1e-9))
+
+
+def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
+                   min_keep: float) -> list[int]:
+    """Channels kept per group when the allocator prunes the fraction ``ratio``.
+
+    ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global`` and
+    ``lamp``: the ``round(ratio * total)`` lowest-scored channels of all groups leave. A group
+    keeps at least ``max(1, ceil(min_keep * n))`` channels either way.
+    """
+    least = [_least_kept(g, min_keep) for g in groups]
+    if allocator == "uniform":
+        return [max(low, g.channels - math.floor(ratio * g.channels + 1e-9))
+                for g, low in zip(groups, least)]
+    if allocator not in ("global", "lamp"):
+        raise UsageError(f"--allocator {allocator!r} at --granularity channel: expected one of "
+                         f"{', '.join(CHANNEL_ALLOCATORS)}")
+    candidates = sorted((score, i) for i, g in enumerate(groups)
+                        for score in sorted(g.scores)[:g.channels - least[i]])
+    drop = min(len(candidates), round(ratio * sum(g.channels for g in groups)))
+    kept = [g.channels for g in groups]
+    for _, i in candidates[:drop]:
+        kept[i] -= 1
+    return kept
+
+
+def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tuple[int, ...],
+                      flops_target: float, allocator: str, min_keep: float = 0.1,
+                      exclude: Sequence[str] = (), model_name: str = "model",
+                      iterations: int = 40, refine_groups: int = 64,
+                      refine_steps: int = 16, refine_evaluations: int = 48) -> ChannelPlan:
+    """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
+
+    Bisection on the allocator's pruning ratio ``r`` in ``[0, 1]``; every candidate is pruned
+    for real and counted with the project's counter at ``input_size``. When the two candidates
+    around the target both miss it by more than 1% (narrow networks: one channel is a large
+    step) and the network has at most ``refine_groups`` groups, single channels are then
+    taken from one group at a time (at most ``refine_steps`` steps and
+    ``refine_evaluations`` counted candidates), each where the count lands closest to the
+    target without passing 1% below it. The returned plan is the candidate closest to the target.
+
+    Raises:
+        UsageError: unknown allocator, a target outside (0, 1], no prunable group, or a target
+            below the smallest reachable fraction (named).
+    """
+    if allocator not in CHANNEL_ALLOCATORS:
+        raise UsageError(f"--allocator {allocator!r} at --granularity channel: expected one of "
+                         f"{', '.join(CHANNEL_ALLOCATORS)}")
+    if not (0.0 < flops_target <= 1.0):
+        raise UsageError(f"--flops-target {flops_target!r}: expected a fraction of the MACs to "
+                         "keep in (0, 1], e.g. 0.58")
+    dense = count_costs(network, input_size).macs_dense
+    groups, protected = channel_groups(network, example, allocator, exclude)
+    if not groups and flops_target < 1.0:
+        raise UsageError(f"--flops-target {flops_target:g} cannot be met for {model_name} at "
+                         "--granularity channel: no channel group may be pruned")
+    cache: dict[tuple[int, ...], tuple[nn.Module, int]] = {}
+
+    def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
+        kept = tuple(kept_for_ratio(groups, allocator, ratio, min_keep))
+        if kept not in cache:
+            pruned = apply_channel_counts(network, example, groups, kept)
+            cache[kept] = (pruned, count_costs(pruned, input_size).macs)
+        return (kept, *cache[kept])
+
+    goal = flops_target * dense
+    full = evaluate(0.0)
+    smallest = evaluate(1.0)
+    if smallest[2] > goal * (1 + CHANNEL_TOLERANCE):
+        reachable = math.ceil(smallest[2] / dense * 1e4) / 1e4
+        raise UsageError(
+            f"--flops-target {flops_target:g} cannot be met for {model_name} at --granularity "
+            f"channel: keeping at least {min_keep:g} of every group's channels (--min-keep) "
+            f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
+            f"of the MACs; the smallest reachable F is {reachable:.4f}")
+    low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
+    tried = [(0.0, full[2] / dense), (1.0, smallest[2] / dense)]
+    if full[2] <= goal:
+        high = low
+    else:
+        for _ in range(iterations):
+            if low[1][0] == high[1][0] or high[0] - low[0] < 1e-6:
+                break
+            middle = (low[0] + high[0]) / 2
+            result = evaluate(middle)
+            tried.append((middle, result[2] / dense))
+            if result[2] >= goal:
+                low = (middle, result)
+            else:
+                high = (middle, result)
+    ratio, (kept, pruned, macs) = min((low, high), key=lambda c: abs(c[1][2] - goal))
+    within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
+    if not within and len(groups) <= refine_groups:
+        # The ratio's steps are coarse (one channel of a narrow group can be several percent
+        # of the MACs): from the candidate above the target, take single channels from one
+        # group at a time, each time the step that lands closest to the target without
+        # passing below the tolerance.
+        least = [_least_kept(g, min_keep) for g in groups]
+        current = low[1]
+        floor_macs = goal * (1 - CHANNEL_TOLERANCE)
+        budget = refine_evaluations
+        for _ in range(refine_steps):
+            options = []
+            for i in range(len(groups)):
+                if current[0][i] <= least[i]:
+                    continue
+                trial = tuple(k - (j == i) for j, k in enumerate(current[0]))
+                if trial not in cache:
+                    budget -= 1
+                    if budget < 0:
+                        break
+                    thinner = apply_channel_counts(network, example, groups, trial)
+                    cache[trial] = (thinner, count_costs(thinner, input_size).macs)
+                if cache[trial][1] >= floor_macs:
+                    options.append((trial, *cache[trial]))
+            if not options:
+                break
+            current = min(options, key=lambda o: o[2])
+            tried.append((ratio, current[2] / dense))
+            if abs(current[2] - goal) < abs(macs - goal):
+                kept, pruned, macs = current
+            if current[2] <= goal * (1 + CHANNEL_TOLERANCE):
+                break
+        within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
+    if not within:
+        log.warning("--flops-target %g: whole channels reach %.4f or %.4f of the MACs of %s "
+                    "here, not within 1%%; using %.4f (channel steps are coarse)",
+                    flops_target, low[1][2] / dense, high[1][2] / dense, model_name,
+                    macs / dense)
+    return ChannelPlan(network=pruned, groups=groups, kept=list(kept), protected=protected,
+                       scalar=ratio, macs=macs, macs_dense=dense, within_tolerance=within,
+                       tried=tried)

@@ -1,0 +1,93 @@
+"""``--granularity channel`` through the CLI: prune, evaluate, export, distill, pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dreamprune_cli.cli import app
+from dreamprune_cli.models.loading import load_model
+from tests.engine.test_commands import TINY, _ffa_weights
+
+
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        return float((a(x) - b(x)).abs().max())
+
+
+def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path: Path,
+                                                              pair_dirs) -> None:
+    weights = _ffa_weights(tmp_path)
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "--weights", str(weights), "--flops-target", "0.6",
+                                 "--granularity", "channel", "--flops-size", "32",
+                                 "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["granularity"] == "channel" and data["allocator"] == "lamp"
+    assert abs(data["macs_ratio"] - 0.6) <= 0.01 * 0.6 or not data["details"]["within_tolerance"]
+    assert set(data["files"]) == {"student", "report"}
+    student = out / "student.safetensors"
+    teacher = load_model(None, weights=weights)
+    thin = load_model(None, weights=student)
+    assert thin.network.pre[0].out_channels < teacher.network.pre[0].out_channels
+
+    inputs, targets = pair_dirs
+    evaluated = runner.invoke(app, ["evaluate", "--weights", str(student), "--input-dir",
+                                    str(inputs), "--target-dir", str(targets), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["params"] < sum(
+        p.numel() for p in teacher.network.parameters())
+
+    exported = tmp_path / "export.safetensors"
+    done = runner.invoke(app, ["export", "--weights", str(student), "--out", str(exported)])
+    assert done.exit_code == 0, done.output
+    assert _max_diff(load_model(None, weights=exported).network, thin.network) == 0
+
+    distilled = tmp_path / "distilled"
+    run = runner.invoke(app, ["distill", "--model", "ffa", "--weights", str(weights),
+                              "--student", str(student), "--steps", "2", "--out",
+                              str(distilled), *TINY[2:], "--json"])
+    assert run.exit_code == 0, run.output
+    trained = load_model(None, weights=distilled / "student.safetensors")
+    assert trained.granularity == "channel"
+    assert trained.network.pre[0].out_channels == thin.network.pre[0].out_channels
+    assert not (distilled / "masks.safetensors").exists()
+
+
+def test_channel_refuses_an_explicit_allocator_without_channel_form(runner,
+                                                                     tmp_path: Path) -> None:
+    weights = _ffa_weights(tmp_path)
+    result = runner.invoke(app, ["prune", "--weights", str(weights),
+                                 "--granularity", "channel", "--allocator", "adaptive",
+                                 "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "--granularity channel" in result.output
+    bad = runner.invoke(app, ["prune", "--weights", str(weights),
+                              "--granularity", "filter", "--out", str(tmp_path / "p")])
+    assert bad.exit_code == 2 and "granularity" in bad.output
+
+
+def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
+    inputs, targets = pair_dirs
+    out = tmp_path / "run"
+    args = ["pipeline", "--weights", str(_ffa_weights(tmp_path)), "--flops-target", "0.6",
+            "--granularity", "channel", "--steps", "2", "--flops-size", "32", "--out",
+            str(out), "--eval-input-dir", str(inputs), "--eval-target-dir", str(targets),
+            "--checkpoint-every", "1", *TINY[2:], "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["params_student"] < data["params_teacher"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["granularity"] == "channel" and report["allocator"] == "lamp"
+    assert not (out / "masks.safetensors").exists()
+    student = load_model(None, weights=out / "student.safetensors")
+    assert student.granularity == "channel"
+    # a channel run resumes from its thinner pruned student and checkpoint
+    more = runner.invoke(app, [a if a != "2" else "3" for a in args[:-1]]
+                         + ["--resume", str(out), "--json"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["steps"] == 3

@@ -1,0 +1,163 @@
+"""Channel pruning: the corrected dependency graph, allocation to a MAC target, safe outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from dreamprune_cli.engine.channel_prune import channel_allocator, prune_channels
+from dreamprune_cli.engine.prune import write_prune_outputs
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import count_costs
+from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
+from dreamprune_cli.models.registry import build_model, get_model_info, model_config
+from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, channel_groups, kept_for_ratio,
+                                           ChannelGroup, trace_input)
+from dreamprune_cli.prune.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
+                                         unshare_modules)
+
+ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
+
+
+def _tiny(name: str, **overrides: object) -> LoadedModel:
+    torch.manual_seed(0)
+    config = model_config(name, "tiny", **overrides)
+    network = build_model(name, "tiny", **overrides).eval()
+    return LoadedModel(name=name, info=get_model_info(name), network=network, config=config,
+                       weights=None)
+
+
+def _outputs(network: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = network(x)
+    flat, stack = [], [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return flat
+
+
+def test_ffa_fusion_chunk_equals_the_authors_view_and_select() -> None:
+    model = _tiny("ffa").network
+    x1 = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        x = model.pre(x1)
+        outs = []
+        for name in model.group_names:
+            x = getattr(model, name)(x)
+            outs.append(x)
+        w = model.ca(torch.cat(outs, dim=1)).view(-1, model.gps, model.dim, 1, 1)
+        fused = w[:, 0] * outs[0]
+        for i in range(1, model.gps):
+            fused = fused + w[:, i] * outs[i]
+        expected = model.post(model.palayer(fused)) + x1
+        assert torch.equal(model(x1), expected)
+
+
+def test_pixel_attention_does_not_freeze_the_ffa_trunk() -> None:
+    network = _tiny("ffa").network
+    groups, protected = channel_groups(network, trace_input(1))
+    trunk = [g for g in groups if "pre.0" in g.layers]
+    assert len(trunk) == 1, "the trunk (first conv, residual chain) is one prunable group"
+    assert {"g1.gp.0.conv1", "g1.gp.0.conv2", "g3.gp.2", "palayer.pa.0"} <= set(trunk[0].layers)
+    assert trunk[0].channels == 16
+    # the convolutions that write the image or a 1-channel map keep their outputs
+    assert "post.1" in protected and "palayer.pa.2" in protected and "g1.gp.0.palayer.pa.2" \
+        in protected and "pre.0" not in protected
+
+
+def test_kept_for_ratio_uniform_and_global() -> None:
+    groups = [ChannelGroup("a", ["a"], 10, list(range(10)), [float(i) for i in range(10)]),
+              ChannelGroup("b", ["b"], 4, [0, 1, 2, 3], [0.5, 100.0, 100.0, 100.0])]
+    assert kept_for_ratio(groups, "uniform", 0.5, 0.1) == [5, 2]
+    assert kept_for_ratio(groups, "uniform", 1.0, 0.25) == [3, 1]  # at least ceil(0.25 n)
+    # global: the 7 lowest scores of all 14 channels: 0..5 of a and 0.5 of b
+    assert kept_for_ratio(groups, "global", 0.5, 0.1) == [4, 3]
+    with pytest.raises(UsageError, match="channel"):
+        kept_for_ratio(groups, "erk", 0.5, 0.1)
+
+
+@pytest.mark.parametrize("allocator", ["uniform", "global", "lamp"])
+def test_target_met_by_the_project_counter(allocator: str) -> None:
+    teacher = _tiny("durn_s_p")
+    before = {k: v.clone() for k, v in teacher.network.state_dict().items()}
+    result = prune_channels(teacher, 0.6, allocator, flops_size=32)
+    counted = count_costs(result.student.network, (3, 32, 32))
+    assert counted.macs == result.macs_after
+    assert result.macs_ratio == pytest.approx(0.6, rel=CHANNEL_TOLERANCE)
+    assert result.details["within_tolerance"] and result.granularity == "channel"
+    assert counted.params < result.params_dense  # thinner tensors, not zeros
+    for key, value in teacher.network.state_dict().items():  # the teacher is untouched
+        assert torch.equal(value, before[key]), key
+
+
+def test_unreachable_target_names_the_smallest_fraction() -> None:
+    with pytest.raises(UsageError, match="smallest reachable F is 0\\.[0-9]{4}"):
+        prune_channels(_tiny("ffa"), 0.01, "uniform", flops_size=32)
+    with pytest.raises(UsageError, match="expected one of uniform, global, lamp"):
+        prune_channels(_tiny("ffa"), 0.5, "adaptive", flops_size=32)
+    with pytest.raises(UsageError, match="matches no"):
+        prune_channels(_tiny("ffa"), 0.5, "uniform", flops_size=32, exclude=["nothing*"])
+
+
+def test_channel_allocator_replaces_only_defaults() -> None:
+    assert channel_allocator("global", "flag --allocator") == "global"
+    assert channel_allocator("adaptive", "default") == "lamp"
+    assert channel_allocator("adaptive", "preset presets/ffa.toml") == "lamp"
+    with pytest.raises(UsageError, match="adaptive"):
+        channel_allocator("adaptive", "flag --allocator")
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_prune_save_rebuild_reload_is_exact(name: str, tmp_path: Path) -> None:
+    teacher = _tiny(name)
+    multiple = teacher.info.size_multiple
+    size = max(32, multiple * 2)
+    result = prune_channels(teacher, 0.6, "uniform", flops_size=size)
+    student = result.student.network
+    with torch.no_grad():  # as after distillation: every parameter its own value
+        for parameter in student.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    paths = write_prune_outputs(result, tmp_path / "out")
+    assert "masks" not in paths and not (tmp_path / "out" / "masks.safetensors").exists()
+    with safe_open(str(paths["student"]), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata[GRANULARITY_KEY] == "channel"
+    channels = json.loads(metadata[CHANNELS_KEY])
+    assert channels and all(len(v) == 2 for v in channels.values())
+    rebuilt = load_model(None, weights=paths["student"])  # name and config from the file
+    assert rebuilt.name == name and rebuilt.granularity == "channel"
+    x = torch.rand(1, 3, size, size)
+    for got, want in zip(_outputs(rebuilt.network, x), _outputs(student, x), strict=True):
+        assert (got - want).abs().max().item() == 0
+    assert count_costs(rebuilt.network, (3, size, size)).macs == result.macs_after
+    # export writes it again (channel metadata kept) and that file loads the same way
+    again = save_model(rebuilt, tmp_path / "export.safetensors")
+    reloaded = load_model(None, weights=again)
+    for got, want in zip(_outputs(reloaded.network, x), _outputs(student, x), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_resize_refuses_shapes_that_are_not_channel_pruned() -> None:
+    network = nn.Sequential(nn.Conv2d(3, 8, 3))
+    with pytest.raises(UsageError, match="0.weight"):
+        resize_to_state_dict(network, {"0.weight": torch.zeros(8, 3, 3)})
+    resized = resize_to_state_dict(network, {"0.weight": torch.zeros(5, 3, 3, 3),
+                                             "0.bias": torch.zeros(5)})
+    assert resized == ["0"] and network[0].out_channels == 5
+
+
+def test_unshare_gives_each_place_a_copy() -> None:
+    act = nn.PReLU()
+    network = nn.Sequential(nn.Sequential(act), nn.Sequential(act))
+    assert unshare_modules(network) == ["1.0"]
+    assert network[0][0] is not network[1][0]
+    assert list(network.state_dict()) == ["0.0.weight", "1.0.weight"]
