@@ -243,7 +243,7 @@ def test_resume_refuses_a_changed_setting_and_reports_the_whole_run(runner, tmp_
     assert report["flops_target"] == 0.58 and report["resumed"] is True
     assert data["steps"] == 4 and data["seconds_per_step"] > 0
     assert "prune" in data["phases"] and data["seconds"] >= data["phases"]["dream_distill"]
-    assert "allocator lamp, 4 joint steps" in (out / "report.md").read_text()
+    assert "allocator lamp, unstructured pruning, 4 joint steps" in (out / "report.md").read_text()
     assert "(0 ms/step)" not in (out / "report.md").read_text()
 
 

@@ -34,8 +34,10 @@ distillation, LAMP kept the bundled HINet at 24.37 dB at F = 0.58 (uniform 16.57
 def channel_allocator(allocator: str, source: str) -> str:
     """The allocator a channel run uses.
 
-    ``adaptive`` and ``erk`` have no channel form. When they come from the built-in default
-    or a preset (``source`` ``"default"`` or ``"preset ..."``), the channel default
+    ``adaptive`` and ``erk`` have no channel form. When they come from the built-in default,
+    a preset or the record of the run being resumed (``source`` ``"default"``,
+    ``"preset ..."``, ``"run ..."``: a recorded value of a channel run was a default, since an
+    explicit one was refused when the run started), the channel default
     (:data:`DEFAULT_CHANNEL_ALLOCATOR`) is used instead; asked for explicitly, they are an
     error.
 
@@ -44,7 +46,7 @@ def channel_allocator(allocator: str, source: str) -> str:
     """
     if allocator in CHANNEL_ALLOCATORS:
         return allocator
-    if source == "default" or source.startswith("preset"):
+    if source == "default" or source.startswith(("preset", "run")):
         log.info("--granularity channel: the %s allocator has no channel form; using %s",
                  allocator, DEFAULT_CHANNEL_ALLOCATOR)
         return DEFAULT_CHANNEL_ALLOCATOR

@@ -87,7 +87,8 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity == "channel"
     # a channel run resumes from its thinner pruned student and checkpoint
-    more = runner.invoke(app, [a if a != "2" else "3" for a in args[:-1]]
+    steps_at = args.index("--steps") + 1
+    more = runner.invoke(app, args[:steps_at] + ["3"] + args[steps_at + 1:-1]
                          + ["--resume", str(out), "--json"])
     assert more.exit_code == 0, more.output
     assert json.loads(more.stdout)["steps"] == 3
