@@ -75,8 +75,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML settings file (see 'dreamprune config show').")]
 
 SsimVariantOpt = Annotated[Optional[str], typer.Option(
-    help="SSIM: basicsr (valid window, BasicSR) or matlab (MATLAB's ssim on 0-255 doubles, "
-         "as PReNet's scripts); default: the model's.")]
+    help="SSIM: basicsr (valid window, BasicSR, Wang's ssim.m) or matlab (MATLAB's built-in "
+         "ssim on 0-255 doubles); default: the model's.")]
 QuantizeOpt = Annotated[Optional[str], typer.Option(
     help="Outputs to 8 bits before scoring: round, or truncate (uint8(255 x), PReNet's "
          "test script); default: the model's.")]

@@ -13,7 +13,8 @@ Per image, in float64, on the 0-255 scale:
     ``C2 = (0.03 * 255)^2``, over the *valid* region (no padding; the map is
     ``(H - 10) x (W - 10)``).
   - ``matlab``: MATLAB's built-in ``ssim(A, ref)`` called on double images scaled to 0-255,
-    as PReNet's ``statistic/*.m`` do: the default dynamic range of a double image is 1, so
+    as PReNet's ``statistic/*.m`` call ``ssim`` (their published SSIMs match ``basicsr``, i.e.
+    Wang's ``ssim.m`` was the one on their path): the default dynamic range of a double is 1, so
     ``C1 = (0.01 * 1)^2`` and ``C2 = (0.03 * 1)^2``; ``imfilter(..., 'conv', 'replicate')``
     pads by replicating the border and keeps the map ``H x W``; the variances are clamped at
     0 (``max(sigma^2, 0)``, as recent MATLAB releases do).

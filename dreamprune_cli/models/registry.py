@@ -55,8 +55,8 @@ class ModelInfo:
         crop_border: pixels cropped from each border before the metrics.
         ssim_variant: the SSIM the authors report: ``basicsr`` (Wang et al.'s
             ``ssim_index.m`` as BasicSR computes it: valid window, dynamic range 255) or
-            ``matlab`` (MATLAB's built-in ``ssim(A*255, ref*255)`` as PReNet's
-            ``statistic/*.m`` calls it: replicate padding, same size, dynamic range 1).
+            ``matlab`` (MATLAB's built-in ``ssim(A*255, ref*255)``: replicate padding, same
+            size, dynamic range 1).
         quantization: how the authors' test script turns outputs into 8-bit images before
             scoring: ``round`` (``round(255 x)``) or ``truncate`` (``uint8(255 x)``, as
             PReNet's ``test_*.py`` do).
