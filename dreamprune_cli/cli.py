@@ -36,6 +36,7 @@ app.add_typer(config_app, name="config")
 class GlobalOptions:
     device: str | None = None
     seed: int | None = None
+    threads: int | None = None
     json_output: bool = False
     quiet: bool = False
     verbose: bool = False
@@ -59,6 +60,9 @@ OverwriteOpt = Annotated[Optional[bool], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="CPU threads for PyTorch. Default: OMP_NUM_THREADS if set, else the allotted "
+                "CPUs that are idle (1 on a busy 2-core machine).")]
 MinKeepOpt = Annotated[Optional[float], typer.Option(
     help="Adaptive allocator: least fraction of every layer kept unless the target needs "
          "less (default 0.1).")]
@@ -79,6 +83,7 @@ def main_options(
     ctx: typer.Context,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
@@ -88,7 +93,7 @@ def main_options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Global options apply to every subcommand."""
-    ctx.obj = GlobalOptions(device, seed, json_output, quiet, verbose, config)
+    ctx.obj = GlobalOptions(device, seed, threads, json_output, quiet, verbose, config)
 
 
 def _globals(ctx: typer.Context) -> GlobalOptions:
@@ -136,7 +141,7 @@ def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = No
     """Settings from every source; subcommand flags override the global ones."""
     opts = _globals(ctx)
     merged = dict(flags)
-    for name in ("device", "seed"):
+    for name in ("device", "seed", "threads"):
         if merged.get(name) is None:
             merged[name] = getattr(opts, name)
     return resolve_settings(merged, config=config or opts.config, default_model=default_model)
@@ -205,12 +210,14 @@ def evaluate_command(
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
+    from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.models.loading import load_model
 
     ui = _make_ui(ctx, json_flag)
@@ -218,11 +225,13 @@ def evaluate_command(
         model=model, variant=variant, weights=weights, input_dir=input_dir,
         target_dir=target_dir, metric_space=metric_space, crop_border=crop_border,
         save_dir=save_dir, limit=limit, non_strict=non_strict,
-        trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
+        trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed,
+        threads=threads),
         config)
     s = resolved.settings
     common, ev = s.common, s.evaluate
     device_ = resolve_device(common.device)
+    apply_threads(common.threads)
     loaded = load_model(common.model, common.variant, common.weights,
                         strict=not common.non_strict, trust=common.trust_checkpoint,
                         overrides=common.model_kwargs)
@@ -313,12 +322,14 @@ def prune_command(
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
     """Prune a model to keep exactly a fraction of its MACs (magnitude masks per layer)."""
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
+    from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.fileio import ensure_output_dir
     from dreamprune_cli.models.loading import load_model
     from dreamprune_cli.prune.calibration import calibration_from_dir
@@ -330,7 +341,8 @@ def prune_command(
         default_exclude=default_exclude, calibration=calibration,
         calibration_count=calibration_count, calibration_size=calibration_size,
         min_keep=min_keep, non_strict=non_strict, trust_checkpoint=trust_checkpoint,
-        overwrite=overwrite, device=device, seed=seed), config)
+        overwrite=overwrite, device=device, seed=seed,
+        threads=threads), config)
     s = resolved.settings
     common, pr = s.common, s.prune
     if common.out is None:
@@ -346,6 +358,7 @@ def prune_command(
         else:
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device_ = resolve_device(common.device)
+    apply_threads(common.threads)
     loaded = load_model(common.model, common.variant, common.weights,
                         strict=not common.non_strict, trust=common.trust_checkpoint,
                         overrides=common.model_kwargs)
@@ -358,12 +371,13 @@ def prune_command(
                          progress=ui.progress())
     paths = write_prune_outputs(result, common.out, overwrite=common.overwrite)
     if not ui.quiet:
-        ui.stderr.print(make_table(
+        ui.print_table(make_table(
             f"layers of {loaded.name} ({pr.allocator}, MACs at 3x{pr.flops_size}x{pr.flops_size})",
             ["layer", "kind", "shape", "pruned", "weights", "kept", "keep", "MACs", "MACs kept"],
             [[layer.name, layer.kind, "x".join(map(str, layer.shape)),
               "yes" if layer.pruned else "no (excluded)", layer.params, layer.params_kept,
-              layer.keep_ratio, layer.macs_dense, layer.macs_kept] for layer in result.layers]))
+              layer.keep_ratio, layer.macs_dense, layer.macs_kept] for layer in result.layers]),
+            stderr=True)
     data = {**result.as_dict(layers=False), "output": common.out,
             "files": {key: path for key, path in paths.items()}}
     ui.emit(data, make_table(
@@ -411,11 +425,13 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
     from dreamprune_cli.data.clean import make_clean_source
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
     from dreamprune_cli.engine.dream import DreamSchedule
+    from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.models.loading import load_model
 
     s = resolved.settings
     common, dream = s.common, s.dream
     device = resolve_device(common.device)
+    apply_threads(common.threads)
     precision = resolve_precision(device, common.amp, common.channels_last)
     teacher = load_model(common.model, common.variant, common.weights,
                          strict=not common.non_strict, trust=common.trust_checkpoint,
@@ -470,6 +486,7 @@ def dream_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -486,7 +503,8 @@ def dream_command(
         noise_lr=noise_lr, representation=representation,
         resume=resume, overwrite=overwrite, non_strict=non_strict,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
-        device=device, seed=seed), config, default_model="ffa")
+        device=device, seed=seed,
+        threads=threads), config, default_model="ffa")
     s = resolved.settings
     folder = s.common.resume or s.common.save_dir
     if folder is None:
@@ -542,6 +560,7 @@ def distill_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -559,7 +578,8 @@ def distill_command(
         lambda_far=lambda_far, noise_lr=noise_lr,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config)
+        channels_last=channels_last, device=device, seed=seed,
+        threads=threads), config)
     s = resolved.settings
     out_dir = s.common.resume or s.common.out
     if out_dir is None:
@@ -636,6 +656,7 @@ def pipeline_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -656,7 +677,8 @@ def pipeline_command(
         eval_input_dir=eval_input_dir, eval_target_dir=eval_target_dir,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa")
+        channels_last=channels_last, device=device, seed=seed,
+        threads=threads), config, default_model="ffa")
     s = resolved.settings
     teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
