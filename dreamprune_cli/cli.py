@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from dreamprune_cli import __version__
 from dreamprune_cli.console import Ui, make_table
@@ -24,11 +25,47 @@ from dreamprune_cli.settings import FIELD_SECTION, SECTIONS, ResolvedSettings, r
 
 log = logging.getLogger("dreamprune_cli")
 
+
+def _document_defaults(command: Any) -> None:
+    """Append each setting's built-in default to its option's help (``[default: 0.58]``),
+    read from the settings model so that help and behaviour cannot disagree."""
+    for param in command.params:
+        if not isinstance(param, TyperOption) or param.name not in FIELD_SECTION:
+            continue
+        help_text = param.help or ""
+        if "default" in help_text.lower():
+            continue
+        field = SECTIONS[FIELD_SECTION[param.name]].model_fields[param.name]
+        value = field.get_default(call_default_factory=True)
+        if value is None or isinstance(value, (bool, list, dict)):
+            continue
+        param.help = f"{help_text} [default: {value}]".strip()
+
+
+class _DocumentedGroup(TyperGroup):
+    """The app's command group: subcommands get their settings' defaults in their help."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _document_defaults(command)
+        return command
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        _document_defaults(self)
+        super().format_options(ctx, formatter)
+
+
 app = typer.Typer(name="dreamprune", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None, cls=_DocumentedGroup,
                   help="Compress image-restoration networks without their training data: "
-                       "dream degraded inputs, prune, distill.")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect the resolved settings.")
+                       "dream degraded inputs, prune, distill.",
+                  epilog="Defaults shown are the built-in ones; a model's preset "
+                         "(presets/<model>.toml), --config FILE.toml and DREAMPRUNE_<FIELD> "
+                         "variables change them. 'dreamprune config show --model NAME' prints "
+                         "every resolved value and its source.")
+config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_DocumentedGroup,
+                         help="Inspect the resolved settings.")
 app.add_typer(config_app, name="config")
 
 
@@ -52,11 +89,13 @@ VariantOpt = Annotated[Optional[str], typer.Option(
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="Checkpoint: the authors' .pth/.pt/.pk/.pkl/.ckpt or .safetensors.")]
 NonStrictOpt = Annotated[Optional[bool], typer.Option(
-    "--non-strict", help="Load the weights that fit, skipping missing/unexpected keys.")]
+    "--non-strict/--strict",
+    help="Load the weights that fit, skipping missing/unexpected keys (default: strict).")]
 TrustOpt = Annotated[Optional[bool], typer.Option(
-    "--trust-checkpoint", help="Allow full unpickling (may run code from the file).")]
+    "--trust-checkpoint/--no-trust-checkpoint",
+    help="Allow full unpickling (may run code from the file; default: no).")]
 OverwriteOpt = Annotated[Optional[bool], typer.Option(
-    "--overwrite", help="Replace existing output files.")]
+    "--overwrite/--no-overwrite", help="Replace existing output files (default: no).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
@@ -301,7 +340,8 @@ def prune_command(
     allocator: Annotated[Optional[str], typer.Option(
         help="Layer-wise sparsity: uniform, global, erk, lamp or adaptive.")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Output folder: student.safetensors, masks.safetensors, report.json.")] = None,
+        help="Output folder: student.safetensors, masks.safetensors, report.json. "
+             "[required]")] = None,
     flops_size: Annotated[Optional[int], typer.Option(
         help="Square input side S at which MACs are counted (3 x S x S).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
@@ -445,8 +485,9 @@ def _teacher_and_runtime(resolved: ResolvedSettings) -> tuple[Any, Any, Any, Any
 
 
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
-                prefix: str = "--eval-", limit: int | None = None) -> list[Any]:
-    """Evaluation pairs from folders, or the task's default synthetic set."""
+                prefix: str | None = "--eval-", limit: int | None = None) -> list[Any]:
+    """Evaluation pairs from folders, or the task's default synthetic set; ``prefix`` names
+    the command's folder options in messages (``None``: it has none)."""
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
 
@@ -455,8 +496,12 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
                          "neither to use the synthetic set of the model's task)")
     if input_dir is None:
         input_dir, target_dir = synthetic_test_set(task)
-        log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
-                 prefix, "derain" if task == "identity" else task, input_dir.parent)
+        name = "derain" if task == "identity" else task
+        if prefix is None:  # the command has no evaluation-folder options
+            log.info("scoring on the synthetic %s set (%s)", name, input_dir.parent)
+        else:
+            log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
+                     prefix, name, input_dir.parent)
     return pair_folders(input_dir, target_dir, limit=limit)  # type: ignore[arg-type]
 
 
@@ -464,7 +509,8 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
 @handle_errors
 def dream_command(
     ctx: typer.Context,
-    save_dir: Annotated[Optional[Path], typer.Option(help="Folder for the dreams.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the dreams. [required, unless --resume]")] = None,
     model: ModelOpt = None,
     variant: VariantOpt = None,
     weights: WeightsOpt = None,
@@ -533,8 +579,9 @@ def dream_command(
 def distill_command(
     ctx: typer.Context,
     student: Annotated[Optional[Path], typer.Option(
-        help="Pruned student: DIR/student.safetensors written by 'prune'.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder.")] = None,
+        help="Pruned student: DIR/student.safetensors written by 'prune'. [required]")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output folder. [required, unless --resume]")] = None,
     dreams: Annotated[Optional[Path], typer.Option(
         help="A folder written by 'dream' (offline); default: dream online.")] = None,
     model: ModelOpt = None,
@@ -564,7 +611,12 @@ def distill_command(
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
-    """Train a pruned student to match the teacher on dreamed inputs."""
+    """Train a pruned student to match the teacher on dreamed inputs.
+
+    Required: --model (the teacher), --student and --out (or --resume). The student is
+    scored on the synthetic test set of the teacher's task; score it on your own pairs
+    with 'dreamprune evaluate --weights OUT/student.safetensors'.
+    """
     from dreamprune_cli.engine.distill import load_student
     from dreamprune_cli.engine.distill_run import run_distill
     from dreamprune_cli.engine.dream_files import read_dreams
@@ -599,7 +651,7 @@ def distill_command(
         steps=s.dream.steps or JOINT_DEFAULT_STEPS, schedule=schedule,
         round_steps=s.dream.round_steps, student_lr=s.distill.student_lr,
         lambda_kd=s.distill.lambda_kd, clean_source=clean_source,
-        eval_pairs=_eval_pairs(teacher.info.task, None, None), metric_space=space,
+        eval_pairs=_eval_pairs(teacher.info.task, None, None, prefix=None), metric_space=space,
         crop_border=border, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, progress=ui.progress())
@@ -720,12 +772,13 @@ def pipeline_command(
 def synth_command(
     ctx: typer.Context,
     task: Annotated[Optional[str], typer.Option(
-        help="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze.")] = None,
+        help="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze. "
+             "[required]")] = None,
     count: Annotated[Optional[int], typer.Option(help="Number of pairs (default 16).")] = None,
     size: Annotated[Optional[int], typer.Option(
         help="Side of the square images in pixels (default 64).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Output folder: input/, target/ and manifest.json.")] = None,
+        help="Output folder: input/, target/ and manifest.json. [required]")] = None,
     clean_dir: Annotated[Optional[Path], typer.Option(
         help="Crop clean images from this folder instead of procedural scenes.")] = None,
     seed: SeedOpt = None,

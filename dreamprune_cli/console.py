@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,19 @@ from dreamprune_cli.progress import NullProgress, ProgressSink
 log = logging.getLogger("dreamprune_cli")
 
 PROGRESS_INTERVAL_S = 30.0
-"""Seconds between two progress lines when stderr is not a terminal."""
+"""Seconds between two progress lines when stderr is not a terminal (default)."""
+PROGRESS_INTERVAL_ENV = "DREAMPRUNE_PROGRESS_INTERVAL"
+"""Environment variable that changes that interval (seconds, >= 0)."""
+
+
+def progress_interval(env: dict[str, str] | None = None) -> float:
+    """``$DREAMPRUNE_PROGRESS_INTERVAL`` seconds if it is a number >= 0, else 30."""
+    raw = (os.environ if env is None else env).get(PROGRESS_INTERVAL_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return PROGRESS_INTERVAL_S
+    return value if value >= 0 else PROGRESS_INTERVAL_S
 
 
 def configure_logging(stderr: Console, quiet: bool, verbose: bool) -> None:
@@ -95,7 +108,7 @@ class LogProgress:
     """Without a terminal: plain log lines, as training tools write to batch logs.
 
     One line when a phase starts, then at most one every ``interval`` seconds (the first
-    after ``interval`` seconds), e.g. ``dream+distill: step 120/400 (30%), dream=0.0453
+    after ``interval`` seconds; ``DREAMPRUNE_PROGRESS_INTERVAL`` sets it), e.g. ``dream+distill: step 120/400 (30%), dream=0.0453
     kd=0.0123, elapsed 1:05, left 2:31``, and one when it ends. The time left extrapolates
     the rate since the phase's first update (so a resumed run's earlier steps do not count).
     """
@@ -124,6 +137,7 @@ class LogProgress:
         self._completed = completed
         if self._first is None:
             self._first = (completed, now)
+            return
         if now - self._last_line < self.interval:
             return
         self._last_line = now
@@ -168,7 +182,7 @@ class Ui:
             return NullProgress()
         if self.stderr.is_terminal:
             return RichProgress(self.stderr)
-        return LogProgress()
+        return LogProgress(interval=progress_interval())
 
     def emit(self, data: dict[str, Any], *tables: Table) -> None:
         """Print the result: JSON on stdout with --json (tables to stderr), else tables."""

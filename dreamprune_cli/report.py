@@ -12,6 +12,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -90,12 +91,12 @@ def save_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], overwrite: boo
     return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), overwrite)
 
 
-def save_curves(path: Path, series: Mapping[str, Sequence[float]], title: str = "",
-                overwrite: bool = False, size: tuple[int, int] = (720, 400),
-                xlabel: str = "step", ylabel: str = "loss (log scale)") -> Path:
-    """Line chart of each series against its step (1, 2, ...), log y-axis, with axis labels,
-    a legend and ``title``; ``size`` in pixels. Non-positive or non-finite values are left
-    out (a log axis cannot show them)."""
+def loss_figure(series: Mapping[str, Sequence[float]], title: str = "",
+                size: tuple[int, int] = (720, 400), xlabel: str = "step",
+                ylabel: str = "loss (log scale)") -> Any:
+    """A matplotlib ``Figure``: each series against its step (1, 2, ...), log y-axis, axis
+    labels, a legend and ``title``; ``size`` in pixels at 100 dpi. Non-positive or
+    non-finite values are left out (a log axis cannot show them)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -118,6 +119,14 @@ def save_curves(path: Path, series: Mapping[str, Sequence[float]], title: str = 
     axes.set_title(title)
     axes.grid(True, which="major", alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def save_curves(path: Path, series: Mapping[str, Sequence[float]], title: str = "",
+                overwrite: bool = False, size: tuple[int, int] = (720, 400),
+                xlabel: str = "step", ylabel: str = "loss (log scale)") -> Path:
+    """Write :func:`loss_figure` as a PNG of ``size`` pixels."""
+    figure = loss_figure(series, title, size, xlabel, ylabel)
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), overwrite)
 
 
