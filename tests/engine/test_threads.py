@@ -3,45 +3,63 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.engine.threads import _cgroup_quota, apply_threads, choose_threads
+from dreamprune_cli.engine.threads import (_cgroup_quota, _cpu_times, apply_threads,
+                                           choose_threads, idle_between, idle_cpus)
 from dreamprune_cli.errors import UsageError
 
 
 def test_flag_wins_over_environment() -> None:
-    choice = choose_threads(3, env={"OMP_NUM_THREADS": "1"}, allotted=2, load=0.0, cpu_count=2)
+    choice = choose_threads(3, env={"OMP_NUM_THREADS": "1"}, allotted=2, idle=2.0)
     assert (choice.threads, choice.source) == (3, "--threads")
 
 
 def test_omp_num_threads_when_no_flag() -> None:
-    choice = choose_threads(None, env={"OMP_NUM_THREADS": "4"}, allotted=2, load=9.0,
-                            cpu_count=2)
+    choice = choose_threads(None, env={"OMP_NUM_THREADS": "4"}, allotted=2, idle=0.0)
     assert (choice.threads, choice.source) == (4, "OMP_NUM_THREADS")
 
 
-@pytest.mark.parametrize(("allotted", "load", "cpus", "expected"), [
-    (2, 0.1, 2, 2),    # idle 2-core machine: both cores
-    (2, 1.0, 2, 1),    # one competing busy process: one thread
-    (2, 7.5, 2, 1),    # overloaded: never below one
-    (8, 40.0, 64, 8),  # busy node, but 24 idle cores: the whole allotment
-    (4, 0.0, 64, 4),   # affinity mask of 4 CPUs on an idle 64-core machine
-    (16, 13.6, 16, 2),  # 2.4 idle cores round to 2
+@pytest.mark.parametrize(("allotted", "idle", "expected"), [
+    (2, 1.97, 2),   # idle 2-core machine: both cores
+    (2, 1.0, 1),    # one competing busy process: one thread
+    (2, 1.5, 1),    # half a core taken: still one
+    (2, 0.05, 1),   # overloaded: never below one
+    (8, 7.9, 8),    # an idle 8-CPU allotment on a busy node
+    (16, 2.85, 3),  # within 0.2 of 3 idle CPUs
 ])
-def test_auto_uses_idle_allotted_cpus(allotted: int, load: float, cpus: int,
-                                      expected: int) -> None:
-    choice = choose_threads(None, env={}, allotted=allotted, load=load, cpu_count=cpus)
+def test_auto_uses_idle_allotted_cpus(allotted: int, idle: float, expected: int) -> None:
+    choice = choose_threads(None, env={}, allotted=allotted, idle=idle)
     assert (choice.threads, choice.source) == (expected, "auto")
-    assert f"{allotted} CPUs allotted" in choice.describe()
+    assert f"{allotted} CPUs allotted, {idle:.1f} idle" in choice.describe()
+
+
+def test_idle_cpus_from_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 100 0 0 0 0 0 0\n"
+                    "cpu0 0 0 0 100 0 0 0 0 0 0\ncpu1 10 0 10 0 0 0 0 0 0 0\n"
+                    "intr 1 2 3\nctxt 5\n")
+    before = _cpu_times(stat)
+    assert before == {0: (100, 100), 1: (0, 20)}
+    # cpu0 idle for all of 100 new ticks, cpu1 busy for 75 of 100 (25 idle incl. iowait)
+    after = {0: (200, 200), 1: (25, 120)}
+    assert idle_between(before, after, {0, 1}) == pytest.approx(1.25)
+    assert idle_between(before, after, {1}) == pytest.approx(0.25)
+    assert idle_between(before, before, {0}) == 1.0  # no ticks: nothing ran
+
+
+def test_idle_cpus_measures_this_machine() -> None:
+    idle = idle_cpus(seconds=0.05)
+    assert idle is None or 0.0 <= idle <= len(os.sched_getaffinity(0)) + 1e-9
 
 
 def test_bad_omp_value_falls_back_to_auto() -> None:
-    choice = choose_threads(None, env={"OMP_NUM_THREADS": "lots"}, allotted=2, load=0.0,
-                            cpu_count=2)
+    choice = choose_threads(None, env={"OMP_NUM_THREADS": "lots"}, allotted=2, idle=2.0)
     assert (choice.threads, choice.source) == (2, "auto")
 
 
