@@ -159,8 +159,12 @@ class LogProgress:
 
     def finish(self) -> None:
         if self._phase is not None:
-            log.info("%s: done, %d steps in %s", self._phase, self._completed,
-                     format_duration(self._clock() - self._start))
+            elapsed = format_duration(self._clock() - self._start)
+            if self._total is not None and self._completed < self._total:
+                log.info("%s: stopped at step %d of %d after %s", self._phase,
+                         self._completed, self._total, elapsed)
+            else:
+                log.info("%s: done, %d steps in %s", self._phase, self._completed, elapsed)
             self._phase = None
 
 

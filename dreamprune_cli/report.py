@@ -50,11 +50,13 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> list
 
 def save_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], overwrite: bool = False,
               gap: int = 2, column_labels: Sequence[str] | None = None,
-              row_labels: Sequence[str] | None = None) -> Path:
+              row_labels: Sequence[str] | None = None, min_tile: int = 96) -> Path:
     """Tile ``rows`` of ``(3, H, W)`` float images in [0, 1] (same size) into one PNG.
 
     ``column_labels`` are written above the columns (wrapped at spaces to the column width),
-    ``row_labels`` (e.g. image names) in a margin on the left.
+    ``row_labels`` (e.g. image names) in a margin on the left. Tiles narrower than
+    ``min_tile`` px are enlarged by a whole factor with nearest-neighbour sampling (every
+    pixel stays visible as a block).
 
     Raises:
         ValueError: no images, or a label list whose length does not match.
@@ -62,6 +64,8 @@ def save_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], overwrite: boo
     if not rows or not rows[0]:
         raise ValueError("a grid needs at least one image")
     height, width = rows[0][0].shape[-2:]
+    scale = max(1, math.ceil(min_tile / width)) if min_tile > 0 else 1
+    height, width = height * scale, width * scale
     columns = max(len(row) for row in rows)
     if column_labels is not None and len(column_labels) != columns:
         raise ValueError(f"{len(column_labels)} column labels for {columns} columns")
@@ -87,7 +91,10 @@ def save_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], overwrite: boo
             draw.text((2, y + (height - LABEL_SIZE) // 2), row_labels[r], fill="black",
                       font=font)
         for c, image in enumerate(row):
-            canvas.paste(Image.fromarray(to_uint8(image)), (left + c * (width + gap), y))
+            tile = Image.fromarray(to_uint8(image))
+            if scale > 1:
+                tile = tile.resize((width, height), Image.Resampling.NEAREST)
+            canvas.paste(tile, (left + c * (width + gap), y))
     return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), overwrite)
 
 

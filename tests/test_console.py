@@ -63,6 +63,9 @@ def test_log_progress_time_left_ignores_steps_before_a_resume(
             progress.update(step)
     assert caplog.records[-1].getMessage() == \
         "dream+distill: step 60/100 (60%), elapsed 0:10, left 0:40"
+    with caplog.at_level(logging.INFO, logger="dreamprune_cli"):
+        progress.finish()  # e.g. Ctrl-C: not "done"
+    assert caplog.records[-1].getMessage() == "dream+distill: stopped at step 60 of 100 after 0:10"
 
 
 def test_progress_interval_from_environment() -> None:

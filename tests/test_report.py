@@ -18,13 +18,22 @@ def _tiles(rows: int, columns: int, size: int = 32) -> list[list[torch.Tensor]]:
 
 
 def test_grid_without_labels_is_just_the_tiles(tmp_path: Path) -> None:
-    save_grid(tmp_path / "g.png", _tiles(2, 3), gap=2)
+    save_grid(tmp_path / "g.png", _tiles(2, 3), gap=2, min_tile=0)
     assert Image.open(tmp_path / "g.png").size == (3 * 34 - 2, 2 * 34 - 2)
+
+
+def test_small_tiles_enlarged_by_a_whole_factor(tmp_path: Path) -> None:
+    tile = torch.zeros(3, 32, 32)
+    tile[:, 0, 0] = 1.0  # one white pixel in the corner
+    save_grid(tmp_path / "g.png", [[tile]], min_tile=96)
+    image = np.asarray(Image.open(tmp_path / "g.png").convert("L"))
+    assert image.shape == (96, 96)
+    assert (image[:3, :3] == 255).all() and (image[3:, 3:] == 0).all()
 
 
 def test_grid_labels_add_a_header_and_a_margin_with_text(tmp_path: Path) -> None:
     save_grid(tmp_path / "g.png", _tiles(2, 3), column_labels=["input", "teacher", "target"],
-              row_labels=["img_0", "img_1"])
+              row_labels=["img_0", "img_1"], min_tile=0)
     image = np.asarray(Image.open(tmp_path / "g.png").convert("L"))
     height, width = image.shape
     assert height > 2 * 34 - 2 and width > 3 * 34 - 2
@@ -36,9 +45,9 @@ def test_grid_labels_add_a_header_and_a_margin_with_text(tmp_path: Path) -> None
 
 
 def test_long_column_labels_wrap_instead_of_overlapping(tmp_path: Path) -> None:
-    save_grid(tmp_path / "one.png", _tiles(1, 2), column_labels=["a", "b"])
-    save_grid(tmp_path / "two.png", _tiles(1, 2),
-              column_labels=["teacher(dream) restored", "clean target image"])
+    save_grid(tmp_path / "one.png", _tiles(1, 2), column_labels=["a", "b"], min_tile=0)
+    save_grid(tmp_path / "two.png", _tiles(1, 2), min_tile=0,
+              column_labels=["teacher output restored", "clean target image"])
     assert Image.open(tmp_path / "two.png").size[1] > Image.open(tmp_path / "one.png").size[1]
     assert Image.open(tmp_path / "two.png").size[0] == Image.open(tmp_path / "one.png").size[0]
 

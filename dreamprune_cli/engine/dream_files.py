@@ -4,7 +4,7 @@ Layout::
 
     dreams.safetensors   exact float tensors: dreams, clean, restored (N, 3, S, S)
     dream_000.png ...    the dreams as 8-bit PNGs, for people
-    grid.png             one row per dream: dream | teacher(dream) | clean target
+    grid.png             one row per dream: dream | teacher output | clean target
     losses.csv, losses.png   the loss history
     manifest.json        settings, seed, versions, final losses, diversity
     state.pt             resumable progress (finished batches and the batch in progress),
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 TENSORS_NAME = "dreams.safetensors"
 STATE_NAME = "state.pt"
-DREAM_COLUMNS = ["dream", "teacher(dream)", "clean target"]
+DREAM_COLUMNS = ["dream (input)", "teacher output", "clean target"]
 
 
 def versions() -> dict[str, str]:

@@ -82,7 +82,7 @@ class PipelineResult:
 
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
-DREAM_GRID_COLUMNS = ["dream", "teacher(dream)", "student(dream)", "clean target"]
+DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
 
 
 def _comparison_grid(path: Path, pairs: list[ImagePair], models: list[torch.nn.Module],
@@ -225,7 +225,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             + f"\n{result.student_gap.describe('Student - teacher')}.\n"
             + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
               "student | target.\n\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
-              "dreams.png: the last round's dreams | teacher(dream) | student(dream) | "
+              "dreams.png: the last round's dreams | teacher output | student output | "
               "clean target.\n")
     write_text_atomic(out_dir / "report.md", text, overwrite=True)
     return result
