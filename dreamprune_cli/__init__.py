@@ -3,6 +3,7 @@
 The public Python API (see the README's "Python API")::
 
     from dreamprune_cli import load_model, prune_model, dream, distill, evaluate, count_macs
+    apply_threads()  # CPU threads chosen as the command line does (see engine/threads.py)
 
 Names are imported on first use (PEP 562), so ``import dreamprune_cli`` and
 ``dreamprune --help`` do not pay for importing PyTorch.
@@ -22,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "distill": "dreamprune_cli.api",
     "evaluate": "dreamprune_cli.api",
     "count_macs": "dreamprune_cli.api",
+    "apply_threads": "dreamprune_cli.engine.threads",
     # models and checkpoints
     "load_model": "dreamprune_cli.models.loading",
     "save_model": "dreamprune_cli.models.loading",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
     from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
     from dreamprune_cli.engine.pipeline import run_pipeline
+    from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.engine.prune import PruneResult, prune_model
     from dreamprune_cli.errors import DreampruneError, RuntimeFailure, UsageError
     from dreamprune_cli.flops import CostReport, count_costs

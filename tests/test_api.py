@@ -9,12 +9,17 @@ import pytest
 import torch
 
 import dreamprune_cli
-from dreamprune_cli import (count_macs, distill, dream, evaluate, load_model, prune_model,
-                            UsageError)
+from dreamprune_cli import (UsageError, apply_threads, count_macs, distill, dream, evaluate,
+                            load_model, prune_model)
 
 
 def test_readme_example_calls(pair_dirs) -> None:
     """The README's example with a small random FFA and few steps (same calls)."""
+    previous = torch.get_num_threads()
+    try:
+        assert apply_threads(1).threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
     torch.manual_seed(0)
     teacher = load_model("ffa", "tiny", use_bundled=False, overrides={"blocks": 1})
     student = prune_model(teacher, 0.6, "lamp", flops_size=64).student
