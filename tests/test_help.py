@@ -70,3 +70,9 @@ def test_no_eval_folder_message_in_distill(runner, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "--eval-" not in result.output
     assert "scoring on the synthetic dehaze set" in result.output
+
+
+def test_command_summaries_not_cut(runner) -> None:
+    text = _help(runner)
+    assert "..." not in text.replace("COMMAND [ARGS]...", "")
+    assert "Prune to a FLOPs target, dream + distill, evaluate, report: the whole method." in text
