@@ -111,8 +111,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="CPU threads for PyTorch. Default: OMP_NUM_THREADS if set, else the allotted "
-                "CPUs that are idle (1 on a busy 2-core machine).")]
+    min=1, help="CPU threads for PyTorch. Default: OMP_NUM_THREADS if set, else the idle "
+                "allotted CPUs but one, at least 1 (1 on a 2-core machine).")]
 MinKeepOpt = Annotated[Optional[float], typer.Option(
     help="Adaptive allocator: least fraction of every layer kept unless the target needs "
          "less (default 0.1).")]

@@ -8,12 +8,15 @@ busy machine"). So the default is not "every core" but the cores that are both o
 1. ``--threads N`` (or ``threads`` in a config file, ``DREAMPRUNE_THREADS``), when given;
 2. else ``OMP_NUM_THREADS``, when set to a positive integer (the usual way a job scheduler or
    a user caps OpenMP programs);
-3. else ``min(allotted, idle)``, at least 1: ``allotted`` is the number of CPUs this process
-   may run on (its affinity mask, e.g. a Slurm or taskset allotment, capped by a cgroup CPU
-   quota such as ``docker --cpus``), and ``idle`` is how many of those CPUs were idle over a
-   short sample of ``/proc/stat`` (0.25 s), rounded down unless within 0.2 of the next
-   integer. Where ``/proc/stat`` cannot be read, ``idle`` is the machine's CPU count minus
-   its one-minute load average, rounded the same way.
+3. else ``min(allotted, idle) - 1``, at least 1: ``allotted`` is the number of CPUs this
+   process may run on (its affinity mask, e.g. a Slurm or taskset allotment, capped by a
+   cgroup CPU quota such as ``docker --cpus``), and ``idle`` is how many of those CPUs were
+   idle over a short sample of ``/proc/stat`` (0.25 s), rounded down unless within 0.2 of
+   the next integer (where ``/proc/stat`` cannot be read: the machine's CPU count minus its
+   one-minute load average). One CPU is left free because the choice is made once, at the
+   start: a process that arrives later then takes the free CPU instead of one of ours. On a
+   2-core machine that is always one thread: 1.4 times slower per step than two on an idle
+   machine, but two threads were 3 to 20 times slower whenever anything else ran.
 """
 
 from __future__ import annotations
@@ -161,8 +164,8 @@ def choose_threads(requested: int | None = None, env: Mapping[str, str] | None =
         idle = _idle_from_load(os.cpu_count() or allotted)
     if idle is None:
         return ThreadChoice(allotted, "auto", allotted, None)
-    usable = int(math.floor(idle + 0.2))
-    return ThreadChoice(max(1, min(allotted, usable)), "auto", allotted, idle)
+    usable = min(allotted, int(math.floor(idle + 0.2)))
+    return ThreadChoice(max(1, usable - 1), "auto", allotted, idle)
 
 
 def apply_threads(requested: int | None = None) -> ThreadChoice:

@@ -26,12 +26,13 @@ def test_omp_num_threads_when_no_flag() -> None:
 
 
 @pytest.mark.parametrize(("allotted", "idle", "expected"), [
-    (2, 1.97, 2),   # idle 2-core machine: both cores
+    (2, 1.97, 1),   # idle 2-core machine: one thread, one CPU left free
     (2, 1.0, 1),    # one competing busy process: one thread
-    (2, 1.5, 1),    # half a core taken: still one
     (2, 0.05, 1),   # overloaded: never below one
-    (8, 7.9, 8),    # an idle 8-CPU allotment on a busy node
-    (16, 2.85, 3),  # within 0.2 of 3 idle CPUs
+    (8, 7.9, 7),    # an idle 8-CPU allotment on a busy node: all but one
+    (16, 2.85, 2),  # 2.85 idle CPUs count as 3, minus one
+    (16, 4.5, 3),   # 4.5 idle count as 4, minus one
+    (1, 1.0, 1),
 ])
 def test_auto_uses_idle_allotted_cpus(allotted: int, idle: float, expected: int) -> None:
     choice = choose_threads(None, env={}, allotted=allotted, idle=idle)
@@ -59,8 +60,8 @@ def test_idle_cpus_measures_this_machine() -> None:
 
 
 def test_bad_omp_value_falls_back_to_auto() -> None:
-    choice = choose_threads(None, env={"OMP_NUM_THREADS": "lots"}, allotted=2, idle=2.0)
-    assert (choice.threads, choice.source) == (2, "auto")
+    choice = choose_threads(None, env={"OMP_NUM_THREADS": "lots"}, allotted=4, idle=4.0)
+    assert (choice.threads, choice.source) == (3, "auto")
 
 
 def test_zero_threads_refused() -> None:
