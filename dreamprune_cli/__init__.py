@@ -1,3 +1,87 @@
-"""dreamprune: data-free compression of image-restoration networks."""
+"""dreamprune: data-free compression of image-restoration networks.
+
+The public Python API (see the README's "Python API")::
+
+    from dreamprune_cli import load_model, prune_model, dream, distill, evaluate, count_macs
+    apply_threads()  # CPU threads chosen as the command line does (see engine/threads.py)
+
+Names are imported on first use (PEP 562), so ``import dreamprune_cli`` and
+``dreamprune --help`` do not pay for importing PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # the method's steps, with the CLI's defaults
+    "dream": "dreamprune_cli.api",
+    "distill": "dreamprune_cli.api",
+    "evaluate": "dreamprune_cli.api",
+    "count_macs": "dreamprune_cli.api",
+    "apply_threads": "dreamprune_cli.engine.threads",
+    # models and checkpoints
+    "load_model": "dreamprune_cli.models.loading",
+    "save_model": "dreamprune_cli.models.loading",
+    "LoadedModel": "dreamprune_cli.models.loading",
+    "build_model": "dreamprune_cli.models.registry",
+    "list_models": "dreamprune_cli.models.registry",
+    "get_model_info": "dreamprune_cli.models.registry",
+    "load_student": "dreamprune_cli.engine.distill",
+    "save_student": "dreamprune_cli.engine.distill",
+    # pruning (``dreamprune_cli.prune`` is the subpackage of allocators and masks)
+    "prune_model": "dreamprune_cli.engine.prune",
+    "PruneResult": "dreamprune_cli.engine.prune",
+    # the engine underneath, for finer control
+    "dream_images": "dreamprune_cli.engine.dream",
+    "DreamResult": "dreamprune_cli.engine.dream",
+    "DreamSchedule": "dreamprune_cli.engine.dream",
+    "evaluate_pairs": "dreamprune_cli.engine.evaluate",
+    "EvaluationResult": "dreamprune_cli.engine.evaluate",
+    "run_pipeline": "dreamprune_cli.engine.pipeline",
+    "count_costs": "dreamprune_cli.flops",
+    "CostReport": "dreamprune_cli.flops",
+    "psnr": "dreamprune_cli.metrics",
+    "ssim": "dreamprune_cli.metrics",
+    "pair_folders": "dreamprune_cli.data.pairs",
+    "synthetic_test_set": "dreamprune_cli.data.synthetic",
+    "DreampruneError": "dreamprune_cli.errors",
+    "UsageError": "dreamprune_cli.errors",
+    "RuntimeFailure": "dreamprune_cli.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dreamprune_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from dreamprune_cli.api import count_macs, distill, dream, evaluate
+    from dreamprune_cli.data.pairs import pair_folders
+    from dreamprune_cli.data.synthetic import synthetic_test_set
+    from dreamprune_cli.engine.distill import load_student, save_student
+    from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
+    from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
+    from dreamprune_cli.engine.pipeline import run_pipeline
+    from dreamprune_cli.engine.threads import apply_threads
+    from dreamprune_cli.engine.prune import PruneResult, prune_model
+    from dreamprune_cli.errors import DreampruneError, RuntimeFailure, UsageError
+    from dreamprune_cli.flops import CostReport, count_costs
+    from dreamprune_cli.metrics import psnr, ssim
+    from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
+    from dreamprune_cli.models.registry import build_model, get_model_info, list_models

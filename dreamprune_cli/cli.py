@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from dreamprune_cli import __version__
 from dreamprune_cli.console import Ui, make_table
@@ -27,11 +28,58 @@ from dreamprune_cli.settings import FIELD_SECTION, SECTIONS, ResolvedSettings, r
 
 log = logging.getLogger("dreamprune_cli")
 
+
+def _document_defaults(command: Any) -> None:
+    """Append each setting's built-in default to its option's help (``[default: 0.58]``),
+    read from the settings model so that help and behaviour cannot disagree."""
+    for param in command.params:
+        if not isinstance(param, TyperOption) or param.name not in FIELD_SECTION:
+            continue
+        help_text = param.help or ""
+        if "default" in help_text.lower():
+            continue
+        field = SECTIONS[FIELD_SECTION[param.name]].model_fields[param.name]
+        value = field.get_default(call_default_factory=True)
+        if value is None or isinstance(value, (bool, list, dict)):
+            continue
+        param.help = f"{help_text} [default: {value}]".strip()
+
+
+class _DocumentedGroup(TyperGroup):
+    """The app's command group: subcommands get their settings' defaults in their help."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _document_defaults(command)
+        return command
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        _document_defaults(self)
+        super().format_options(ctx, formatter)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list with each summary's first sentence whole (wrapped, not cut)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(name="dreamprune", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None, cls=_DocumentedGroup,
                   help="Compress image-restoration networks without their training data: "
-                       "dream degraded inputs, prune, distill.")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect the resolved settings.")
+                       "dream degraded inputs, prune, distill.",
+                  epilog="Defaults shown are the built-in ones; a model's preset "
+                         "(presets/<model>.toml), --config FILE.toml and DREAMPRUNE_<FIELD> "
+                         "variables change them. 'dreamprune config show --model NAME' prints "
+                         "every resolved value and its source.")
+config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_DocumentedGroup,
+                         help="Inspect the resolved settings.")
 app.add_typer(config_app, name="config")
 
 
@@ -39,6 +87,7 @@ app.add_typer(config_app, name="config")
 class GlobalOptions:
     device: str | None = None
     seed: int | None = None
+    threads: int | None = None
     json_output: bool = False
     quiet: bool = False
     verbose: bool = False
@@ -57,14 +106,19 @@ RandomWeightsOpt = Annotated[Optional[bool], typer.Option(
     "--random-weights", help="Allow a model without weights (random initialisation; for "
                              "tests and smoke runs).")]
 NonStrictOpt = Annotated[Optional[bool], typer.Option(
-    "--non-strict", help="Load the weights that fit, skipping missing/unexpected keys.")]
+    "--non-strict/--strict",
+    help="Load the weights that fit, skipping missing/unexpected keys (default: strict).")]
 TrustOpt = Annotated[Optional[bool], typer.Option(
-    "--trust-checkpoint", help="Allow full unpickling (may run code from the file).")]
+    "--trust-checkpoint/--no-trust-checkpoint",
+    help="Allow full unpickling (may run code from the file; default: no).")]
 OverwriteOpt = Annotated[Optional[bool], typer.Option(
-    "--overwrite", help="Replace existing output files.")]
+    "--overwrite/--no-overwrite", help="Replace existing output files (default: no).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="CPU threads for PyTorch. Default: OMP_NUM_THREADS if set, else the idle "
+                "allotted CPUs but one, at least 1 (1 on a 2-core machine).")]
 MinKeepOpt = Annotated[Optional[float], typer.Option(
     help="Adaptive allocator: least fraction of every layer kept unless the target needs "
          "less (default 0.1).")]
@@ -103,6 +157,7 @@ def main_options(
     ctx: typer.Context,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
@@ -112,7 +167,7 @@ def main_options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Global options apply to every subcommand."""
-    ctx.obj = GlobalOptions(device, seed, json_output, quiet, verbose, config)
+    ctx.obj = GlobalOptions(device, seed, threads, json_output, quiet, verbose, config)
 
 
 def _globals(ctx: typer.Context) -> GlobalOptions:
@@ -203,7 +258,7 @@ def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = No
 
     opts = _globals(ctx)
     merged = dict(flags)
-    for name in ("device", "seed"):
+    for name in ("device", "seed", "threads"):
         if merged.get(name) is None:
             merged[name] = getattr(opts, name)
     config = config or opts.config
@@ -296,12 +351,14 @@ def evaluate_command(
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.evaluate import evaluate_pairs
+    from dreamprune_cli.engine.threads import apply_threads
 
     ui = _make_ui(ctx, json_flag)
     resolved = _resolve(ctx, dict(
@@ -310,11 +367,13 @@ def evaluate_command(
         ssim_variant=ssim_variant, quantize=quantize, pairing=pairing, tile=tile,
         tile_overlap=tile_overlap, save_dir=save_dir, limit=limit, non_strict=non_strict,
         random_weights=random_weights,
-        trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed),
+        trust_checkpoint=trust_checkpoint, overwrite=overwrite, device=device, seed=seed,
+        threads=threads),
         config)
     s = resolved.settings
     common, ev = s.common, s.evaluate
     device_ = resolve_device(common.device)
+    apply_threads(common.threads)
     loaded = _load_model(common)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
                         limit=ev.limit, pairing=ev.pairing)
@@ -384,7 +443,8 @@ def prune_command(
         help="Layer-wise sparsity: uniform, global, erk, lamp or adaptive.")] = None,
     granularity: GranularityOpt = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Output folder: student.safetensors, masks.safetensors, report.json.")] = None,
+        help="Output folder: student.safetensors, masks.safetensors, report.json. "
+             "[required]")] = None,
     flops_size: Annotated[Optional[int], typer.Option(
         help="Square input side S at which MACs are counted (3 x S x S).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
@@ -406,6 +466,7 @@ def prune_command(
     overwrite: OverwriteOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -413,6 +474,7 @@ def prune_command(
     from dreamprune_cli.engine.channel_prune import channel_allocator, prune_channels
     from dreamprune_cli.engine.device import resolve_device
     from dreamprune_cli.engine.prune import prune_model, write_prune_outputs
+    from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.fileio import ensure_output_dir
     from dreamprune_cli.prune.calibration import calibration_from_dir
 
@@ -425,7 +487,8 @@ def prune_command(
         calibration_count=calibration_count, calibration_size=calibration_size,
         min_keep=min_keep, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint,
-        overwrite=overwrite, device=device, seed=seed), config)
+        overwrite=overwrite, device=device, seed=seed,
+        threads=threads), config)
     s = resolved.settings
     common, pr = s.common, s.prune
     if common.out is None:
@@ -441,6 +504,7 @@ def prune_command(
         else:
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device_ = resolve_device(common.device)
+    apply_threads(common.threads)
     loaded = _load_model(common)
     if pr.granularity == "channel":
         result = prune_channels(loaded, pr.flops_target,
@@ -457,13 +521,14 @@ def prune_command(
                              progress=ui.progress())
     paths = write_prune_outputs(result, common.out, overwrite=common.overwrite)
     if not ui.quiet:
-        ui.stderr.print(make_table(
+        ui.print_table(make_table(
             f"layers of {loaded.name} ({result.allocator}, {result.granularity}, "
             f"MACs at 3x{pr.flops_size}x{pr.flops_size})",
             ["layer", "kind", "shape", "pruned", "weights", "kept", "keep", "MACs", "MACs kept"],
             [[layer.name, layer.kind, "x".join(map(str, layer.shape)),
               "yes" if layer.pruned else "no (excluded)", layer.params, layer.params_kept,
-              layer.keep_ratio, layer.macs_dense, layer.macs_kept] for layer in result.layers]))
+              layer.keep_ratio, layer.macs_dense, layer.macs_kept] for layer in result.layers]),
+            stderr=True)
     data = {**result.as_dict(layers=False), "output": common.out,
             "files": {key: path for key, path in paths.items()}}
     ui.emit(data, make_table(
@@ -515,10 +580,12 @@ def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
     from dreamprune_cli.engine.checks import check_diversity_layer, check_input_size
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
     from dreamprune_cli.engine.dream import DreamSchedule
+    from dreamprune_cli.engine.threads import apply_threads
 
     s = resolved.settings
     common, dream = s.common, s.dream
     device = resolve_device(common.device)
+    apply_threads(common.threads)
     precision = resolve_precision(device, common.amp, common.channels_last)
     teacher = _load_model(common)
     if dream.size % teacher.info.size_multiple:
@@ -560,9 +627,10 @@ def _check_pairs(loaded: Any, pairs: list[Any], scoring: dict[str, Any]) -> None
 
 
 def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
-                prefix: str = "--eval-", limit: int | None = None,
+                prefix: str | None = "--eval-", limit: int | None = None,
                 pairing: str = "stem") -> list[Any]:
-    """Evaluation pairs from folders (paired by ``pairing``), or the task's synthetic set."""
+    """Evaluation pairs from folders (paired by ``pairing``), or the task's default synthetic
+    set; ``prefix`` names the command's folder options in messages (``None``: it has none)."""
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
 
@@ -571,8 +639,12 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
                          "neither to use the synthetic set of the model's task)")
     if input_dir is None:
         input_dir, target_dir = synthetic_test_set(task)
-        log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
-                 prefix, "derain" if task == "identity" else task, input_dir.parent)
+        name = "derain" if task == "identity" else task
+        if prefix is None:  # the command has no evaluation-folder options
+            log.info("scoring on the synthetic %s set (%s)", name, input_dir.parent)
+        else:
+            log.info("no %sinput-dir/%starget-dir: using the synthetic %s set (%s)", prefix,
+                     prefix, name, input_dir.parent)
     return pair_folders(input_dir, target_dir, limit=limit,  # type: ignore[arg-type]
                         pairing=pairing)  # type: ignore[arg-type]
 
@@ -581,7 +653,8 @@ def _eval_pairs(task: str, input_dir: Path | None, target_dir: Path | None,
 @handle_errors
 def dream_command(
     ctx: typer.Context,
-    save_dir: Annotated[Optional[Path], typer.Option(help="Folder for the dreams.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the dreams. [required, unless --resume]")] = None,
     model: ModelOpt = None,
     variant: VariantOpt = None,
     weights: WeightsOpt = None,
@@ -604,6 +677,7 @@ def dream_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -620,7 +694,8 @@ def dream_command(
         noise_lr=noise_lr, representation=representation,
         resume=resume, overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp, channels_last=channels_last,
-        device=device, seed=seed), config, default_model="ffa", command="dream")
+        device=device, seed=seed,
+        threads=threads), config, default_model="ffa", command="dream")
     s = resolved.settings
     folder = s.common.resume or s.common.save_dir
     if folder is None:
@@ -649,8 +724,9 @@ def dream_command(
 def distill_command(
     ctx: typer.Context,
     student: Annotated[Optional[Path], typer.Option(
-        help="Pruned student: DIR/student.safetensors written by 'prune'.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder.")] = None,
+        help="Pruned student: DIR/student.safetensors written by 'prune'. [required]")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output folder. [required, unless --resume]")] = None,
     dreams: Annotated[Optional[Path], typer.Option(
         help="A folder written by 'dream' (offline); default: dream online.")] = None,
     model: ModelOpt = None,
@@ -677,10 +753,16 @@ def distill_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
-    """Train a pruned student to match the teacher on dreamed inputs."""
+    """Train a pruned student to match the teacher on dreamed inputs.
+
+    Required: --model (the teacher), --student and --out (or --resume). The student is
+    scored on the synthetic test set of the teacher's task; score it on your own pairs
+    with 'dreamprune evaluate --weights OUT/student.safetensors'.
+    """
     from dreamprune_cli.engine.distill import load_student
     from dreamprune_cli.engine.distill_run import run_distill
     from dreamprune_cli.engine.dream_files import read_dreams
@@ -695,7 +777,8 @@ def distill_command(
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
         non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config, command="distill")
+        channels_last=channels_last, device=device, seed=seed,
+        threads=threads), config, command="distill")
     s = resolved.settings
     out_dir = s.common.resume or s.common.out
     if out_dir is None:
@@ -711,7 +794,7 @@ def distill_command(
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
     scoring = _scoring(resolved, teacher.info)
-    pairs = _eval_pairs(teacher.info.task, None, None)
+    pairs = _eval_pairs(teacher.info.task, None, None, prefix=None)
     _check_pairs(teacher, pairs, scoring)
     outcome = run_distill(
         teacher, pruned, out_dir, dreams=dream_tensors,
@@ -782,6 +865,7 @@ def pipeline_command(
     channels_last: ChannelsLastOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
     config: ConfigOpt = None,
     json_flag: JsonOpt = False,
 ) -> None:
@@ -807,8 +891,8 @@ def pipeline_command(
         tile_overlap=tile_overlap, checkpoint_every=checkpoint_every, resume=resume,
         overwrite=overwrite, non_strict=non_strict, random_weights=random_weights,
         trust_checkpoint=trust_checkpoint, amp=amp,
-        channels_last=channels_last, device=device, seed=seed), config, default_model="ffa",
-        command="pipeline")
+        channels_last=channels_last, device=device, seed=seed,
+        threads=threads), config, default_model="ffa", command="pipeline")
     s = resolved.settings
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     allocator_ = s.prune.allocator if s.prune.granularity == "unstructured" \
@@ -857,12 +941,13 @@ def pipeline_command(
 def synth_command(
     ctx: typer.Context,
     task: Annotated[Optional[str], typer.Option(
-        help="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze.")] = None,
+        help="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze. "
+             "[required]")] = None,
     count: Annotated[Optional[int], typer.Option(help="Number of pairs (default 16).")] = None,
     size: Annotated[Optional[int], typer.Option(
         help="Side of the square images in pixels (default 64).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Output folder: input/, target/ and manifest.json.")] = None,
+        help="Output folder: input/, target/ and manifest.json. [required]")] = None,
     clean_dir: Annotated[Optional[Path], typer.Option(
         help="Crop clean images from this folder instead of procedural scenes.")] = None,
     seed: SeedOpt = None,

@@ -1,6 +1,8 @@
 """Pictures and documents for people: image grids, loss curves, CSV and Markdown reports.
 
-Drawn with Pillow (no plotting dependency); every file is written atomically.
+Grids are drawn with Pillow (labelled columns and rows); loss curves with matplotlib (its
+object-oriented API and the Agg canvas, no global pyplot state). Every file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -10,65 +12,129 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dreamprune_cli.data.images import to_uint8
 from dreamprune_cli.fileio import atomic_write, write_text_atomic
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+LABEL_SIZE = 12
+"""Font size (px) of grid labels."""
+
+
+def _font(size: int = LABEL_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled scalable font (needs FreeType), else its small bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font: object) -> int:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)  # type: ignore[arg-type]
+    return int(right - left)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> list[str]:
+    """Break ``text`` at spaces into lines no wider than ``width`` px (never cut a word)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_width(draw, f"{lines[-1]} {word}", font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def save_grid(path: Path, rows: Sequence[Sequence[torch.Tensor]], overwrite: bool = False,
-              gap: int = 2) -> Path:
-    """Tile ``rows`` of ``(3, H, W)`` images (same size) into one PNG with white gaps."""
+              gap: int = 2, column_labels: Sequence[str] | None = None,
+              row_labels: Sequence[str] | None = None, min_tile: int = 96) -> Path:
+    """Tile ``rows`` of ``(3, H, W)`` float images in [0, 1] (same size) into one PNG.
+
+    ``column_labels`` are written above the columns (wrapped at spaces to the column width),
+    ``row_labels`` (e.g. image names) in a margin on the left. Tiles narrower than
+    ``min_tile`` px are enlarged by a whole factor with nearest-neighbour sampling (every
+    pixel stays visible as a block).
+
+    Raises:
+        ValueError: no images, or a label list whose length does not match.
+    """
     if not rows or not rows[0]:
         raise ValueError("a grid needs at least one image")
     height, width = rows[0][0].shape[-2:]
+    scale = max(1, math.ceil(min_tile / width)) if min_tile > 0 else 1
+    height, width = height * scale, width * scale
     columns = max(len(row) for row in rows)
-    canvas = Image.new("RGB", (columns * (width + gap) - gap, len(rows) * (height + gap) - gap),
-                       "white")
+    if column_labels is not None and len(column_labels) != columns:
+        raise ValueError(f"{len(column_labels)} column labels for {columns} columns")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height = LABEL_SIZE + 3
+    wrapped = [_fit(measure, label, font, width) for label in column_labels or []]
+    top = (max(len(lines) for lines in wrapped) * line_height + 4) if wrapped else 0
+    left = (max(_text_width(measure, label, font) for label in row_labels) + 8) \
+        if row_labels else 0
+    canvas = Image.new("RGB", (left + columns * (width + gap) - gap,
+                               top + len(rows) * (height + gap) - gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            x = left + c * (width + gap) + (width - _text_width(draw, line, font)) // 2
+            draw.text((x, 2 + k * line_height), line, fill="black", font=font)
     for r, row in enumerate(rows):
+        y = top + r * (height + gap)
+        if row_labels:
+            draw.text((2, y + (height - LABEL_SIZE) // 2), row_labels[r], fill="black",
+                      font=font)
         for c, image in enumerate(row):
-            canvas.paste(Image.fromarray(to_uint8(image)), (c * (width + gap), r * (height + gap)))
+            tile = Image.fromarray(to_uint8(image))
+            if scale > 1:
+                tile = tile.resize((width, height), Image.Resampling.NEAREST)
+            canvas.paste(tile, (left + c * (width + gap), y))
     return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), overwrite)
 
 
+def loss_figure(series: Mapping[str, Sequence[float]], title: str = "",
+                size: tuple[int, int] = (720, 400), xlabel: str = "step",
+                ylabel: str = "loss (log scale)") -> Any:
+    """A matplotlib ``Figure``: each series against its step (1, 2, ...), log y-axis, axis
+    labels, a legend and ``title``; ``size`` in pixels at 100 dpi. Non-positive or
+    non-finite values are left out (a log axis cannot show them)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    plotted = False
+    for name, points in series.items():
+        steps = [i + 1 for i, v in enumerate(points) if v > 0 and math.isfinite(v)]
+        values = [v for v in points if v > 0 and math.isfinite(v)]
+        if values:
+            axes.plot(steps, values, label=name, linewidth=1)
+            plotted = True
+    if plotted:
+        axes.set_yscale("log")
+        axes.legend(loc="upper right")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def save_curves(path: Path, series: Mapping[str, Sequence[float]], title: str = "",
-                overwrite: bool = False, size: tuple[int, int] = (640, 360)) -> Path:
-    """Line chart of each series against its step index, log10 y-axis, one colour each."""
-    width, height = size
-    left, right, top, bottom = 60, 110, 24, 30
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    values = [v for s in series.values() for v in s if v > 0 and math.isfinite(v)]
-    if values:
-        low, high = math.log10(min(values)), math.log10(max(values))
-        if high - low < 1e-6:
-            low, high = low - 0.5, high + 0.5
-        longest = max(len(s) for s in series.values())
-        draw.rectangle((left, top, width - right, height - bottom), outline="black")
-        for k in range(5):
-            y_value = low + (high - low) * k / 4
-            y = height - bottom - (height - top - bottom) * k / 4
-            draw.text((4, y - 6), f"{10 ** y_value:.2g}", fill="black")
-        draw.text((left, height - bottom + 6), "0", fill="black")
-        draw.text((width - right - 30, height - bottom + 6), str(longest), fill="black")
-        for index, (name, points) in enumerate(series.items()):
-            colour = _COLOURS[index % len(_COLOURS)]
-            xy = []
-            for step, value in enumerate(points):
-                if value > 0 and math.isfinite(value):
-                    x = left + (width - left - right) * step / max(longest - 1, 1)
-                    y = height - bottom - (height - top - bottom) * (
-                        (math.log10(value) - low) / (high - low))
-                    xy.append((x, y))
-            if len(xy) > 1:
-                draw.line(xy, fill=colour, width=1)
-            draw.text((width - right + 8, top + 14 * index), name, fill=colour)
-    draw.text((left, 4), title, fill="black")
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
+                overwrite: bool = False, size: tuple[int, int] = (720, 400),
+                xlabel: str = "step", ylabel: str = "loss (log scale)") -> Path:
+    """Write :func:`loss_figure` as a PNG of ``size`` pixels."""
+    figure = loss_figure(series, title, size, xlabel, ylabel)
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), overwrite)
 
 
 def save_history_csv(path: Path, history: Sequence[Mapping[str, float]],
@@ -99,5 +165,7 @@ def save_loss_history(folder: Path, history: Sequence[Mapping[str, float]], titl
     """``losses.csv`` and ``losses.png`` of a training history (keys it lacks are skipped)."""
     save_history_csv(folder / "losses.csv", history, overwrite=True)
     present = [k for k in keys if history and k in history[0]]
-    save_curves(folder / "losses.png", {k: [h[k] for h in history] for k in present},
+    names = {"dream": "dream (L_dream)", "orth": "orth (L_orth)", "kd": "kd (L_KD)"}
+    save_curves(folder / "losses.png",
+                {names.get(k, k): [h[k] for h in history] for k in present},
                 title=title, overwrite=True)

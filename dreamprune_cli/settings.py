@@ -52,6 +52,8 @@ class CommonSettings(_Section):
     non_strict: bool = Field(False, description="load only the weights that fit")
     trust_checkpoint: bool = Field(False, description="allow full unpickling (runs code)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: "
+                                "OMP_NUM_THREADS, else the allotted CPUs that are idle)")
     seed: int = Field(0, ge=0, description="random seed")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="mixed precision on CUDA (auto: bf16 where supported, else fp16)")

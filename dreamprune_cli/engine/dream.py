@@ -12,8 +12,10 @@ uniform noise and fresh clean targets drawn from a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,6 +32,8 @@ from dreamprune_cli.engine.precision import autocast, make_scaler, to_memory_for
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import NullProgress, ProgressSink
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -200,38 +204,79 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
                  device: torch.device, precision: Precision,
                  progress: ProgressSink | None = None,
                  resume_state: dict[str, Any] | None = None,
-                 on_batch_done: Any = None) -> DreamResult:
+                 on_batch_done: Callable[[dict[str, Any]], None] | None = None,
+                 save_every: int = 50) -> DreamResult:
     """Dream ``count`` images in batches of ``schedule.batch_size``, ``steps`` steps each.
 
     Args:
-        resume_state: what ``on_batch_done`` was last given (finished batches, generator
-            state, history), to continue an interrupted run.
-        on_batch_done: called with a resumable state dict after every batch.
+        resume_state: what ``on_batch_done`` was last given, to continue an interrupted run
+            exactly where it stopped (on the CPU, bit for bit).
+        on_batch_done: called with a resumable state dict (finished batches, the batch in
+            progress with its optimiser, the generator's state, the history) after every
+            batch, every ``save_every`` steps within a batch, and when Ctrl-C stops the run.
+            When given, Ctrl-C finishes the current step, saves, and raises
+            ``KeyboardInterrupt``.
+        save_every: steps between saves within a batch.
     """
+    from dreamprune_cli.engine.joint import deferred_interrupt
+
     progress = progress or NullProgress()
     dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision)
     batches = math.ceil(count / schedule.batch_size)
     done: list[tuple[torch.Tensor, torch.Tensor]] = []
     history: list[dict[str, float]] = []
+    current: dict[str, Any] | None = None
     if resume_state is not None:
         done = list(zip(resume_state["dreams"], resume_state["clean"]))
         history = list(resume_state["history"])
         generator.set_state(resume_state["generator"])
+        current = resume_state.get("current")
+
+    def state(batch: int | None = None, step: int = 0) -> dict[str, Any]:
+        """Everything needed to continue; ``batch`` is the one in progress, if any."""
+        return {"dreams": [d for d, _ in done], "clean": [c for _, c in done],
+                "history": list(history), "generator": generator.get_state(),
+                "current": None if batch is None else
+                {"batch": batch, "step": step, "dreamer": dreamer.state_dict()}}
+
     progress.start("dream", batches * steps)
     last = DreamStep(torch.empty(0), torch.empty(0), float("nan"), float("nan"))
-    for batch in range(len(done), batches):
-        dreamer.new_round()
-        for step in range(steps):
-            last = dreamer.step()
-            global_step = batch * steps + step + 1
-            check_finite(global_step, dream=last.dream_loss, orth=last.orth_loss)
-            history.append({"step": global_step, "dream": last.dream_loss,
-                            "orth": last.orth_loss})
-            progress.update(global_step, dream=last.dream_loss, orth=last.orth_loss)
-        done.append((dreamer.dreams.detach().cpu().clone(), dreamer.clean.cpu().clone()))
-        if on_batch_done is not None:
-            on_batch_done({"dreams": [d for d, _ in done], "clean": [c for _, c in done],
-                           "history": history, "generator": generator.get_state()})
+    guard = deferred_interrupt() if on_batch_done is not None else contextlib.nullcontext(
+        lambda: False)
+    with guard as interrupted:
+        for batch in range(len(done), batches):
+            first_step = 0
+            if current is not None and current["batch"] == batch:
+                dreamer.load_state_dict(current["dreamer"])
+                first_step, current = int(current["step"]), None
+            else:
+                dreamer.new_round()
+            progress.update(batch * steps + first_step)
+            for step in range(first_step, steps):
+                last = dreamer.step()
+                global_step = batch * steps + step + 1
+                check_finite(global_step, dream=last.dream_loss, orth=last.orth_loss)
+                history.append({"step": global_step, "dream": last.dream_loss,
+                                "orth": last.orth_loss})
+                progress.update(global_step, dream=last.dream_loss, orth=last.orth_loss)
+                if on_batch_done is None or step + 1 == steps:
+                    continue
+                if interrupted():
+                    on_batch_done(state(batch, step + 1))
+                    log.warning("interrupted at step %d of %d (batch %d of %d); progress saved",
+                                step + 1, steps, batch + 1, batches)
+                    progress.finish()
+                    raise KeyboardInterrupt
+                if (step + 1) % save_every == 0:
+                    on_batch_done(state(batch, step + 1))
+            done.append((dreamer.dreams.detach().cpu().clone(), dreamer.clean.cpu().clone()))
+            if on_batch_done is not None:
+                on_batch_done(state())
+                if interrupted() and batch + 1 < batches:
+                    log.warning("interrupted after batch %d of %d; progress saved",
+                                batch + 1, batches)
+                    progress.finish()
+                    raise KeyboardInterrupt
     progress.finish()
     dreams = torch.cat([d for d, _ in done])[:count].contiguous()
     clean = torch.cat([c for _, c in done])[:count].contiguous()

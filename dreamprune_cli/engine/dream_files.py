@@ -4,15 +4,17 @@ Layout::
 
     dreams.safetensors   exact float tensors: dreams, clean, restored (N, 3, S, S)
     dream_000.png ...    the dreams as 8-bit PNGs, for people
-    grid.png             one row per dream: dream | teacher(dream) | clean target
+    grid.png             one row per dream: dream | teacher output | clean target
     losses.csv, losses.png   the loss history
     manifest.json        settings, seed, versions, final losses, diversity
-    state.pt             resumable progress (finished batches), removed when done
+    state.pt             resumable progress (finished batches and the batch in progress),
+                         removed when done
     run.json             the settings that define the dreams (checked on --resume)
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,11 @@ from dreamprune_cli.metrics import psnr
 from dreamprune_cli.report import save_grid, save_loss_history
 from dreamprune_cli.run_record import write_run_record
 
+log = logging.getLogger(__name__)
+
 TENSORS_NAME = "dreams.safetensors"
 STATE_NAME = "state.pt"
+DREAM_COLUMNS = ["dream (input)", "teacher output", "clean target"]
 
 
 def versions() -> dict[str, str]:
@@ -54,7 +59,8 @@ def write_dream_folder(folder: Path, result: DreamResult, manifest: dict[str, An
         write_png(folder / f"dream_{index:03d}.png", image, overwrite=overwrite)
     rows = [[result.dreams[i], result.restored[i].clamp(0, 1), result.clean[i]]
             for i in range(min(grid_rows, result.dreams.shape[0]))]
-    save_grid(folder / "grid.png", rows, overwrite=overwrite)
+    save_grid(folder / "grid.png", rows, overwrite=overwrite, column_labels=DREAM_COLUMNS,
+              row_labels=[f"dream_{i:03d}" for i in range(len(rows))])
     save_loss_history(folder, result.history, "dreaming losses")
     dream_psnr = psnr(result.dreams, result.clean).mean().item()
     full = {**manifest, "versions": versions(), "count": int(result.dreams.shape[0]),
@@ -88,23 +94,46 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
                         generator: torch.Generator, device: torch.device,
                         precision: Precision, manifest: dict[str, Any], resume: bool = False,
                         overwrite: bool = False, run_record: dict[str, Any] | None = None,
-                        progress: ProgressSink | None = None) -> dict[str, Any]:
-    """Dream into ``folder``, saving resumable progress after every batch.
+                        progress: ProgressSink | None = None,
+                        save_every: int = 50) -> dict[str, Any]:
+    """Dream into ``folder``, saving resumable progress (``state.pt``) after every batch,
+    every ``save_every`` steps within a batch, and on Ctrl-C or SIGTERM.
 
-    An existing non-empty folder is an error unless ``overwrite`` or ``resume``; with
-    ``resume`` the finished batches in ``state.pt`` are kept and the rest dreamed.
+    An existing non-empty folder is an error unless ``overwrite`` or ``resume``. With
+    ``resume`` the run continues from ``state.pt``, which must exist and must have been
+    written with the same count, steps, batch size and image size (checked before any work).
     ``run_record``: the defining settings written to ``folder/run.json`` before any work.
+
+    Raises:
+        UsageError: a non-empty folder without ``overwrite``/``resume``; ``resume`` on a
+            folder that is complete, has nothing to resume, or was started differently.
+        Interrupted: after saving, when Ctrl-C or SIGTERM stops the run (it names the saved
+            state and the folder to resume).
+        RuntimeFailure: non-finite dreams (nothing is saved for them).
     """
-    folder = ensure_output_dir(Path(folder), overwrite, resume)
+    folder = Path(folder)
     state_path = folder / STATE_NAME
+    run = {"count": count, "steps": steps, "batch_size": schedule.batch_size,
+           "size": schedule.size}
     resume_state = None
-    if resume and state_path.is_file():
-        try:
-            resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UsageError(f"--resume: cannot read {state_path} ({exc})") from None
-    elif resume and (folder / TENSORS_NAME).is_file():
-        raise UsageError(f"--resume {folder}: this dream folder is already complete")
+    if resume:
+        if state_path.is_file():
+            try:
+                resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise UsageError(f"--resume: cannot read {state_path} ({exc})") from None
+            saved_run = resume_state.get("run", {})
+            for key, value in run.items():
+                if key in saved_run and saved_run[key] != value:
+                    raise UsageError(
+                        f"--resume {folder}: this run was started with {key}={saved_run[key]}, "
+                        f"not {value} (pass the same settings, or start a new folder)")
+        elif (folder / TENSORS_NAME).is_file():
+            raise UsageError(f"--resume {folder}: this dream folder is already complete")
+        else:
+            raise UsageError(f"--resume {folder}: nothing to resume (no {STATE_NAME}); start "
+                             f"a new run with --save-dir {folder}")
+    folder = ensure_output_dir(folder, overwrite, resume)
 
     if run_record is not None:
         write_run_record(folder, "dream", run_record)
@@ -114,16 +143,19 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
         if bad:
             raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])}: stopping "
                                  "without saving them (try a lower --noise-lr)")
+        state = {**state, "run": run}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     try:
         result = dream_images(teacher, clean_source, count, steps, schedule, generator, device,
                               precision, progress, resume_state=resume_state,
-                              on_batch_done=save_state)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished batches are saved
+                              on_batch_done=save_state, save_every=save_every)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the progress is saved
         stop = exc if isinstance(exc, Interrupted) else Interrupted()
         if state_path.is_file():
             stop.checkpoint, stop.resume_dir = state_path, folder
+            log.warning("progress saved in %s; continue with: dreamprune dream --resume %s",
+                        state_path, folder)
         raise stop from None
     except DreampruneError as exc:
         if state_path.is_file():

@@ -8,6 +8,7 @@ Output folder::
     student.safetensors the distilled student (original architecture, pruned weights zero)
     masks.safetensors   its masks
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
+    dreams.png (the last round's dreams | teacher | student | clean target),
     losses.csv, losses.png
     run.json            the settings that define the run (checked on --resume) and the
                         time of its one-time phases
@@ -89,15 +90,38 @@ class PipelineResult:
         }
 
 
+GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
+DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
+
+
 def _comparison_grid(path: Path, pairs: list[ImagePair], models: list[torch.nn.Module],
-                     device: torch.device, rows: int = 4, tiling: Tiling | None = None) -> None:
+                     device: torch.device, rows: int = 16, tiling: Tiling | None = None) -> None:
+    """``grid.png``: one row per evaluation image (the first ``rows``), labelled columns
+    input | teacher | pruned | student | target."""
     images = []
     for pair in pairs[:rows]:
         degraded, target = read_pair(pair)
         row = [degraded] + [restore(m, degraded, device, tiling).clamp(0, 1)
                             for m in models] + [target]
         images.append(row)
-    save_grid(path, images, overwrite=True)
+    save_grid(path, images, overwrite=True, column_labels=GRID_COLUMNS,
+              row_labels=[pair.name for pair in pairs[:rows]])
+
+
+def _dream_grid(path: Path, dreamer: Dreamer, teacher: torch.nn.Module,
+                student: torch.nn.Module) -> None:
+    """``dreams.png``: the last round's dreams, what teacher and student make of them, and
+    their clean targets (one row per dream of the batch)."""
+    dreams = dreamer.dreams.detach().float()
+    if dreams.numel() == 0:
+        return
+    with torch.inference_mode():
+        restored_t = teacher(dreams).float().clamp(0, 1).cpu()
+        restored_s = student(dreams).float().clamp(0, 1).cpu()
+    dreams, clean = dreams.cpu(), dreamer.clean.float().cpu()
+    rows = [[dreams[i], restored_t[i], restored_s[i], clean[i]] for i in range(dreams.shape[0])]
+    save_grid(path, rows, overwrite=True, column_labels=DREAM_GRID_COLUMNS,
+              row_labels=[f"dream {i + 1}" for i in range(len(rows))])
 
 
 def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
@@ -221,6 +245,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     _comparison_grid(out_dir / "grid.png", eval_pairs,
                      [teacher_adapter, pruned_snapshot, student_adapter], device,
                      tiling=tiling)
+    _dream_grid(out_dir / "dreams.png", dreamer, teacher_adapter, student_adapter)
 
     # the whole run: this session, plus the pruning and training of earlier sessions
     earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
@@ -252,7 +277,9 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             + markdown_table(["model", "PSNR", "SSIM", "GMACs@256", "params"], rows)
             + f"\n{result.student_gap.describe('Student - teacher')}.\n"
             + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
-              "student | target.\n\n![losses](losses.png)\n")
+              "student | target.\n\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
+              "dreams.png: the last round's dreams | teacher output | student output | "
+              "clean target.\n")
     write_text_atomic(out_dir / "report.md", text, overwrite=True)
     return result
 

@@ -1,0 +1,135 @@
+"""The Python API: the method's steps as plain functions with the CLI's defaults.
+
+Everything here is re-exported by the package (``from dreamprune_cli import dream``), with
+:func:`~dreamprune_cli.engine.prune.prune_model` and
+:func:`~dreamprune_cli.models.loading.load_model`::
+
+    teacher = load_model("ffa")                                  # bundled FFA-Net teacher
+    student = prune_model(teacher, 0.58, "lamp").student        # masked copy, 58% of MACs
+    dreams = dream(teacher, count=8, steps=50)                   # DreamResult
+    history = distill(teacher, student, dreams=dreams.dreams, steps=100)
+    print(evaluate(student).psnr, count_macs(student).macs)
+
+Models are :class:`~dreamprune_cli.models.loading.LoadedModel` records (network, registry
+facts, config); the functions call them through the model's adapter, so images are always
+RGB ``(N, 3, H, W)`` float32 in [0, 1]. Nothing here prints: pass a ``progress`` sink
+(:mod:`dreamprune_cli.progress`) to follow long runs. The lower-level engine
+(:func:`prune_model`, :func:`dream_images`, the ``Dreamer``/``Distiller`` loop) is exported
+too for finer control. (There is no ``prune`` function: ``dreamprune_cli.prune`` is the
+subpackage of allocators and masks.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dreamprune_cli.data.clean import make_clean_source
+from dreamprune_cli.data.pairs import pair_folders
+from dreamprune_cli.data.synthetic import synthetic_test_set
+from dreamprune_cli.engine.device import resolve_device, resolve_precision
+from dreamprune_cli.engine.distill import Distiller, DistillResult, distill_offline
+from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, Dreamer, dream_images
+from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
+from dreamprune_cli.engine.joint import JointTrainer
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import CostReport, count_costs
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.progress import ProgressSink
+
+
+def _network(model: LoadedModel | nn.Module) -> nn.Module:
+    """The RGB-in, RGB-out module of ``model`` (its adapter for a :class:`LoadedModel`)."""
+    return model.adapter() if isinstance(model, LoadedModel) else model
+
+
+def dream(teacher: LoadedModel, count: int = 8, steps: int = 200, *, size: int = 64,
+          batch_size: int = 8, seed: int = 0, device: str = "auto",
+          clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
+          **schedule: Any) -> DreamResult:
+    """Invert ``teacher``: optimise ``count`` noise images of ``size`` px, ``steps`` Adam
+    steps per batch of ``batch_size``, into inputs it restores to clean targets.
+
+    ``schedule``: further :class:`DreamSchedule` fields (``noise_lr`` 5e-2, ``lambda_orth``
+    0.05, ``lambda_tv`` 0, ``lambda_far`` 0, ``representation`` ``gram``). Returns a
+    :class:`DreamResult` with ``dreams``, ``clean`` and ``restored`` as ``(count, 3, size,
+    size)`` float32 CPU tensors in [0, 1] (``restored`` unclamped), the loss history and the
+    batch diversity (mean pairwise cosine, 1 = all alike).
+    """
+    device_ = resolve_device(device)
+    plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
+    generator = torch.Generator().manual_seed(seed)
+    return dream_images(teacher.adapter().to(device_), make_clean_source(clean_dir), count,
+                        steps, plan, generator, device_, resolve_precision(device_), progress)
+
+
+def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
+            dreams: torch.Tensor | None = None, student_lr: float = 1e-4,
+            lambda_kd: float = 1.0, batch_size: int = 8, size: int = 64,
+            round_steps: int = 50, seed: int = 0, device: str = "auto",
+            clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
+            **schedule: Any) -> list[dict[str, float]]:
+    """Train ``student`` (in place, masks kept) to match ``teacher`` on dreamed inputs.
+
+    With ``dreams`` (``(N, 3, H, W)`` in [0, 1], e.g. ``dream(...).dreams``): offline, on
+    random minibatches of them. Without: online, the joint loop that dreams a new batch
+    every step and restarts from noise every ``round_steps`` steps (``schedule`` as in
+    :func:`dream`). Returns the per-step loss history (``kd``, and ``dream``/``orth`` when
+    online).
+    """
+    device_ = resolve_device(device)
+    precision = resolve_precision(device_)
+    generator = torch.Generator().manual_seed(seed)
+    student.network.to(device_)
+    distiller = Distiller(student.adapter().to(device_), student_lr, lambda_kd, device_,
+                          precision)
+    teacher_adapter = teacher.adapter().to(device_)
+    if dreams is not None:
+        if dreams.dim() != 4 or dreams.shape[1] != 3:
+            raise UsageError(f"dreams: expected (N, 3, H, W), got {tuple(dreams.shape)}")
+        result: DistillResult = distill_offline(distiller, teacher_adapter, dreams, steps,
+                                                batch_size, generator, progress)
+        return result.history
+    plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
+    dreamer = Dreamer(teacher_adapter, make_clean_source(clean_dir), plan, generator, device_,
+                      precision)
+    trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+    return trainer.run(steps, progress=progress).history
+
+
+def evaluate(model: LoadedModel | nn.Module, input_dir: str | Path | None = None,
+             target_dir: str | Path | None = None, *, task: str | None = None,
+             metric_space: str | None = None, crop_border: int | None = None,
+             limit: int | None = None, device: str = "auto") -> EvaluationResult:
+    """PSNR/SSIM of ``model`` on degraded/clean pairs matched by file stem.
+
+    Without folders: the synthetic test set of the model's task (12 pairs of 128x128,
+    cached). ``metric_space`` (``y`` or ``rgb``) and ``crop_border`` default to the model's
+    registry entry (RGB and 0 for a bare module). Returns an :class:`EvaluationResult`
+    (``psnr`` in dB, ``ssim``, ``per_image``, MACs and parameters).
+
+    Raises:
+        UsageError: only one folder given, missing folders, or unpaired files.
+    """
+    info = model.info if isinstance(model, LoadedModel) else None
+    if (input_dir is None) != (target_dir is None):
+        raise UsageError("evaluate: input_dir and target_dir go together")
+    if input_dir is None:
+        input_dir, target_dir = synthetic_test_set(task or (info.task if info else "derain"))
+    pairs = pair_folders(Path(input_dir), Path(target_dir), limit=limit)  # type: ignore[arg-type]
+    space = metric_space or (info.metric_space if info else "rgb")
+    border = crop_border if crop_border is not None else (info.crop_border if info else 0)
+    return evaluate_pairs(_network(model), pairs, space, border,  # type: ignore[arg-type]
+                          resolve_device(device))
+
+
+def count_macs(model: LoadedModel | nn.Module, size: int = 256) -> CostReport:
+    """Multiply-accumulates and parameters of ``model`` for one ``3 x size x size`` input.
+
+    ``report.macs`` skips zero (pruned) weights, ``report.macs_dense`` counts them;
+    ``report.params`` and ``report.params_nonzero`` likewise; ``report.layers`` per layer.
+    """
+    return count_costs(_network(model), (3, size, size))
