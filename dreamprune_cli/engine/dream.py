@@ -29,7 +29,7 @@ from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
                                           mean_pairwise_cosine, orth_loss, tv_loss)
 from dreamprune_cli.engine.precision import autocast, make_scaler, to_memory_format
-from dreamprune_cli.errors import RuntimeFailure
+from dreamprune_cli.errors import Interrupted, RuntimeFailure
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import NullProgress, ProgressSink
 
@@ -213,9 +213,10 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
             exactly where it stopped (on the CPU, bit for bit).
         on_batch_done: called with a resumable state dict (finished batches, the batch in
             progress with its optimiser, the generator's state, the history) after every
-            batch, every ``save_every`` steps within a batch, and when Ctrl-C stops the run.
-            When given, Ctrl-C finishes the current step, saves, and raises
-            ``KeyboardInterrupt``.
+            batch, every ``save_every`` steps within a batch, and when Ctrl-C or SIGTERM stops
+            the run. When given, either signal finishes the current step, saves, and raises
+            :class:`~dreamprune_cli.errors.Interrupted` (a ``KeyboardInterrupt``; exit code
+            130 or 143).
         save_every: steps between saves within a batch.
     """
     from dreamprune_cli.engine.joint import deferred_interrupt
@@ -242,7 +243,7 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
     progress.start("dream", batches * steps)
     last = DreamStep(torch.empty(0), torch.empty(0), float("nan"), float("nan"))
     guard = deferred_interrupt() if on_batch_done is not None else contextlib.nullcontext(
-        lambda: False)
+        lambda: None)
     with guard as interrupted:
         for batch in range(len(done), batches):
             first_step = 0
@@ -261,22 +262,24 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
                 progress.update(global_step, dream=last.dream_loss, orth=last.orth_loss)
                 if on_batch_done is None or step + 1 == steps:
                     continue
-                if interrupted():
+                signal_number = interrupted()
+                if signal_number:
                     on_batch_done(state(batch, step + 1))
                     log.warning("interrupted at step %d of %d (batch %d of %d); progress saved",
                                 step + 1, steps, batch + 1, batches)
                     progress.finish()
-                    raise KeyboardInterrupt
+                    raise Interrupted(signal_number)
                 if (step + 1) % save_every == 0:
                     on_batch_done(state(batch, step + 1))
             done.append((dreamer.dreams.detach().cpu().clone(), dreamer.clean.cpu().clone()))
             if on_batch_done is not None:
                 on_batch_done(state())
-                if interrupted() and batch + 1 < batches:
+                signal_number = interrupted()
+                if signal_number and batch + 1 < batches:
                     log.warning("interrupted after batch %d of %d; progress saved",
                                 batch + 1, batches)
                     progress.finish()
-                    raise KeyboardInterrupt
+                    raise Interrupted(signal_number)
     progress.finish()
     dreams = torch.cat([d for d, _ in done])[:count].contiguous()
     clean = torch.cat([c for _, c in done])[:count].contiguous()
