@@ -103,13 +103,17 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
 def evaluate(model: LoadedModel | nn.Module, input_dir: str | Path | None = None,
              target_dir: str | Path | None = None, *, task: str | None = None,
              metric_space: str | None = None, crop_border: int | None = None,
-             limit: int | None = None, device: str = "auto") -> EvaluationResult:
-    """PSNR/SSIM of ``model`` on degraded/clean pairs matched by file stem.
+             ssim_variant: str | None = None, quantize: str | None = None,
+             pairing: str = "stem", limit: int | None = None,
+             device: str = "auto") -> EvaluationResult:
+    """PSNR/SSIM of ``model`` on degraded/clean pairs, scored like ``dreamprune evaluate``.
 
     Without folders: the synthetic test set of the model's task (12 pairs of 128x128,
-    cached). ``metric_space`` (``y`` or ``rgb``) and ``crop_border`` default to the model's
-    registry entry (RGB and 0 for a bare module). Returns an :class:`EvaluationResult`
-    (``psnr`` in dB, ``ssim``, ``per_image``, MACs and parameters).
+    cached). ``metric_space`` (``y`` or ``rgb``), ``crop_border``, ``ssim_variant``
+    (``basicsr`` or ``matlab``) and ``quantize`` (``round`` or ``truncate``) default to the
+    model's registry entry (RGB, 0, basicsr, round for a bare module); ``pairing`` is
+    ``stem``, ``rain100`` or ``sots`` as for the command. Returns an
+    :class:`EvaluationResult` (``psnr`` in dB, ``ssim``, ``per_image``, MACs and parameters).
 
     Raises:
         UsageError: only one folder given, missing folders, or unpaired files.
@@ -119,11 +123,15 @@ def evaluate(model: LoadedModel | nn.Module, input_dir: str | Path | None = None
         raise UsageError("evaluate: input_dir and target_dir go together")
     if input_dir is None:
         input_dir, target_dir = synthetic_test_set(task or (info.task if info else "derain"))
-    pairs = pair_folders(Path(input_dir), Path(target_dir), limit=limit)  # type: ignore[arg-type]
+    pairs = pair_folders(Path(input_dir), Path(target_dir), limit=limit,  # type: ignore[arg-type]
+                         pairing=pairing)  # type: ignore[arg-type]
     space = metric_space or (info.metric_space if info else "rgb")
     border = crop_border if crop_border is not None else (info.crop_border if info else 0)
+    variant = ssim_variant or (info.ssim_variant if info else "basicsr")
+    quantization = quantize or (info.quantization if info else "round")
     return evaluate_pairs(_network(model), pairs, space, border,  # type: ignore[arg-type]
-                          resolve_device(device))
+                          resolve_device(device), ssim_variant=variant,  # type: ignore[arg-type]
+                          quantization=quantization)  # type: ignore[arg-type]
 
 
 def count_macs(model: LoadedModel | nn.Module, size: int = 256) -> CostReport:

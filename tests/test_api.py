@@ -63,3 +63,17 @@ def test_import_and_help_do_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_evaluate_uses_the_models_scoring_protocol(pair_dirs) -> None:
+    """The API scores as the command does: the registry's quantization and SSIM by default
+    (PReNet truncates to 8 bits), overridable."""
+    import dreamprune_cli as dp
+
+    model = dp.load_model("prn_r", "tiny")  # random weights: the Python API allows them
+    inputs, targets = pair_dirs
+    default = dp.evaluate(model, inputs, targets, device="cpu")
+    truncated = dp.evaluate(model, inputs, targets, quantize="truncate", device="cpu")
+    rounded = dp.evaluate(model, inputs, targets, quantize="round", device="cpu")
+    assert default.quantization == "truncate" and default.psnr == truncated.psnr
+    assert rounded.quantization == "round" and rounded.psnr != truncated.psnr

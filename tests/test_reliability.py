@@ -303,12 +303,12 @@ def test_too_small_images_and_crop_border_named_before_any_work(runner, tmp_path
     args = ["evaluate", "--model", "identity", "--input-dir", str(inputs), "--target-dir",
             str(targets), "--save-dir", str(save)]
     small = runner.invoke(app, args)
-    assert small.exit_code == 2 and "tiny.png (8x8)" in small.output
+    assert small.exit_code == 2 and "tiny.png (8x8, width x height)" in small.output
     assert "internal error" not in small.output and not save.exists()
     (inputs / "tiny.png").unlink()
     (targets / "tiny.png").unlink()
     cropped = runner.invoke(app, [*args, "--crop-border", "12"])
-    assert cropped.exit_code == 2 and "img0.png (32x40)" in cropped.output
+    assert cropped.exit_code == 2 and "img0.png (40x32, width x height)" in cropped.output
     assert "--crop-border" in cropped.output and not save.exists()
 
 
@@ -418,3 +418,16 @@ def test_json_usage_error_is_one_line_and_one_object(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and "No such option: --eval-input-dir" in result.stderr
     assert json.loads(result.stdout) == {"error": result.stderr.strip()[len("error: "):],
                                          "exit_code": 2}
+
+
+def test_resume_refuses_a_folder_no_run_wrote(runner, tmp_path: Path) -> None:
+    """Further instance of case 4 (found by a new-user check): ``--resume`` on a folder of
+    images started a whole new run and wrote its files among them."""
+    folder = tmp_path / "photos"
+    save_rgb(folder / "a.png", np.zeros((16, 16, 3)))
+    for command, extra in (("pipeline", []), ("distill", ["--student", "x.safetensors"]),
+                           ("dream", [])):
+        result = runner.invoke(app, [command, "--resume", str(folder), *extra])
+        assert result.exit_code == 2, (command, result.output)
+        assert f"not a dreamprune {command} folder" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]

@@ -56,7 +56,7 @@ def check_eval_pairs(model: LoadedModel, pairs: Sequence[ImagePair], crop_border
         size = check_readable(pair.input_path, "input")
         check_readable(pair.target_path, "target")
         if min(size) < need:
-            too_small.append(f"{pair.input_path.name} ({size[0]}x{size[1]})")
+            too_small.append(f"{pair.input_path.name} ({size[1]}x{size[0]}, width x height)")
         sizes.setdefault(size, pair)
     if too_small:
         raise UsageError(
