@@ -7,7 +7,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -57,9 +57,13 @@ class EvaluationResult:
     seconds_model: float = 0.0
     seconds_metrics: float = 0.0
     per_image: list[ImageScore] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list, repr=False)
+    """The first ``keep_outputs`` restorations (8-bit levels, ``(3, H, W)``); not reported."""
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        data = asdict(replace(self, outputs=[]))  # the images are not part of the report
+        del data["outputs"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
                    crop_border: int, device: torch.device, save_dir: Path | None = None,
                    overwrite: bool = False, progress: ProgressSink | None = None, *,
                    ssim_variant: SsimVariant = "basicsr", quantization: Quantization = "round",
-                   tiling: Tiling | None = None) -> EvaluationResult:
+                   tiling: Tiling | None = None, keep_outputs: int = 0) -> EvaluationResult:
     """Restore every input, score it against its target, optionally save the restored PNGs.
 
     Outputs are clamped to [0, 1] and turned into 8-bit levels (``quantization``) before
@@ -185,6 +189,8 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         ssim_variant: ``basicsr`` or ``matlab`` (see :func:`dreamprune_cli.metrics.ssim`).
         quantization: ``round`` or ``truncate`` (see :func:`dreamprune_cli.metrics.quantize_8bit`).
         tiling: restore tile by tile (bounded memory) instead of whole images.
+        keep_outputs: keep the first N scored restorations in ``result.outputs`` (for
+            pictures, so that nothing is restored twice).
 
     Raises:
         UsageError: an image cannot be read, or an output PNG exists (without ``overwrite``).
@@ -198,6 +204,7 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
             check_writable(save_dir / f"{pair.name}.png", overwrite)
     size_costs: dict[tuple[int, int], int] = {}
     scores: list[ImageScore] = []
+    outputs: list[torch.Tensor] = []
     macs_total = 0
     phase = {"reading": 0.0, "model": 0.0, "metrics": 0.0}
     start = time.perf_counter()
@@ -222,6 +229,8 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         phase["metrics"] += time.perf_counter() - tick
         if save_dir is not None:
             write_png(save_dir / f"{pair.name}.png", restored, overwrite=overwrite)
+        if len(outputs) < keep_outputs:
+            outputs.append(restored)
         size = (degraded.shape[-2], degraded.shape[-1])
         if size not in size_costs:
             size_costs[size] = count_costs(model, (3, *size)).macs
@@ -241,4 +250,4 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         tile=tiling.tile if tiling is not None else None,
         tile_overlap=tiling.overlap if tiling is not None else None,
         seconds_reading=phase["reading"], seconds_model=phase["model"],
-        seconds_metrics=phase["metrics"], per_image=scores)
+        seconds_metrics=phase["metrics"], per_image=scores, outputs=outputs)

@@ -35,7 +35,7 @@ from dreamprune_cli.engine.distill import Distiller, load_student, save_student
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import (EvaluationResult, PairedGap, evaluate_pairs,
-                                            psnr_gap, restore)
+                                            psnr_gap)
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps)
 from dreamprune_cli.engine.prune import (REPORT_FILE, PruneResult, prune_model,
@@ -91,19 +91,19 @@ class PipelineResult:
 
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
+GRID_ROWS = 16  # evaluation images shown in grid.png
 DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
 
 
-def _comparison_grid(path: Path, pairs: list[ImagePair], models: list[torch.nn.Module],
-                     device: torch.device, rows: int = 16, tiling: Tiling | None = None) -> None:
-    """``grid.png``: one row per evaluation image (the first ``rows``), labelled columns
-    input | teacher | pruned | student | target."""
+def _comparison_grid(path: Path, pairs: list[ImagePair],
+                     evaluations: list[EvaluationResult]) -> None:
+    """``grid.png``: one row per evaluation image kept by the evaluations (the first
+    :data:`GRID_ROWS`), labelled columns input | teacher | pruned | student | target."""
+    rows = min(len(evaluation.outputs) for evaluation in evaluations)
     images = []
-    for pair in pairs[:rows]:
+    for index, pair in enumerate(pairs[:rows]):
         degraded, target = read_pair(pair)
-        row = [degraded] + [restore(m, degraded, device, tiling).clamp(0, 1)
-                            for m in models] + [target]
-        images.append(row)
+        images.append([degraded] + [e.outputs[index] for e in evaluations] + [target])
     save_grid(path, images, overwrite=True, column_labels=GRID_COLUMNS,
               row_labels=[pair.name for pair in pairs[:rows]])
 
@@ -170,7 +170,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     generator = torch.Generator().manual_seed(seed)
     teacher_adapter = teacher.adapter().to(device)
     scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
-                                   tiling=tiling)
+                                   tiling=tiling, keep_outputs=GRID_ROWS)
 
     tick = time.perf_counter()
     teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
@@ -242,9 +242,7 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
              "dreamprune.pipeline.steps": str(joint.steps)}
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, "joint dream + distill")
-    _comparison_grid(out_dir / "grid.png", eval_pairs,
-                     [teacher_adapter, pruned_snapshot, student_adapter], device,
-                     tiling=tiling)
+    _comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval])
     _dream_grid(out_dir / "dreams.png", dreamer, teacher_adapter, student_adapter)
 
     # the whole run: this session, plus the pruning and training of earlier sessions
