@@ -33,7 +33,7 @@ from dreamprune_cli.data.synthetic import synthetic_test_set
 from dreamprune_cli.engine.device import resolve_device, resolve_precision
 from dreamprune_cli.engine.distill import Distiller, DistillResult, distill_offline
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, Dreamer, dream_images
-from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
+from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import CostReport, count_costs
@@ -125,13 +125,8 @@ def evaluate(model: LoadedModel | nn.Module, input_dir: str | Path | None = None
         input_dir, target_dir = synthetic_test_set(task or (info.task if info else "derain"))
     pairs = pair_folders(Path(input_dir), Path(target_dir), limit=limit,  # type: ignore[arg-type]
                          pairing=pairing)  # type: ignore[arg-type]
-    space = metric_space or (info.metric_space if info else "rgb")
-    border = crop_border if crop_border is not None else (info.crop_border if info else 0)
-    variant = ssim_variant or (info.ssim_variant if info else "basicsr")
-    quantization = quantize or (info.quantization if info else "round")
-    return evaluate_pairs(_network(model), pairs, space, border,  # type: ignore[arg-type]
-                          resolve_device(device), ssim_variant=variant,  # type: ignore[arg-type]
-                          quantization=quantization)  # type: ignore[arg-type]
+    protocol = scoring_protocol(info, metric_space, crop_border, ssim_variant, quantize)
+    return evaluate_pairs(_network(model), pairs, device=resolve_device(device), **protocol)
 
 
 def count_macs(model: LoadedModel | nn.Module, size: int = 256) -> CostReport:

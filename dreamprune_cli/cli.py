@@ -617,18 +617,16 @@ def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
 
 def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
     """``evaluate_pairs``'s protocol keywords: the settings, else the model's registry entry."""
+    from dreamprune_cli.engine.evaluate import scoring_protocol
     from dreamprune_cli.engine.tiling import Tiling
 
     ev = resolved.settings.evaluate
     if ev.tile is None and resolved.sources.get("tile_overlap", "default") != "default":
         log.warning("--tile-overlap is only used with --tile; ignored")
-    return {
-        "metric_space": ev.metric_space or info.metric_space,
-        "crop_border": ev.crop_border if ev.crop_border is not None else info.crop_border,
-        "ssim_variant": ev.ssim_variant or info.ssim_variant,
-        "quantization": ev.quantize or info.quantization,
-        "tiling": None if ev.tile is None else Tiling.aligned(ev.tile, ev.tile_overlap,
-                                                              info.size_multiple)}
+    return {**scoring_protocol(info, ev.metric_space, ev.crop_border, ev.ssim_variant,
+                               ev.quantize),
+            "tiling": None if ev.tile is None else Tiling.aligned(ev.tile, ev.tile_overlap,
+                                                                  info.size_multiple)}
 
 
 def _check_pairs(loaded: Any, pairs: list[Any], scoring: dict[str, Any]) -> None:

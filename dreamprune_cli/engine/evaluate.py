@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from dreamprune_cli.fileio import check_writable
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.metrics import (MetricSpace, Quantization, SsimVariant, psnr, quantize_8bit,
                                     ssim)
+from dreamprune_cli.models.registry import ModelInfo
 from dreamprune_cli.progress import NullProgress, ProgressSink
 
 
@@ -162,6 +164,19 @@ def _restore_checked(model: nn.Module, image: torch.Tensor, device: torch.device
                   else "try --tile 512 (tiled inference)")
         raise RuntimeFailure(f"{source}: out of memory restoring this {height}x{width} image "
                              f"on {device}; {advice}") from None
+
+
+def scoring_protocol(info: ModelInfo | None, metric_space: str | None = None,
+                     crop_border: int | None = None, ssim_variant: str | None = None,
+                     quantize: str | None = None) -> dict[str, Any]:
+    """:func:`evaluate_pairs`'s protocol keywords: each value given, else the model's registry
+    entry (``info``; for a bare module without one: RGB, no crop, BasicSR's SSIM, rounding)."""
+    return {
+        "metric_space": metric_space or (info.metric_space if info else "rgb"),
+        "crop_border": crop_border if crop_border is not None else (
+            info.crop_border if info else 0),
+        "ssim_variant": ssim_variant or (info.ssim_variant if info else "basicsr"),
+        "quantization": quantize or (info.quantization if info else "round")}
 
 
 def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: MetricSpace,
