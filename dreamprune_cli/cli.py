@@ -244,21 +244,6 @@ def _resume_hint(checkpoint: Path | None, resume_dir: Path | None) -> str:
     return f"; progress saved in {checkpoint} (continue with --resume {resume_dir})"
 
 
-# What a folder of each command holds once it has started (older versions wrote no run.json).
-_RUN_FILES = {"pipeline": ("checkpoint.pt", "prune/student.safetensors", "report.json"),
-              "distill": ("checkpoint.pt", "student.safetensors", "metrics.json"),
-              "dream": ("state.pt", "dreams.safetensors", "manifest.json")}
-
-
-def _check_run_folder(folder: Path, command: str) -> None:
-    """Refuse ``--resume`` on a folder that no ``command`` run wrote (it would be filled)."""
-    expected = _RUN_FILES.get(command, ())
-    if expected and not any((folder / name).exists() for name in expected):
-        raise UsageError(f"--resume {folder}: not a dreamprune {command} folder (no run.json, "
-                         f"{', '.join(expected)}); start a new run with "
-                         f"{'--save-dir' if command == 'dream' else '--out'} {folder}")
-
-
 def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = None,
              default_model: str | None = None, command: str | None = None) -> ResolvedSettings:
     """Settings from every source; subcommand flags override the global ones.
@@ -269,7 +254,7 @@ def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = No
     ``distill``'s ``--student``) names in its metadata, else ``default_model``.
     """
     from dreamprune_cli.models.checkpoint import read_model_name
-    from dreamprune_cli.run_record import read_run_record
+    from dreamprune_cli.run_record import check_run_folder, read_run_record
 
     opts = _globals(ctx)
     merged = dict(flags)
@@ -283,7 +268,7 @@ def _resolve(ctx: typer.Context, flags: dict[str, Any], config: Path | None = No
     if command is not None and common.resume is not None:
         record = read_run_record(common.resume, command)
         if record is None:
-            _check_run_folder(Path(common.resume), command)
+            check_run_folder(Path(common.resume), command)
             log.warning("--resume %s: no run.json (a folder from an older version); its "
                         "settings cannot be checked", common.resume)
     source = "default"

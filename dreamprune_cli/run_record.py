@@ -128,3 +128,22 @@ def read_run_record(folder: Path, command: str) -> RunRecord | None:
 def same_value(a: Any, b: Any) -> bool:
     """Whether two settings values are equal once paths are made absolute."""
     return _plain(a) == _plain(b)
+
+
+# What a folder of each command holds once it has started (older versions wrote no run.json).
+RUN_FILES = {"pipeline": ("checkpoint.pt", "prune/student.safetensors", "report.json"),
+             "distill": ("checkpoint.pt", "student.safetensors", "metrics.json"),
+             "dream": ("state.pt", "dreams.safetensors", "manifest.json")}
+
+
+def check_run_folder(folder: Path, command: str) -> None:
+    """Refuse ``--resume`` on a folder that no ``command`` run wrote (it would be filled).
+
+    Raises:
+        UsageError: none of the files a started ``command`` run leaves is there.
+    """
+    expected = RUN_FILES.get(command, ())
+    if expected and not any((folder / name).exists() for name in expected):
+        raise UsageError(f"--resume {folder}: not a dreamprune {command} folder (no run.json, "
+                         f"{', '.join(expected)}); start a new run with "
+                         f"{'--save-dir' if command == 'dream' else '--out'} {folder}")
