@@ -7,7 +7,7 @@ blocks of steps so that machine load hits both alike; reports the median ms per 
 
 Usage::
 
-    python bench/joint_speed.py [--model ffa] [--batch 8] [--size 64] [--steps 40] [--threads 2]
+    python bench/joint_speed.py [--model ffa] [--weights FILE] [--batch 8] [--size 64] [--steps 40] [--threads 2]
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def minimal_loop(teacher: torch.nn.Module, student: torch.nn.Module, layer: torc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ffa")
+    parser.add_argument("--weights", default=None, help="checkpoint (default: the bundled "
+                        "teacher), e.g. the authors' PReNet6 net_latest.pth")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="steps per block")
@@ -75,7 +77,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(device)
-    teacher = load_model(args.model)
+    teacher = load_model(args.model, weights=args.weights)
     pruned = prune_model(teacher, 0.58, "lamp", flops_size=args.size).student
     schedule = DreamSchedule(batch_size=args.batch, size=args.size)
     generator = torch.Generator().manual_seed(0)
