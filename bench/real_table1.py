@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"F={target}: validation fidelity " + ", ".join(
             f"{a} {v:.2f}" for a, v in scores.items()) + f" dB; best {best[target]}",
             file=sys.stderr, flush=True)
+    if args.select_only:
+        return
     for target, name in planned_rows(args.targets, best):
         if (spec.model, target, name) in done or (wanted and name not in wanted):
             continue
@@ -367,6 +369,8 @@ def main() -> None:
     parser.add_argument("--teacher", choices=sorted(TEACHERS))
     parser.add_argument("--targets", type=float, nargs="+", default=[0.58, 0.40])
     parser.add_argument("--rows", nargs="+", help="only these rows, e.g. teacher prune/lamp")
+    parser.add_argument("--select-only", action="store_true",
+                        help="only choose the best allocator on the synthetic validation set")
     parser.add_argument("--steps", type=int, default=400, help="joint steps per distillation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

@@ -118,3 +118,15 @@ def test_every_registered_model_has_a_consistent_preset() -> None:
         info = get_model_info(name)
         assert r.settings.evaluate.metric_space in (None, info.metric_space), name
         assert r.settings.dream.size % info.size_multiple == 0, name
+
+
+@pytest.mark.parametrize(("name", "space"), [("prenet", "y"), ("gcanet", "rgb")])
+def test_real_teacher_presets_hold_the_benchmarked_settings(name: str, space: str) -> None:
+    """The presets of the authors' networks carry what bench/real_table1.py chose on its
+    synthetic validation set (the adaptive allocator) and the field's metric space."""
+    resolved = resolve_settings({"model": name}, env={})
+    s = resolved.settings
+    assert s.prune.allocator == "adaptive" and s.prune.flops_target == 0.58
+    assert resolved.sources["allocator"].endswith(f"presets/{name}.toml")
+    assert s.evaluate.metric_space == space
+    assert (s.dream.noise_lr, s.dream.lambda_orth, s.distill.student_lr) == (0.05, 0.05, 1e-4)
