@@ -24,6 +24,7 @@ from torch import nn
 
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distributed import RankSync, split_batch
 from dreamprune_cli.engine.features import PenultimateFeatures
 from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
@@ -85,17 +86,24 @@ def check_finite(step: int, **losses: float) -> None:
 
 
 class Dreamer:
-    """One batch of dreams and its optimiser; ``new_round`` restarts from noise."""
+    """One batch of dreams and its optimiser; ``new_round`` restarts from noise.
+
+    ``sync`` (several processes): this rank dreams ``batch_size / N`` of the batch, and
+    ``L_orth`` is taken over the whole batch of every rank, with gradients
+    (:mod:`dreamprune_cli.engine.distributed`).
+    """
 
     def __init__(self, teacher: RestorationAdapter, clean_source: CleanSource,
                  schedule: DreamSchedule, generator: torch.Generator, device: torch.device,
-                 precision: Precision) -> None:
+                 precision: Precision, sync: RankSync | None = None) -> None:
         self.teacher = freeze(teacher)
         self.clean_source = clean_source
         self.schedule = schedule
         self.generator = generator
         self.device = device
         self.precision = precision
+        self.sync = sync
+        self.batch_size = split_batch(schedule.batch_size, sync)
         self.scaler = make_scaler(device, precision)
         self.dreams = torch.empty(0)
         self.clean = torch.empty(0)
@@ -103,7 +111,7 @@ class Dreamer:
 
     def new_round(self) -> None:
         """Fresh clean targets and uniform noise (drawn on the CPU for reproducibility)."""
-        size, batch = self.schedule.size, self.schedule.batch_size
+        size, batch = self.schedule.size, self.batch_size
         clean = self.clean_source.sample(batch, size, self.generator)
         noise = torch.rand((batch, 3, size, size), generator=self.generator)
         self.clean = to_memory_format(clean.to(self.device), self.precision)
@@ -127,14 +135,17 @@ class Dreamer:
             else:
                 restored = self.teacher(self.dreams)
         loss_dream = dream_loss(restored.float(), self.clean)
-        loss_orth = orth_loss(features, schedule.representation) if use_orth \
-            else loss_dream.new_zeros(())
+        loss_orth = orth_loss(features, schedule.representation,
+                              None if self.sync is None else self.sync.gather_rows) \
+            if use_orth else loss_dream.new_zeros(())
         total = loss_dream + schedule.lambda_orth * loss_orth
         if schedule.lambda_tv > 0:
             total = total + schedule.lambda_tv * tv_loss(self.dreams)
         if schedule.lambda_far > 0:
             total = total - schedule.lambda_far * coarse_distance(self.dreams, self.clean,
                                                                   schedule.far_pool)
+        if self.sync is not None:  # the gradient of the whole batch's objective (see sync)
+            total = total / self.sync.world_size
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
