@@ -708,6 +708,7 @@ def dream_command(
     """Invert the teacher: optimise noise into degraded images it restores to clean ones."""
     import torch
 
+    from dreamprune_cli.engine.distributed import rank_seed
     from dreamprune_cli.engine.dream_files import run_dream_to_folder
 
     ui = _make_ui(ctx, json_flag)
@@ -726,7 +727,7 @@ def dream_command(
         raise UsageError("--save-dir is required (the folder for the dreams)")
     teacher, device_, precision, clean_source, schedule, sync = _teacher_and_runtime(resolved)
     steps_ = s.dream.steps or DREAM_DEFAULT_STEPS
-    generator = torch.Generator().manual_seed(s.common.seed)
+    generator = torch.Generator().manual_seed(rank_seed(s.common.seed, sync))
     manifest = run_dream_to_folder(
         teacher.adapter().to(device_), clean_source, folder, s.dream.count, steps_, schedule,
         generator, device_, precision,
@@ -734,7 +735,7 @@ def dream_command(
                   "steps_per_batch": steps_, "settings": resolved.flat(),
                   "device": str(device_)},
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        run_record=_run_record("dream", resolved, steps_), progress=ui.progress())
+        run_record=_run_record("dream", resolved, steps_), progress=ui.progress(), sync=sync)
     table = make_table(f"dream {teacher.name}", ["count", "L_dream", "L_orth", "diversity (cos)",
                                                  "PSNR dream vs clean", "folder"],
                        [[manifest["count"], manifest["final_dream_loss"],

@@ -203,6 +203,15 @@ class RankSync:
             dist.barrier()
 
 
+def merge_rank_batches(sync: RankSync, batches: list[tuple[torch.Tensor, torch.Tensor]]
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each global batch whole: for every batch index, the ranks' ``(dreams, clean)``
+    ``(B / N, 3, H, W)`` parts concatenated in rank order into ``(B, 3, H, W)``."""
+    parts = sync.all_gather(batches)
+    return [(torch.cat([rank[index][0] for rank in parts]),
+             torch.cat([rank[index][1] for rank in parts])) for index in range(len(batches))]
+
+
 def _to_cpu(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()

@@ -126,3 +126,19 @@ def test_batch_not_divisible_and_unsupported_command(tmp_path: Path, pair_dirs) 
              str(tmp_path / "p")]
     for code, _, err in workers.finish(workers.launch_cli(prune)):
         assert code == 2 and "'prune' runs in one process" in err
+
+
+def test_dream_on_two_ranks(tmp_path: Path) -> None:
+    weights = _ffa_weights(tmp_path)
+    out = tmp_path / "dreams"
+    args = ["dream", "--weights", str(weights), "--save-dir", str(out), "--count", "6",
+            "--steps", "3", *TINY, "--json"]
+    data = _ok(workers.finish(workers.launch_cli(args)))
+    assert data["count"] == 6
+    tensors = load_file(str(out / "dreams.safetensors"))
+    assert tensors["dreams"].shape == (6, 3, 32, 32)
+    # the two halves of a batch come from the two ranks' own generators
+    assert not torch.equal(tensors["clean"][0], tensors["clean"][2])
+    assert sorted(p.name for p in out.glob("dream_*.png")) == [f"dream_{i:03d}.png"
+                                                               for i in range(6)]
+    assert not (out / "state.pt").exists()
