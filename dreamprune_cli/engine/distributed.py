@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -159,10 +160,9 @@ class RankSync:
     def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Every rank's ``rows`` ``(B, ...)`` concatenated in rank order ``(N * B, ...)``,
         differentiable: the gradient of a loss computed identically on every rank reaches
-        each rank's rows summed over the N copies (divide that loss by N for its gradient)."""
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(rows.contiguous()), dim=0)
+        each rank's rows summed over the N copies (divide that loss by N for its gradient).
+        Every rank must pass the same shape."""
+        return _GatherRows.apply(rows, self.world_size, self.rank)
 
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` in ``DistributedDataParallel``: rank 0's parameters and buffers are
@@ -210,6 +210,25 @@ def merge_rank_batches(sync: RankSync, batches: list[tuple[torch.Tensor, torch.T
     parts = sync.all_gather(batches)
     return [(torch.cat([rank[index][0] for rank in parts]),
              torch.cat([rank[index][1] for rank in parts])) for index in range(len(batches))]
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along the first dimension whose backward sums the gradients of every
+    rank's copy (an all-reduce) and returns this rank's slice: torch's own
+    ``torch.distributed.nn.functional.all_gather`` does the same but is deprecated."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
+        parts = [torch.empty_like(rows) for _ in range(world_size)]
+        dist.all_gather(parts, rows.contiguous())
+        ctx.rows, ctx.rank = rows.shape[0], rank
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
 
 
 def _to_cpu(value: Any) -> Any:
@@ -353,6 +372,43 @@ def join_from_environment(device: torch.device,
                                 device_id=device if device.type == "cuda" else None)
     log.info("rank %d of %d (local %d) on %s, %s backend", rank, world, local, device, backend)
     return RankSync(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for a one-machine rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def local_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """The variables torchrun sets for process ``rank`` of a one-machine job (one thread
+    each)."""
+    return {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+
+
+def spawn_local(body: Callable[..., None], world_size: int, *args: Any) -> None:
+    """Run ``body(sync, *args)`` in ``world_size`` new CPU processes of this machine joined
+    in a Gloo group, one thread each (tests and benchmarks; users start runs with
+    torchrun). ``body`` must be importable (a module-level function); an exception in any
+    process is raised here."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawned, args=(world_size, free_port(), body, args), nprocs=world_size,
+             join=True)
+
+
+def _spawned(rank: int, world_size: int, port: int, body: Callable[..., None],
+             args: tuple[Any, ...]) -> None:
+    os.environ.update(local_environment(rank, world_size, port))
+    torch.set_num_threads(1)
+    sync = join_from_environment(torch.device("cpu"))
+    try:
+        body(sync, *args)
+    finally:
+        leave()
 
 
 def leave() -> None:

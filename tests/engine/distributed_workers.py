@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.multiprocessing as mp
 
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.engine.device import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
-from dreamprune_cli.engine.distributed import RankSync, join_from_environment, leave, rank_seed
+from dreamprune_cli.engine.distributed import (RankSync, free_port, local_environment,
+                                               rank_seed, spawn_local)
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
@@ -35,34 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORLD = 2
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rank_environment(rank: int, world: int, port: int) -> dict[str, str]:
-    """The variables torchrun sets for one process of a one-machine job."""
-    return {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-
-
 def spawn(body: Callable[..., None], *args: Any, world: int = WORLD) -> None:
     """Run ``body(sync, *args)`` in ``world`` processes joined in a Gloo group."""
-    mp.spawn(_entry, args=(world, free_port(), body, args), nprocs=world, join=True)
-
-
-def _entry(rank: int, world: int, port: int, body: Callable[..., None],
-           args: tuple[Any, ...]) -> None:
-    os.environ.update(rank_environment(rank, world, port))
-    torch.set_num_threads(1)
-    sync = join_from_environment(CPU)
-    assert sync is not None
-    try:
-        body(sync, *args)
-    finally:
-        leave()
+    spawn_local(body, world, *args)
 
 
 def launch_cli(args: list[str], world: int = WORLD, cwd: Path | None = None
@@ -73,7 +47,7 @@ def launch_cli(args: list[str], world: int = WORLD, cwd: Path | None = None
     for rank in range(world):
         env = {key: value for key, value in os.environ.items()
                if not key.startswith("DREAMPRUNE_") or key == "DREAMPRUNE_CACHE"}
-        env.update(rank_environment(rank, world, port))
+        env.update(local_environment(rank, world, port))
         env["PYTHONPATH"] = str(REPO)
         processes.append(subprocess.Popen([sys.executable, "-m", "dreamprune_cli", *args],
                                           cwd=cwd or REPO, env=env, text=True,
