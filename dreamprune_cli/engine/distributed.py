@@ -171,9 +171,10 @@ class RankSync:
 
         device_ids = [self.device] if self.device.type == "cuda" else None
         # masks and normalisation statistics never change while distilling (eval mode):
-        # copied once here, not before every forward; the graph is the same every step
-        return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False,
-                                       static_graph=True)
+        # copied from rank 0 once here, not before every forward; the graph is the same
+        # every step
+        return DistributedDataParallel(module, device_ids=device_ids,
+                                       forward_sync_buffers=False, static_graph=True)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` (any picklable object) on every rank."""

@@ -134,3 +134,23 @@ def evaluate_body(sync: RankSync, out: Path, pairs: list[Any]) -> None:
     teacher, _ = teacher_student()
     result = evaluate_pairs(teacher, pairs, "rgb", 0, CPU, keep_outputs=2, sync=sync)
     torch.save({"result": result}, out / f"rank{sync.rank}.pt")
+
+
+def dream_resume_body(sync: RankSync, out: Path) -> None:
+    """``dream_images`` straight, then resumed from its state after the first batch."""
+    from dreamprune_cli.engine.dream import dream_images
+
+    teacher, _ = teacher_student()
+    states: list[dict[str, Any]] = []
+
+    def run(resume_state: dict[str, Any] | None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(rank_seed(0, sync))
+        return dream_images(teacher, make_clean_source(None), 8, 3, SCHEDULE, generator, CPU,
+                            resolve_precision(CPU), resume_state=resume_state,
+                            on_batch_done=states.append, save_every=2, sync=sync).dreams
+
+    straight = run(None)
+    after_first = next(s for s in states if s["ranks"][0]["current"] is None)
+    resumed = run(after_first)
+    torch.save({"straight": straight, "resumed": resumed, "state": after_first},
+               out / f"rank{sync.rank}.pt")

@@ -138,3 +138,16 @@ def test_explicit_gpu_index_refused_under_torchrun() -> None:
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
     with pytest.raises(UsageError, match="--device mps"):
         distributed.join_from_environment(torch.device("mps"), env=env)
+
+
+def test_dream_images_resume_across_ranks(tmp_path: Path) -> None:
+    workers.spawn(workers.dream_resume_body, tmp_path)
+    ranks = [_load(tmp_path, rank) for rank in range(workers.WORLD)]
+    state = ranks[0]["state"]
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert len(state["ranks"][0]["dreams"]) == 1  # one finished batch, each rank's half
+    assert state["ranks"][0]["dreams"][0].shape[0] == workers.SCHEDULE.batch_size // 2
+    for rank in ranks:  # every rank returns the whole set, the same after a resume
+        assert rank["straight"].shape[0] == 8
+        assert torch.equal(rank["straight"], rank["resumed"])
+        assert torch.equal(rank["straight"], ranks[0]["straight"])
