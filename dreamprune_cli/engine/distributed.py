@@ -89,7 +89,8 @@ def is_writer(sync: RankSync | None) -> bool:
 def on_writer(sync: RankSync | None, action: Callable[[], T]) -> T:
     """Run ``action`` on rank 0 only (everywhere in one process) and give its result to
     every rank; an expected error it raises (:class:`DreampruneError`, e.g. a refused output
-    folder) is raised on every rank, so that all stop with rank 0's message."""
+    folder) is raised on every rank, so that all stop with rank 0's message (another
+    exception ends rank 0, and torchrun then stops the others)."""
     if sync is None:
         return action()
     outcome: tuple[bool, Any] = (True, None)
@@ -131,10 +132,6 @@ class RankSync:
     def is_writer(self) -> bool:
         """Rank 0 writes the files and reports progress."""
         return self.rank == 0
-
-    @property
-    def backend(self) -> str:
-        return str(dist.get_backend())
 
     def _tensor(self, values: list[float]) -> torch.Tensor:
         # NCCL only moves tensors on the rank's GPU; Gloo those on the CPU

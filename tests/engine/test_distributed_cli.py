@@ -5,7 +5,10 @@ the refusal of a checkpoint written by another number of processes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,6 +125,12 @@ def test_batch_not_divisible_and_unsupported_command(tmp_path: Path, pair_dirs) 
     for code, _, err in workers.finish(workers.launch_cli(args)):
         assert code == 2 and "--batch-size 3: not a multiple of the 2 processes" in err
     assert not (tmp_path / "run").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "yours.txt").write_text("a file of the user's")
+    args = _pipeline_args(weights, pair_dirs, busy, steps=2)
+    for code, _, err in workers.finish(workers.launch_cli(args)):  # rank 0's refusal, on all
+        assert code == 2 and "directory is not empty" in err
     prune = ["prune", "--weights", str(weights), "--variant", "tiny", "--out",
              str(tmp_path / "p")]
     for code, _, err in workers.finish(workers.launch_cli(prune)):
@@ -142,3 +151,24 @@ def test_dream_on_two_ranks(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("dream_*.png")) == [f"dream_{i:03d}.png"
                                                                for i in range(6)]
     assert not (out / "state.pt").exists()
+
+
+def test_under_torchrun_itself(runner, tmp_path: Path, pair_dirs) -> None:
+    """``torchrun --standalone --nproc-per-node 2 -m dreamprune_cli evaluate``: the launcher's
+    own environment (rendezvous, ranks, OMP_NUM_THREADS) is what the commands expect."""
+    weights = _ffa_weights(tmp_path)
+    inputs, targets = pair_dirs
+    args = ["evaluate", "--weights", str(weights), "--variant", "tiny", "--device", "cpu",
+            "--input-dir", str(inputs), "--target-dir", str(targets), "--json"]
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("DREAMPRUNE_") or key == "DREAMPRUNE_CACHE"}
+    env["PYTHONPATH"] = str(workers.REPO)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "dreamprune_cli", *args],
+                          cwd=workers.REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1  # one JSON object, from rank 0
+    one = runner.invoke(app, args)
+    assert json.loads(lines[0])["psnr"] == json.loads(one.stdout)["psnr"]
