@@ -7,6 +7,7 @@ user can make without Typer.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from rich.console import Console
 from typer.core import TyperGroup, TyperOption
 
 from dreamprune_cli import __version__
@@ -177,7 +179,16 @@ def _globals(ctx: typer.Context) -> GlobalOptions:
 
 def _make_ui(ctx: typer.Context, json_flag: bool = False) -> Ui:
     opts = _globals(ctx)
-    return Ui(json_output=opts.json_output or json_flag, quiet=opts.quiet, verbose=opts.verbose)
+    return _rank_ui(opts.json_output or json_flag, opts.quiet, opts.verbose)
+
+
+def _rank_ui(json_output: bool, quiet: bool, verbose: bool) -> Ui:
+    """The Ui asked for; under torchrun, ranks other than 0 print their errors only."""
+    from dreamprune_cli.engine.distributed import launch_rank
+
+    if launch_rank() == 0:
+        return Ui(json_output=json_output, quiet=quiet, verbose=verbose)
+    return Ui(quiet=True, verbose=verbose, stdout=Console(file=io.StringIO()))
 
 
 def handle_errors(command: F) -> F:
@@ -186,12 +197,15 @@ def handle_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dreamprune_cli.engine import distributed
+
         ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
         opts = _globals(ctx)
-        ui = Ui(json_output=opts.json_output or bool(kwargs.get("json_flag")),
-                quiet=opts.quiet, verbose=opts.verbose)
+        ui = _rank_ui(opts.json_output or bool(kwargs.get("json_flag")), opts.quiet,
+                      opts.verbose)
         try:
             with signals_as_interrupts():
+                distributed.refuse_launched(command.__name__.removesuffix("_command"))
                 return command(*args, **kwargs)
         except DreampruneError as exc:
             if opts.verbose:
@@ -214,6 +228,8 @@ def handle_errors(command: F) -> F:
             ui.fail(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for "
                     "the traceback)", EXIT_RUNTIME)
             raise typer.Exit(EXIT_RUNTIME) from None
+        finally:
+            distributed.leave()  # the process group, if this command joined one
 
     return wrapper  # type: ignore[return-value]
 
@@ -358,6 +374,7 @@ def evaluate_command(
 ) -> None:
     """Score a model on degraded/clean pairs: PSNR and SSIM as the field reports them."""
     from dreamprune_cli.engine.device import resolve_device
+    from dreamprune_cli.engine.distributed import join_from_environment
     from dreamprune_cli.engine.evaluate import evaluate_pairs
     from dreamprune_cli.engine.threads import apply_threads
 
@@ -374,6 +391,8 @@ def evaluate_command(
     s = resolved.settings
     common, ev = s.common, s.evaluate
     device_ = resolve_device(common.device)
+    sync = join_from_environment(device_)
+    device_ = sync.device if sync is not None else device_
     apply_threads(common.threads)
     loaded = _load_model(common)
     pairs = _eval_pairs(loaded.info.task, ev.input_dir, ev.target_dir, prefix="--",
@@ -382,7 +401,8 @@ def evaluate_command(
     scoring = _scoring(resolved, loaded.info)
     _check_pairs(loaded, pairs, scoring)
     result = evaluate_pairs(loaded.adapter(), pairs, device=device_, save_dir=common.save_dir,
-                            overwrite=common.overwrite, progress=ui.progress(), **scoring)
+                            overwrite=common.overwrite, progress=ui.progress(), **scoring,
+                            sync=sync)
     data = {"model": loaded.name, "weights": loaded.weights, "device": str(device_),
             **result.as_dict(), "pairing": ev.pairing, "input_dir": input_root,
             "target_dir": target_root}
@@ -571,21 +591,25 @@ CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Steps between c
 
 
 def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
-                         ) -> tuple[Any, Any, Any, Any, Any]:
-    """The teacher, device, precision, clean source and dream schedule of a training run,
-    checked before any work: the dream size against the model, the diversity loss's layer
-    (when ``dreaming`` with ``lambda_orth > 0``), the clean images."""
+                         ) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """The teacher, device, precision, clean source, dream schedule and process group
+    (``None`` unless under torchrun) of a training run, checked before any work: the dream
+    size against the model, the diversity loss's layer (when ``dreaming`` with
+    ``lambda_orth > 0``), the clean images, the batch's split over the processes."""
     import torch
 
     from dreamprune_cli.data.clean import make_clean_source
     from dreamprune_cli.engine.checks import check_diversity_layer, check_input_size
     from dreamprune_cli.engine.device import resolve_device, resolve_precision
+    from dreamprune_cli.engine.distributed import join_from_environment, split_batch
     from dreamprune_cli.engine.dream import DreamSchedule
     from dreamprune_cli.engine.threads import apply_threads
 
     s = resolved.settings
     common, dream = s.common, s.dream
     device = resolve_device(common.device)
+    sync = join_from_environment(device)
+    device = sync.device if sync is not None else device
     apply_threads(common.threads)
     precision = resolve_precision(device, common.amp, common.channels_last)
     teacher = _load_model(common)
@@ -596,8 +620,9 @@ def _teacher_and_runtime(resolved: ResolvedSettings, dreaming: bool = True
         check_input_size(teacher, dream.size, dream.size, f"--size {dream.size}")
         check_diversity_layer(teacher, dream.lambda_orth > 0)
     schedule = DreamSchedule.from_values(dream.model_dump())
+    split_batch(schedule.batch_size, sync)
     torch.manual_seed(common.seed)
-    return teacher, device, precision, make_clean_source(dream.clean_dir), schedule
+    return teacher, device, precision, make_clean_source(dream.clean_dir), schedule, sync
 
 
 def _scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
@@ -683,6 +708,7 @@ def dream_command(
     """Invert the teacher: optimise noise into degraded images it restores to clean ones."""
     import torch
 
+    from dreamprune_cli.engine.distributed import rank_seed
     from dreamprune_cli.engine.dream_files import run_dream_to_folder
 
     ui = _make_ui(ctx, json_flag)
@@ -699,9 +725,9 @@ def dream_command(
     folder = s.common.resume or s.common.save_dir
     if folder is None:
         raise UsageError("--save-dir is required (the folder for the dreams)")
-    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    teacher, device_, precision, clean_source, schedule, sync = _teacher_and_runtime(resolved)
     steps_ = s.dream.steps or DREAM_DEFAULT_STEPS
-    generator = torch.Generator().manual_seed(s.common.seed)
+    generator = torch.Generator().manual_seed(rank_seed(s.common.seed, sync))
     manifest = run_dream_to_folder(
         teacher.adapter().to(device_), clean_source, folder, s.dream.count, steps_, schedule,
         generator, device_, precision,
@@ -709,7 +735,7 @@ def dream_command(
                   "steps_per_batch": steps_, "settings": resolved.flat(),
                   "device": str(device_)},
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
-        run_record=_run_record("dream", resolved, steps_), progress=ui.progress())
+        run_record=_run_record("dream", resolved, steps_), progress=ui.progress(), sync=sync)
     table = make_table(f"dream {teacher.name}", ["count", "L_dream", "L_orth", "diversity (cos)",
                                                  "PSNR dream vs clean", "folder"],
                        [[manifest["count"], manifest["final_dream_loss"],
@@ -788,7 +814,7 @@ def distill_command(
         raise UsageError("--model is required (the teacher; neither the --weights nor the "
                          "--student file names its model)")
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
-    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(
+    teacher, device_, precision, clean_source, schedule, sync = _teacher_and_runtime(
         resolved, dreaming=s.distill.dreams is None)
     pruned = load_student(s.distill.student, teacher.name, trust=s.common.trust_checkpoint)
     dream_tensors = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
@@ -803,7 +829,7 @@ def distill_command(
         eval_pairs=pairs, **scoring, device=device_, precision=precision, seed=s.common.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=_run_record("distill", resolved, steps_),
-        progress=ui.progress())
+        progress=ui.progress(), sync=sync)
     m = outcome.metrics
     table = make_table(f"distill {teacher.name} ({m['mode']})",
                        ["steps", "final L_KD", "PSNR teacher", "PSNR student", "MACs kept",
@@ -896,7 +922,7 @@ def pipeline_command(
     steps_ = s.dream.steps or JOINT_DEFAULT_STEPS
     allocator_ = s.prune.allocator if s.prune.granularity == "unstructured" \
         else channel_allocator(s.prune.allocator, resolved.sources["allocator"])
-    teacher, device_, precision, clean_source, schedule = _teacher_and_runtime(resolved)
+    teacher, device_, precision, clean_source, schedule, sync = _teacher_and_runtime(resolved)
     pairs = _eval_pairs(teacher.info.task, s.pipeline.eval_input_dir,
                         s.pipeline.eval_target_dir, pairing=s.evaluate.pairing)
     out_dir = s.common.resume or s.common.out or Path("runs") / (
@@ -918,7 +944,7 @@ def pipeline_command(
         seed=s.common.seed, checkpoint_every=s.distill.checkpoint_every,
         resume=s.common.resume is not None, overwrite=s.common.overwrite,
         settings=resolved.flat(), run_record=_run_record("pipeline", resolved, steps_),
-        progress=ui.progress())
+        progress=ui.progress(), sync=sync)
     table = make_table(
         f"pipeline {teacher.name}: {result.macs_ratio:.3f} of the MACs, "
         f"{allocator_}{', channel' if s.prune.granularity == 'channel' else ''}, "

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distributed import RankSync
 from dreamprune_cli.engine.dream import check_finite
 from dreamprune_cli.engine.losses import distill_loss
 from dreamprune_cli.engine.precision import autocast, make_scaler
@@ -89,10 +90,15 @@ def save_student(student: LoadedModel, out_dir: Path, extra: dict[str, str] | No
 
 
 class Distiller:
-    """The student and its Adam optimiser; one ``step`` per batch of dreams."""
+    """The student and its Adam optimiser; one ``step`` per batch of dreams.
+
+    ``sync`` (several processes): the student trains in ``DistributedDataParallel``
+    (gradients averaged over the ranks; every rank holds the same student).
+    """
 
     def __init__(self, student: RestorationAdapter, lr: float, lambda_kd: float,
-                 device: torch.device, precision: Precision) -> None:
+                 device: torch.device, precision: Precision,
+                 sync: RankSync | None = None) -> None:
         self.student = student.to(device).eval()
         self.lambda_kd = lambda_kd
         self.device = device
@@ -102,11 +108,12 @@ class Distiller:
             parameter.requires_grad_(True)
         self.optimizer = torch.optim.Adam(parameters, lr=lr)
         self.scaler = make_scaler(device, precision)
+        self.trained = self.student if sync is None else sync.wrap(self.student)
 
     def step(self, inputs: torch.Tensor, teacher_out: torch.Tensor) -> float:
         """One update on ``lambda_kd * || S(x) - T(x) ||_1`` (both inputs detached)."""
         with autocast(self.device, self.precision):
-            student_out = self.student(inputs.detach())
+            student_out = self.trained(inputs.detach())
         loss = self.lambda_kd * distill_loss(student_out.float(), teacher_out.detach())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

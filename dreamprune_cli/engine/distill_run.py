@@ -13,6 +13,8 @@ from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.data.pairs import ImagePair
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, distill_offline, save_student
+from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, rank_seed,
+                                               split_batch)
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
@@ -42,7 +44,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 run_record: dict[str, Any] | None = None,
                 progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                 quantization: Quantization = "round",
-                tiling: Tiling | None = None) -> DistillOutcome:
+                tiling: Tiling | None = None, sync: RankSync | None = None) -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
@@ -50,42 +52,48 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     ``out_dir/checkpoint.pt`` and resumable. ``run_record``: the defining settings written
     to ``out_dir/run.json`` (checked by the caller against the folder's record on resume).
     ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
-    :func:`evaluate_pairs`'s.
+    :func:`evaluate_pairs`'s. ``sync``: one of several processes
+    (:mod:`dreamprune_cli.engine.distributed`); offline, each rank draws ``batch_size / N``
+    of each minibatch; rank 0 writes the files.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
-    out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), overwrite, resume))
     if resume and dreams is None:
-        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps)
-    if run_record is not None:
+        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync)
+    if run_record is not None and is_writer(sync):
         write_run_record(out_dir, "distill", run_record)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(rank_seed(seed, sync))
     teacher_adapter = teacher.adapter().to(device)
     student.network.to(device)
     distiller = Distiller(student.adapter().to(device), student_lr, lambda_kd, device,
-                          precision)
+                          precision, sync)
     if dreams is not None:
         result = distill_offline(distiller, teacher_adapter, dreams, steps,
-                                 schedule.batch_size, generator, progress)
+                                 split_batch(schedule.batch_size, sync), generator, progress)
         history, mode, per_step = result.history, "offline", None
     else:
-        dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
-        trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+        dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision,
+                          sync)
+        trainer = JointTrainer(dreamer, distiller, round_steps, generator, sync)
         checkpoint = out_dir / CHECKPOINT_NAME
         if resume and checkpoint.is_file():  # none: stopped before its first checkpoint
             trainer.load(checkpoint)
         joint = trainer.run(steps, checkpoint, checkpoint_every, progress)
         history, mode, per_step = joint.history, "online", joint.seconds_per_step
-    path = save_student(student, out_dir, extra={"dreamprune.distill.mode": mode,
-                                                 "dreamprune.distill.steps": str(steps)})
+    path = on_writer(sync, lambda: save_student(
+        student, out_dir, extra={"dreamprune.distill.mode": mode,
+                                 "dreamprune.distill.steps": str(steps)}))
     scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
-                                   tiling=tiling)
+                                   tiling=tiling, sync=sync)
     teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
                                   **scoring)
     student_eval = evaluate_pairs(distiller.student, eval_pairs, metric_space, crop_border,
                                   device, **scoring)
-    save_loss_history(out_dir, history, f"distill ({mode})")
     gap = psnr_gap(student_eval, teacher_eval)
+    if not is_writer(sync):  # the files are rank 0's
+        return DistillOutcome(student_path=path, metrics={}, gap=gap)
+    save_loss_history(out_dir, history, f"distill ({mode})")
     metrics = {"student": path, "mode": mode, "steps": steps,
                "final_kd_loss": history[-1]["kd"] if history else None,
                "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,

@@ -24,6 +24,8 @@ from torch import nn
 
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distributed import (RankSync, merge_rank_batches, rank_state,
+                                               split_batch)
 from dreamprune_cli.engine.features import PenultimateFeatures
 from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
@@ -85,17 +87,24 @@ def check_finite(step: int, **losses: float) -> None:
 
 
 class Dreamer:
-    """One batch of dreams and its optimiser; ``new_round`` restarts from noise."""
+    """One batch of dreams and its optimiser; ``new_round`` restarts from noise.
+
+    ``sync`` (several processes): this rank dreams ``batch_size / N`` of the batch, and
+    ``L_orth`` is taken over the whole batch of every rank, with gradients
+    (:mod:`dreamprune_cli.engine.distributed`).
+    """
 
     def __init__(self, teacher: RestorationAdapter, clean_source: CleanSource,
                  schedule: DreamSchedule, generator: torch.Generator, device: torch.device,
-                 precision: Precision) -> None:
+                 precision: Precision, sync: RankSync | None = None) -> None:
         self.teacher = freeze(teacher)
         self.clean_source = clean_source
         self.schedule = schedule
         self.generator = generator
         self.device = device
         self.precision = precision
+        self.sync = sync
+        self.batch_size = split_batch(schedule.batch_size, sync)
         self.scaler = make_scaler(device, precision)
         self.dreams = torch.empty(0)
         self.clean = torch.empty(0)
@@ -103,7 +112,7 @@ class Dreamer:
 
     def new_round(self) -> None:
         """Fresh clean targets and uniform noise (drawn on the CPU for reproducibility)."""
-        size, batch = self.schedule.size, self.schedule.batch_size
+        size, batch = self.schedule.size, self.batch_size
         clean = self.clean_source.sample(batch, size, self.generator)
         noise = torch.rand((batch, 3, size, size), generator=self.generator)
         self.clean = to_memory_format(clean.to(self.device), self.precision)
@@ -127,14 +136,17 @@ class Dreamer:
             else:
                 restored = self.teacher(self.dreams)
         loss_dream = dream_loss(restored.float(), self.clean)
-        loss_orth = orth_loss(features, schedule.representation) if use_orth \
-            else loss_dream.new_zeros(())
+        loss_orth = orth_loss(features, schedule.representation,
+                              None if self.sync is None else self.sync.gather_rows) \
+            if use_orth else loss_dream.new_zeros(())
         total = loss_dream + schedule.lambda_orth * loss_orth
         if schedule.lambda_tv > 0:
             total = total + schedule.lambda_tv * tv_loss(self.dreams)
         if schedule.lambda_far > 0:
             total = total - schedule.lambda_far * coarse_distance(self.dreams, self.clean,
                                                                   schedule.far_pool)
+        if self.sync is not None:  # the gradient of the whole batch's objective (see sync)
+            total = total / self.sync.world_size
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -205,7 +217,7 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
                  progress: ProgressSink | None = None,
                  resume_state: dict[str, Any] | None = None,
                  on_batch_done: Callable[[dict[str, Any]], None] | None = None,
-                 save_every: int = 50) -> DreamResult:
+                 save_every: int = 50, sync: RankSync | None = None) -> DreamResult:
     """Dream ``count`` images in batches of ``schedule.batch_size``, ``steps`` steps each.
 
     Args:
@@ -218,16 +230,22 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
             :class:`~dreamprune_cli.errors.Interrupted` (a ``KeyboardInterrupt``; exit code
             130 or 143).
         save_every: steps between saves within a batch.
+        sync: one of several processes: each batch is dreamed by every rank,
+            ``batch_size / N`` images each (:class:`Dreamer`); ``on_batch_done`` gets every
+            rank's state (:meth:`~dreamprune_cli.engine.distributed.RankSync.gather_state`)
+            and ``resume_state`` is such a state; the losses are the ranks' means and the
+            result holds every rank's dreams, batch by batch in rank order.
     """
     from dreamprune_cli.engine.joint import deferred_interrupt
 
     progress = progress or NullProgress()
-    dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision)
+    dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision, sync)
     batches = math.ceil(count / schedule.batch_size)
     done: list[tuple[torch.Tensor, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     current: dict[str, Any] | None = None
     if resume_state is not None:
+        resume_state = rank_state(resume_state, sync)
         done = list(zip(resume_state["dreams"], resume_state["clean"]))
         history = list(resume_state["history"])
         generator.set_state(resume_state["generator"])
@@ -240,11 +258,15 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
                 "current": None if batch is None else
                 {"batch": batch, "step": step, "dreamer": dreamer.state_dict()}}
 
+    save = on_batch_done if sync is None or on_batch_done is None else (
+        lambda state: on_batch_done(sync.gather_state(
+            state, per_rank=("dreams", "clean", "generator", "current"))))
     progress.start("dream", batches * steps)
     last = DreamStep(torch.empty(0), torch.empty(0), float("nan"), float("nan"))
     guard = deferred_interrupt() if on_batch_done is not None else contextlib.nullcontext(
         lambda: None)
     with guard as interrupted:
+        poll = interrupted if sync is None else lambda: sync.first_signal(interrupted())
         for batch in range(len(done), batches):
             first_step = 0
             if current is not None and current["batch"] == batch:
@@ -256,31 +278,34 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
             for step in range(first_step, steps):
                 last = dreamer.step()
                 global_step = batch * steps + step + 1
-                check_finite(global_step, dream=last.dream_loss, orth=last.orth_loss)
-                history.append({"step": global_step, "dream": last.dream_loss,
-                                "orth": last.orth_loss})
-                progress.update(global_step, dream=last.dream_loss, orth=last.orth_loss)
+                dream, orth = (last.dream_loss, last.orth_loss) if sync is None else \
+                    sync.mean(last.dream_loss, last.orth_loss)
+                check_finite(global_step, dream=dream, orth=orth)
+                history.append({"step": global_step, "dream": dream, "orth": orth})
+                progress.update(global_step, dream=dream, orth=orth)
                 if on_batch_done is None or step + 1 == steps:
                     continue
-                signal_number = interrupted()
+                signal_number = poll()
                 if signal_number:
-                    on_batch_done(state(batch, step + 1))
+                    save(state(batch, step + 1))
                     log.warning("interrupted at step %d of %d (batch %d of %d); progress saved",
                                 step + 1, steps, batch + 1, batches)
                     progress.finish()
                     raise Interrupted(signal_number)
                 if (step + 1) % save_every == 0:
-                    on_batch_done(state(batch, step + 1))
+                    save(state(batch, step + 1))
             done.append((dreamer.dreams.detach().cpu().clone(), dreamer.clean.cpu().clone()))
-            if on_batch_done is not None:
-                on_batch_done(state())
-                signal_number = interrupted()
+            if save is not None:
+                save(state())
+                signal_number = poll()
                 if signal_number and batch + 1 < batches:
                     log.warning("interrupted after batch %d of %d; progress saved",
                                 batch + 1, batches)
                     progress.finish()
                     raise Interrupted(signal_number)
     progress.finish()
+    if sync is not None:
+        done = merge_rank_batches(sync, done)
     dreams = torch.cat([d for d, _ in done])[:count].contiguous()
     clean = torch.cat([c for _, c in done])[:count].contiguous()
     restored, diversity = diversity_of(teacher, dreams, device, schedule.representation)

@@ -26,6 +26,7 @@ from dreamprune_cli import __version__
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.engine.distributed import RankSync, check_world_size, is_writer, on_writer
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
@@ -95,7 +96,7 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
                         precision: Precision, manifest: dict[str, Any], resume: bool = False,
                         overwrite: bool = False, run_record: dict[str, Any] | None = None,
                         progress: ProgressSink | None = None,
-                        save_every: int = 50) -> dict[str, Any]:
+                        save_every: int = 50, sync: RankSync | None = None) -> dict[str, Any]:
     """Dream into ``folder``, saving resumable progress (``state.pt``) after every batch,
     every ``save_every`` steps within a batch, and on Ctrl-C or SIGTERM.
 
@@ -103,6 +104,8 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
     ``resume`` the run continues from ``state.pt``, which must exist and must have been
     written with the same count, steps, batch size and image size (checked before any work).
     ``run_record``: the defining settings written to ``folder/run.json`` before any work.
+    ``sync``: one of several processes (:func:`dream_images`); rank 0 writes the files, and
+    ``state.pt`` must be resumed by as many processes as wrote it.
 
     Raises:
         UsageError: a non-empty folder without ``overwrite``/``resume``; ``resume`` on a
@@ -122,6 +125,7 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
                 resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
             except Exception as exc:
                 raise UsageError(f"--resume: cannot read {state_path} ({exc})") from None
+            check_world_size(resume_state, sync, state_path)
             saved_run = resume_state.get("run", {})
             for key, value in run.items():
                 if key in saved_run and saved_run[key] != value:
@@ -133,9 +137,9 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
         else:
             raise UsageError(f"--resume {folder}: nothing to resume (no {STATE_NAME}); start "
                              f"a new run with --save-dir {folder}")
-    folder = ensure_output_dir(folder, overwrite, resume)
+    folder = on_writer(sync, lambda: ensure_output_dir(folder, overwrite, resume))
 
-    if run_record is not None:
+    if run_record is not None and is_writer(sync):
         write_run_record(folder, "dream", run_record)
 
     def save_state(state: dict[str, Any]) -> None:
@@ -144,12 +148,13 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
             raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])}: stopping "
                                  "without saving them (try a lower --noise-lr)")
         state = {**state, "run": run}
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)
+        if is_writer(sync):
+            atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     try:
         result = dream_images(teacher, clean_source, count, steps, schedule, generator, device,
                               precision, progress, resume_state=resume_state,
-                              on_batch_done=save_state, save_every=save_every)
+                              on_batch_done=save_state, save_every=save_every, sync=sync)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the progress is saved
         stop = exc if isinstance(exc, Interrupted) else Interrupted()
         if state_path.is_file():
@@ -161,6 +166,8 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
         if state_path.is_file():
             exc.checkpoint, exc.resume_dir = state_path, folder
         raise
-    written = write_dream_folder(folder, result, manifest, overwrite=True)
-    state_path.unlink(missing_ok=True)
+    written = on_writer(sync, lambda: write_dream_folder(folder, result, manifest,
+                                                         overwrite=True))
+    if is_writer(sync):
+        state_path.unlink(missing_ok=True)
     return written

@@ -16,6 +16,7 @@ from torch import nn
 
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.pairs import ImagePair, read_pair
+from dreamprune_cli.engine.distributed import RankSync, gather_scores, shard
 from dreamprune_cli.engine.finite import describe_nonfinite
 from dreamprune_cli.engine.tiling import Tiling, restore_tiled
 from dreamprune_cli.errors import RuntimeFailure
@@ -183,7 +184,8 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
                    crop_border: int, device: torch.device, save_dir: Path | None = None,
                    overwrite: bool = False, progress: ProgressSink | None = None, *,
                    ssim_variant: SsimVariant = "basicsr", quantization: Quantization = "round",
-                   tiling: Tiling | None = None, keep_outputs: int = 0) -> EvaluationResult:
+                   tiling: Tiling | None = None, keep_outputs: int = 0,
+                   sync: RankSync | None = None) -> EvaluationResult:
     """Restore every input, score it against its target, optionally save the restored PNGs.
 
     Outputs are clamped to [0, 1] and turned into 8-bit levels (``quantization``) before
@@ -206,6 +208,9 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         tiling: restore tile by tile (bounded memory) instead of whole images.
         keep_outputs: keep the first N scored restorations in ``result.outputs`` (for
             pictures, so that nothing is restored twice).
+        sync: several processes (torchrun): each restores and scores its round-robin share
+            (and saves its PNGs), and every rank gets the scores of all images in order,
+            the same numbers as one process (the times are the slowest rank's).
 
     Raises:
         UsageError: an image cannot be read, or an output PNG exists (without ``overwrite``).
@@ -224,7 +229,10 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
     phase = {"reading": 0.0, "model": 0.0, "metrics": 0.0}
     start = time.perf_counter()
     progress.start("evaluate", len(pairs))
+    mine = set(shard(len(pairs), sync))
     for index, pair in enumerate(pairs, start=1):
+        if index - 1 not in mine:
+            continue
         tick = time.perf_counter()
         degraded, target = read_pair(pair)
         phase["reading"] += time.perf_counter() - tick
@@ -244,7 +252,7 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         phase["metrics"] += time.perf_counter() - tick
         if save_dir is not None:
             write_png(save_dir / f"{pair.name}.png", restored, overwrite=overwrite)
-        if len(outputs) < keep_outputs:
+        if index <= keep_outputs:  # the first keep_outputs images, whichever rank had them
             outputs.append(restored)
         size = (degraded.shape[-2], degraded.shape[-1])
         if size not in size_costs:
@@ -254,6 +262,9 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
         progress.update(index, psnr=score.psnr)
     progress.finish()
     seconds = time.perf_counter() - start
+    if sync is not None:
+        scores, outputs, macs_total, seconds = gather_scores(sync, mine, scores, outputs,
+                                                             macs_total, phase, seconds)
     cost_256 = count_costs(model, (3, 256, 256))
     return EvaluationResult(
         metric_space=metric_space, crop_border=crop_border, count=len(scores),

@@ -5,7 +5,9 @@ random generator's state, step, history, training time) is written atomically ev
 and at the end, and only if every tensor in it is finite; Ctrl-C or SIGTERM finishes the
 current step, saves, and raises :class:`~dreamprune_cli.errors.Interrupted`; a NaN or
 infinite loss stops with an error naming the step, leaving the last good checkpoint alone.
-On the CPU a resumed run ends bit for bit where an uninterrupted one would.
+On the CPU a resumed run ends bit for bit where an uninterrupted one would. Over several
+processes (``sync``, :mod:`dreamprune_cli.engine.distributed`) the checkpoint holds every
+rank's dreams and generator and is written by rank 0; the losses are the ranks' means.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from dreamprune_cli.engine.distill import Distiller
+from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
 from dreamprune_cli.engine.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
@@ -44,15 +47,20 @@ def _read_state(path: Path) -> dict[str, Any]:
             from None
 
 
-def check_resumable_steps(checkpoint: Path, total_steps: int) -> None:
-    """Before any work: a run resumed to ``total_steps`` must not have done more already.
+def check_resumable_steps(checkpoint: Path, total_steps: int,
+                          sync: RankSync | None = None) -> None:
+    """Before any work: a run resumed to ``total_steps`` must not have done more already,
+    and must run on as many processes as wrote the checkpoint.
 
     Raises:
-        UsageError: the checkpoint is unreadable or is past ``total_steps``.
+        UsageError: the checkpoint is unreadable, is past ``total_steps``, or was written
+            by another number of processes.
     """
     if not checkpoint.is_file():
         return  # stopped before its first checkpoint: the loop starts at step 0
-    done = int(_read_state(checkpoint)["step"])
+    state = _read_state(checkpoint)
+    check_world_size(state, sync, checkpoint)
+    done = int(state["step"])
     if done > total_steps:
         raise UsageError(f"--steps {total_steps}: the run in {checkpoint.parent} already did "
                          f"{done} joint steps (pass --steps {done} or more to resume it)")
@@ -70,8 +78,9 @@ class JointTrainer:
     """Runs the dual-branch loop with checkpoints; see the module docstring."""
 
     def __init__(self, dreamer: Dreamer, distiller: Distiller, round_steps: int,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, sync: RankSync | None = None) -> None:
         self.dreamer = dreamer
+        self.sync = sync
         self.distiller = distiller
         self.round_steps = round_steps
         self.generator = generator
@@ -80,10 +89,12 @@ class JointTrainer:
         self.seconds = 0.0  # training time of every session of the run, resumed ones too
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "history": self.history, "seconds": self.seconds,
-                "generator": self.generator.get_state(),
-                "dreamer": self.dreamer.state_dict(),
-                "distiller": self.distiller.state_dict()}
+        state = {"step": self.step, "history": self.history, "seconds": self.seconds,
+                 "generator": self.generator.get_state(),
+                 "dreamer": self.dreamer.state_dict(),
+                 "distiller": self.distiller.state_dict()}
+        return state if self.sync is None else \
+            self.sync.gather_state(state, per_rank=("generator", "dreamer"))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -102,10 +113,13 @@ class JointTrainer:
             raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])} at step "
                                  f"{self.step}: stopping without saving them (try a lower "
                                  "learning rate)")
-        atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
+        if self.sync is None or self.sync.is_writer:
+            atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     def load(self, path: Path) -> None:
-        self.load_state_dict(_read_state(path))
+        state = _read_state(path)
+        check_world_size(state, self.sync, path)
+        self.load_state_dict(rank_state(state, self.sync))
         log.info("resuming from %s at step %d", path, self.step)
 
     def run(self, total_steps: int, checkpoint: Path | None = None,
@@ -142,17 +156,19 @@ class JointTrainer:
                 if self.step % self.round_steps == 0:
                     self.dreamer.new_round()
                 dreamed = self.dreamer.step()
-                check_finite(self.step + 1, dream=dreamed.dream_loss, orth=dreamed.orth_loss)
-                kd = self.distiller.step(dreamed.dreams, dreamed.teacher_out)
+                dream, orth = self._mean(dreamed.dream_loss, dreamed.orth_loss)
+                check_finite(self.step + 1, dream=dream, orth=orth)
+                kd, = self._mean(self.distiller.step(dreamed.dreams, dreamed.teacher_out))
                 check_finite(self.step + 1, distill=kd)
                 self.step += 1
-                self.history.append({"step": self.step, "dream": dreamed.dream_loss,
-                                     "orth": dreamed.orth_loss, "kd": kd})
-                progress.update(self.step, dream=dreamed.dream_loss, kd=kd)
+                self.history.append({"step": self.step, "dream": dream, "orth": orth,
+                                     "kd": kd})
+                progress.update(self.step, dream=dream, kd=kd)
                 clock()
                 if checkpoint is not None and self.step % checkpoint_every == 0:
                     self.save(checkpoint)
-                signal_number = interrupted()
+                signal_number = interrupted() if self.sync is None else \
+                    self.sync.first_signal(interrupted())
                 if signal_number is not None:
                     progress.finish()
                     if checkpoint is not None:
@@ -168,3 +184,7 @@ class JointTrainer:
         progress.finish()
         return JointResult(history=self.history, steps=self.step, seconds=self.seconds,
                            seconds_per_step=self.seconds / self.step if self.step else 0.0)
+
+    def _mean(self, *losses: float) -> list[float]:
+        """The losses' means over the ranks (the losses themselves in one process)."""
+        return list(losses) if self.sync is None else self.sync.mean(*losses)

@@ -3,6 +3,7 @@ optional image terms for the dreams (a total-variation prior and a coarse-distan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -49,15 +50,21 @@ def cosine_matrix(representations: torch.Tensor, center: bool) -> torch.Tensor:
     return r @ r.t()
 
 
-def orth_loss(features: torch.Tensor, representation: Representation = "gram") -> torch.Tensor:
+def orth_loss(features: torch.Tensor, representation: Representation = "gram",
+              gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """``L_orth = mean_{i != j} (r_i . r_j)^2`` over centred, L2-normalised representations.
 
-    Zero for a batch of one (nothing to push apart).
+    Zero for a batch of one (nothing to push apart). ``gather``: maps this process's
+    representations ``(B, D)`` to the whole batch's over several processes
+    (:meth:`~dreamprune_cli.engine.distributed.RankSync.gather_rows`).
     """
-    batch = features.shape[0]
+    representations = degradation_representation(features, representation)
+    if gather is not None:
+        representations = gather(representations)
+    batch = representations.shape[0]
     if batch < 2:
         return features.new_zeros(())
-    cosine = cosine_matrix(degradation_representation(features, representation), center=True)
+    cosine = cosine_matrix(representations, center=True)
     off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
     return cosine[off_diagonal].pow(2).mean()
 

@@ -32,6 +32,7 @@ from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.channel_prune import prune_channels
 from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distill import Distiller, load_student, save_student
+from dreamprune_cli.engine.distributed import RankSync, is_writer, on_writer, rank_seed
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
 from dreamprune_cli.engine.dream_files import versions
 from dreamprune_cli.engine.evaluate import (EvaluationResult, PairedGap, evaluate_pairs,
@@ -137,7 +138,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                  run_record: dict[str, Any] | None = None,
                  progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                  quantization: Quantization = "round",
-                 tiling: Tiling | None = None) -> PipelineResult:
+                 tiling: Tiling | None = None,
+                 sync: RankSync | None = None) -> PipelineResult:
     """Run prune -> dream + distill -> evaluate -> report into ``out_dir`` (see module doc).
 
     ``calibration_source``: ``dreams`` calibrates the adaptive allocator on a short dreaming
@@ -152,11 +154,14 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     ``granularity="channel"`` removes whole channels instead of masking weights
     (:func:`~dreamprune_cli.engine.channel_prune.prune_channels`; allocators ``uniform``,
     ``global``, ``lamp``); the thinner student is distilled on the outputs alike.
+    ``sync``: one of several processes (:mod:`dreamprune_cli.engine.distributed`): rank 0
+    prunes and writes every file, the others load its pruned student; dreaming, distillation
+    and the evaluations are shared.
     """
     progress = progress or NullProgress()
     start = time.perf_counter()
     phases: dict[str, float] = {}
-    out_dir = ensure_output_dir(Path(out_dir), overwrite, resume)
+    out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), overwrite, resume))
     earlier = read_run_record(out_dir, "pipeline") if resume else None
     once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
     record = dict(run_record) if run_record is not None else \
@@ -164,13 +169,13 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     prune_dir = out_dir / "prune"
     checkpoint = out_dir / CHECKPOINT_NAME
     if resume:
-        check_resumable_steps(checkpoint, steps)
-    if record is not None:
+        check_resumable_steps(checkpoint, steps, sync)
+    if record is not None and is_writer(sync):
         write_run_record(out_dir, "pipeline", record, once)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(rank_seed(seed, sync))
     teacher_adapter = teacher.adapter().to(device)
     scoring: dict[str, Any] = dict(ssim_variant=ssim_variant, quantization=quantization,
-                                   tiling=tiling, keep_outputs=GRID_ROWS)
+                                   tiling=tiling, keep_outputs=GRID_ROWS, sync=sync)
 
     tick = time.perf_counter()
     teacher_eval = evaluate_pairs(teacher_adapter, eval_pairs, metric_space, crop_border, device,
@@ -178,7 +183,10 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     phases["evaluate_teacher"] = time.perf_counter() - tick
 
     prune_report: dict[str, Any] | None = None
-    if resume and (prune_dir / "student.safetensors").is_file():
+    follower = not is_writer(sync)
+    if follower:  # rank 0 prunes (or finds the pruned student) and writes it first
+        sync.barrier()  # type: ignore[union-attr]
+    if (resume or follower) and (prune_dir / "student.safetensors").is_file():
         log.info("resuming: reusing the pruned student in %s", prune_dir)
         student = load_student(prune_dir / "student.safetensors", teacher.name)
         pruned: PruneResult | None = None
@@ -210,6 +218,8 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
             write_run_record(out_dir, "pipeline", record, once)
         student = pruned.student
         prune_report = pruned.as_dict(layers=False)
+    if sync is not None and sync.is_writer:
+        sync.barrier()  # prune/ is written: the other ranks load it
     student.network.to(device)
     student_adapter = student.adapter().to(device)
     pruned_snapshot = copy.deepcopy(student_adapter)
@@ -219,9 +229,10 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
                                  progress=progress, **scoring)
     phases["evaluate_pruned"] = time.perf_counter() - tick
 
-    dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision)
-    distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision)
-    trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+    dreamer = Dreamer(teacher_adapter, clean_source, schedule, generator, device, precision,
+                      sync)
+    distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision, sync)
+    trainer = JointTrainer(dreamer, distiller, round_steps, generator, sync)
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
     trained_before = trainer.seconds
@@ -236,6 +247,11 @@ def run_pipeline(teacher: LoadedModel, *, flops_target: float, allocator: str,
     for name, seconds in once.items():  # one-time phases of the first session, on resume
         phases.setdefault(name, seconds)
     macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
+    if follower:  # the files and the report are rank 0's
+        return PipelineResult(out_dir=out_dir, student_path=out_dir / "student.safetensors",
+                              macs_ratio=macs_ratio, teacher=teacher_eval, pruned=pruned_eval,
+                              student=student_eval, joint=joint,
+                              seconds=time.perf_counter() - start, phases=phases)
     extra = {"dreamprune.pipeline.flops_target": repr(flops_target),
              "dreamprune.pipeline.allocator": allocator,
              "dreamprune.pipeline.granularity": granularity,
