@@ -95,12 +95,12 @@ class PipelineResult:
         """The three models' rows: the command's table and ``report.md`` show these."""
         rows = [[label, e.psnr, e.ssim, e.macs_256 / 1e9, e.params_nonzero]
                 for label, e in (("teacher", self.teacher),
-                                 (f"pruned ({self.allocator}, no distillation)", self.pruned),
+                                 ("pruned (no distillation)", self.pruned),
                                  ("dream + distill", self.student))]
         channel = ", channel" if self.granularity == "channel" else ""
         return ResultTable(
             f"pipeline {self.model}: {self.macs_ratio:.3f} of the MACs, {self.allocator}"
-            f"{channel}, {self.joint.steps} joint steps, {self.seconds:.0f} s",
+            f"{channel}, {self.joint.steps} steps, {self.seconds:.0f} s",
             ["model", f"PSNR ({self.student.metric_space})", "SSIM", "GMACs@256", "params"],
             rows, caption=self.student_gap.describe("student - teacher"))
 

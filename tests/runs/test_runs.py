@@ -101,7 +101,7 @@ def test_pipeline_run_table_report_and_json_are_one_result(tmp_path: Path, pair_
         flops_size=64, steps=2, round_steps=1, batch_size=2, size=32, out=tmp_path / "run",
         eval_input_dir=inputs, eval_target_dir=targets))
     table = result.table()
-    assert [row[0] for row in table.rows] == ["teacher", "pruned (lamp, no distillation)",
+    assert [row[0] for row in table.rows] == ["teacher", "pruned (no distillation)",
                                               "dream + distill"]
     assert table.rows[2][1] == result.summary()["psnr_student"]
     report_md = (tmp_path / "run" / "report.md").read_text()
