@@ -38,13 +38,13 @@ from typing import Any
 import torch
 
 from dreamprune_cli.data.clean import make_clean_source
-from dreamprune_cli.engine.device import resolve_precision
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.distributed import RankSync, rank_seed, spawn_local
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, teacher_features
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.losses import cosine_matrix
-from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.prune.plan import prune_model
 from dreamprune_cli.models.loading import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from dreamprune_cli.data.clean import make_clean_source
-from dreamprune_cli.engine.device import resolve_device, resolve_precision
+from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.losses import orth_loss
-from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.prune.plan import prune_model
 from dreamprune_cli.models.loading import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

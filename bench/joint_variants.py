@@ -26,43 +26,22 @@ from pathlib import Path
 
 import torch
 
-from dreamprune_cli.data.clean import fractal_noise, make_clean_source
+from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import (TEST_SET_COUNT, TEST_SET_SEED, degrade_batch,
                                            synthetic_test_set)
-from dreamprune_cli.engine.device import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
-from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
+from dreamprune_cli.engine.dream import DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.engine.joint import JointTrainer
-from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.runs.context import generator as seeded
+from dreamprune_cli.runs.distill import joint_trainer
 from dreamprune_cli.settings import resolve_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "joint_variants.jsonl"
 CPU = torch.device("cpu")
-
-
-class InitDreamer(Dreamer):
-    """A dreamer whose rounds start from ``uniform`` noise (the engine's), a near-``gray``
-    image (0.5 +- 0.05) or ``smooth`` 1/f noise around grey."""
-
-    def __init__(self, *args: object, init: str = "uniform", **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.init = init
-
-    def new_round(self) -> None:
-        if self.init == "uniform":
-            super().new_round()
-            return
-        size, batch = self.schedule.size, self.schedule.batch_size
-        self.clean = self.clean_source.sample(batch, size, self.generator)
-        if self.init == "gray":
-            x = 0.5 + 0.1 * (torch.rand((batch, 3, size, size), generator=self.generator) - 0.5)
-        else:
-            x = (0.5 + 0.15 * fractal_noise(batch, 3, size, self.generator, slope=1.5))
-        self.dreams = x.clamp(0, 1).requires_grad_()
-        self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)
 
 
 def main() -> None:
@@ -111,7 +90,8 @@ def main() -> None:
         args.lambda_far = preset.dream.lambda_far
     schedule = DreamSchedule.from_values({
         **preset.dream.model_dump(), "noise_lr": args.noise_lr, "lambda_orth": args.lambda_orth,
-        "lambda_tv": args.lambda_tv, "lambda_far": args.lambda_far, "batch_size": 8, "size": 64})
+        "lambda_tv": args.lambda_tv, "lambda_far": args.lambda_far, "batch_size": 8, "size": 64,
+        "init": args.init})
     pairs = pair_folders(*synthetic_test_set(info.task, count=args.eval_count,
                                              seed=args.eval_seed))
     precision = resolve_precision(CPU)
@@ -124,35 +104,29 @@ def main() -> None:
     if args.allocator == "adaptive" and args.calibration == "dreams":
         calibration = dream_images(teacher.adapter(), make_clean_source(None), 8,
                                    args.calibration_steps,
-                                   dataclasses.replace(schedule, noise_lr=args.calibration_lr),
-                                   torch.Generator().manual_seed(0), CPU, precision).dreams
+                                   dataclasses.replace(schedule, noise_lr=args.calibration_lr,
+                                                       init="uniform"),
+                                   seeded(0), CPU, precision).dreams
     pruned = prune_model(teacher, args.target, args.allocator, calibration=calibration,
                          min_keep=args.min_keep)
     student = pruned.student
     pruned_psnr, _ = score(student.adapter())
 
-    generator = torch.Generator().manual_seed(args.seed)
-    distiller = Distiller(student.adapter(), args.student_lr, 1.0, CPU, precision)
-    if args.lr_schedule == "cos":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            distiller.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, args.steps)
-                                                                / args.steps)))
-        plain_step = distiller.step
+    generator = seeded(args.seed)
 
-        def step(x: torch.Tensor, target: torch.Tensor) -> float:
-            loss = plain_step(x, target)
-            scheduler.step()
-            return loss
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps))
 
-        distiller.step = step  # type: ignore[method-assign]
+    lr_lambda = cosine if args.lr_schedule == "cos" else None
     dream_psnr = None
     every = args.eval_every or args.steps
     checkpoints = sorted({*range(every, args.steps + 1, every), args.steps})
     scores: list[tuple[float, float]] = []  # (PSNR, SSIM) of the student at each checkpoint
     if args.inputs == "dreams":
-        dreamer = InitDreamer(teacher.adapter(), make_clean_source(None), schedule, generator,
-                              CPU, precision, init=args.init)
-        trainer = JointTrainer(dreamer, distiller, args.round_steps, generator)
+        trainer = joint_trainer(teacher.adapter(), student.adapter(), make_clean_source(None),
+                                schedule, args.round_steps, args.student_lr, 1.0, generator,
+                                CPU, precision, lr_lambda=lr_lambda)
+        dreamer = trainer.dreamer
         for stop in checkpoints:  # run() continues from the trainer's step
             trainer.run(stop)
             scores.append(score(student.adapter()))
@@ -160,6 +134,8 @@ def main() -> None:
             mse = (dreamer.dreams - dreamer.clean).pow(2).mean()
             dream_psnr = round(float(-10 * torch.log10(mse)), 2)
     else:
+        distiller = Distiller(student.adapter(), args.student_lr, 1.0, CPU, precision,
+                              lr_lambda=lr_lambda)
         adapter = teacher.adapter().eval()
         source = make_clean_source(None)
         for done in range(1, args.steps + 1):

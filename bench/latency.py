@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from dreamprune_cli.engine.channel_prune import prune_channels
-from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.plan import prune_model
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.loading import LoadedModel, load_model

@@ -38,12 +38,12 @@ from torch import nn
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.engine.prune import (ALLOCATORS, apply_allocation, measure_plan_drift,
+from dreamprune_cli.prune.plan import (ALLOCATORS, apply_allocation, measure_plan_drift,
                                          plan_pruning, write_prune_outputs)
 from dreamprune_cli.models import build_model
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
-from dreamprune_cli.prune.calibration import synthetic_calibration
+from dreamprune_cli.data.calibration import synthetic_calibration
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "prune_no_finetune.json"

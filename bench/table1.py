@@ -38,18 +38,19 @@ import torch
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import degrade_batch, synthetic_test_set
-from dreamprune_cli.engine.device import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
-from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, dream_images
+from dreamprune_cli.engine.dream import DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.engine.joint import JointTrainer
-from dreamprune_cli.engine.prune import prune_model
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.models.loading import LoadedModel, load_model
+from dreamprune_cli.prune import ALLOCATORS
+from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.runs.context import generator as seeded
+from dreamprune_cli.runs.distill import joint_trainer
 from dreamprune_cli.settings import resolve_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ALLOCATORS = ("uniform", "global", "erk", "lamp", "adaptive")
 CPU = torch.device("cpu")
 
 
@@ -61,7 +62,7 @@ def score(model: torch.nn.Module, pairs: list, space: str) -> dict[str, float]:
 def distill_on(inputs: Callable[[torch.Generator], torch.Tensor], teacher: LoadedModel,
                student: LoadedModel, steps: int, lr: float, seed: int) -> float:
     """Distill on inputs drawn each step by ``inputs`` (no dreaming); returns seconds."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     adapter = teacher.adapter().eval()
     distiller = Distiller(student.adapter(), lr, 1.0, CPU, resolve_precision(CPU))
     start = time.perf_counter()
@@ -75,13 +76,13 @@ def distill_on(inputs: Callable[[torch.Generator], torch.Tensor], teacher: Loade
 
 def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: float,
                   schedule: DreamSchedule, seed: int, round_steps: int) -> float:
-    generator = torch.Generator().manual_seed(seed)
-    precision = resolve_precision(CPU)
-    dreamer = Dreamer(teacher.adapter(), make_clean_source(None), schedule, generator, CPU,
-                      precision)
-    distiller = Distiller(student.adapter(), lr, 1.0, CPU, precision)
+    """The pipeline's joint loop (:func:`dreamprune_cli.runs.distill.joint_trainer`) on
+    ``student``; returns seconds."""
+    trainer = joint_trainer(teacher.adapter(), student.adapter(), make_clean_source(None),
+                            schedule, round_steps, lr, 1.0, seeded(seed), CPU,
+                            resolve_precision(CPU))
     start = time.perf_counter()
-    JointTrainer(dreamer, distiller, round_steps, generator).run(steps)
+    trainer.run(steps)
     return time.perf_counter() - start
 
 
@@ -107,7 +108,7 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
                            "machine": platform.machine(), "torch": torch.__version__,
                            "teacher": score(teacher.adapter(), pairs, space), "rows": []}
     calib = dream_images(teacher.adapter(), make_clean_source(None), batch, 50, schedule,
-                         torch.Generator().manual_seed(seed), CPU, resolve_precision(CPU))
+                         seeded(seed), CPU, resolve_precision(CPU))
     drift = None
     for target in targets:
         for allocator in ALLOCATORS:
@@ -166,7 +167,7 @@ def run_model(name: str, targets: list[float], steps: int, lr: float, batch: int
     for lam in (0.0, 0.05):
         dreams = dream_images(teacher.adapter(), make_clean_source(None), 16, 100,
                               dataclasses.replace(schedule, lambda_orth=lam),
-                              torch.Generator().manual_seed(seed), CPU, resolve_precision(CPU))
+                              seeded(seed), CPU, resolve_precision(CPU))
         diversity[str(lam)] = {"mean_cosine": dreams.diversity,
                                "final_dream_loss": dreams.final_dream_loss}
     out["diversity"] = diversity

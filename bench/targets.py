@@ -40,7 +40,7 @@ import torch
 
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import TEST_SET_COUNT, synthetic_test_set
-from dreamprune_cli.engine.distill import load_student
+from dreamprune_cli.prune.student import load_student
 from dreamprune_cli.engine.evaluate import (EvaluationResult, ImageScore, evaluate_pairs,
                                             psnr_gap)
 from dreamprune_cli.models.loading import load_model

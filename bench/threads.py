@@ -43,12 +43,12 @@ def worker(threads: int, max_seconds: float, max_steps: int) -> dict[str, Any]:
     from dreamprune_cli.data.clean import make_clean_source
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
-    from dreamprune_cli.engine.device import resolve_precision
+    from dreamprune_cli.engine.runtime import resolve_precision
     from dreamprune_cli.engine.distill import Distiller
     from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
     from dreamprune_cli.engine.evaluate import evaluate_pairs
     from dreamprune_cli.engine.joint import JointTrainer
-    from dreamprune_cli.engine.prune import prune_model
+    from dreamprune_cli.prune.plan import prune_model
     from dreamprune_cli.models.loading import load_model
     from dreamprune_cli.settings import resolve_settings
 

@@ -5,6 +5,12 @@ The public Python API (see the README's "Python API")::
     from dreamprune_cli import load_model, prune_model, dream, distill, evaluate, count_macs
     apply_threads()  # CPU threads chosen as the command line does (see engine/threads.py)
 
+Whole commands, from settings to a run folder, are :mod:`dreamprune_cli.runs`::
+
+    from dreamprune_cli import resolve_settings, runs
+    settings = resolve_settings({"model": "ffa", "flops_target": 0.5, "out": "runs/ffa"})
+    result = runs.pipeline.run(settings)  # what 'dreamprune pipeline' does, without printing
+
 Names are imported on first use (PEP 562), so ``import dreamprune_cli`` and
 ``dreamprune --help`` do not pay for importing PyTorch.
 """
@@ -31,18 +37,21 @@ _EXPORTS: dict[str, str] = {
     "build_model": "dreamprune_cli.models.registry",
     "list_models": "dreamprune_cli.models.registry",
     "get_model_info": "dreamprune_cli.models.registry",
-    "load_student": "dreamprune_cli.engine.distill",
-    "save_student": "dreamprune_cli.engine.distill",
+    "load_student": "dreamprune_cli.prune.student",
+    "save_student": "dreamprune_cli.prune.student",
     # pruning (``dreamprune_cli.prune`` is the subpackage of allocators and masks)
-    "prune_model": "dreamprune_cli.engine.prune",
-    "PruneResult": "dreamprune_cli.engine.prune",
+    "prune_model": "dreamprune_cli.prune.plan",
+    "PruneResult": "dreamprune_cli.prune.plan",
     # the engine underneath, for finer control
     "dream_images": "dreamprune_cli.engine.dream",
     "DreamResult": "dreamprune_cli.engine.dream",
     "DreamSchedule": "dreamprune_cli.engine.dream",
     "evaluate_pairs": "dreamprune_cli.engine.evaluate",
     "EvaluationResult": "dreamprune_cli.engine.evaluate",
-    "run_pipeline": "dreamprune_cli.engine.pipeline",
+    "run_pipeline": "dreamprune_cli.runs.pipeline",
+    "resolve_settings": "dreamprune_cli.settings",
+    "Settings": "dreamprune_cli.settings",
+    "ResolvedSettings": "dreamprune_cli.settings",
     "count_costs": "dreamprune_cli.flops",
     "CostReport": "dreamprune_cli.flops",
     "psnr": "dreamprune_cli.metrics",
@@ -54,10 +63,12 @@ _EXPORTS: dict[str, str] = {
     "RuntimeFailure": "dreamprune_cli.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "runs", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "runs":  # the subpackage, imported on first use like the names above
+        return importlib.import_module("dreamprune_cli.runs")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dreamprune_cli' has no attribute {name!r}")
@@ -74,12 +85,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from dreamprune_cli.api import count_macs, distill, dream, evaluate
     from dreamprune_cli.data.pairs import pair_folders
     from dreamprune_cli.data.synthetic import synthetic_test_set
-    from dreamprune_cli.engine.distill import load_student, save_student
+    from dreamprune_cli.prune.student import load_student, save_student
     from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
     from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
-    from dreamprune_cli.engine.pipeline import run_pipeline
+    from dreamprune_cli.runs.pipeline import run_pipeline
+    from dreamprune_cli.settings import ResolvedSettings, Settings, resolve_settings
     from dreamprune_cli.engine.threads import apply_threads
-    from dreamprune_cli.engine.prune import PruneResult, prune_model
+    from dreamprune_cli.prune.plan import PruneResult, prune_model
     from dreamprune_cli.errors import DreampruneError, RuntimeFailure, UsageError
     from dreamprune_cli.flops import CostReport, count_costs
     from dreamprune_cli.metrics import psnr, ssim

@@ -1,7 +1,7 @@
 """The Python API: the method's steps as plain functions with the CLI's defaults.
 
 Everything here is re-exported by the package (``from dreamprune_cli import dream``), with
-:func:`~dreamprune_cli.engine.prune.prune_model` and
+:func:`~dreamprune_cli.prune.plan.prune_model` and
 :func:`~dreamprune_cli.models.loading.load_model`::
 
     teacher = load_model("ffa")                                  # bundled FFA-Net teacher
@@ -13,7 +13,10 @@ Everything here is re-exported by the package (``from dreamprune_cli import drea
 Models are :class:`~dreamprune_cli.models.loading.LoadedModel` records (network, registry
 facts, config); the functions call them through the model's adapter, so images are always
 RGB ``(N, 3, H, W)`` float32 in [0, 1]. Nothing here prints: pass a ``progress`` sink
-(:mod:`dreamprune_cli.progress`) to follow long runs. The lower-level engine
+(:mod:`dreamprune_cli.progress`) to follow long runs. The same steps as whole commands,
+from settings to a run folder, are :mod:`dreamprune_cli.runs` (``runs.pipeline.run``, ...);
+these functions share their run context (:mod:`dreamprune_cli.runs.context`: device,
+precision, seeded generators, evaluation pairs) and their joint loop. The lower-level engine
 (:func:`prune_model`, :func:`dream_images`, the ``Dreamer``/``Distiller`` loop) is exported
 too for finer control. (There is no ``prune`` function: ``dreamprune_cli.prune`` is the
 subpackage of allocators and masks.)
@@ -30,15 +33,16 @@ from torch import nn
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
-from dreamprune_cli.engine.device import resolve_device, resolve_precision
 from dreamprune_cli.engine.distill import Distiller, DistillResult, distill_offline
-from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, Dreamer, dream_images
+from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
-from dreamprune_cli.engine.joint import JointTrainer
+from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import CostReport, count_costs
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.runs.context import generator as seeded
+from dreamprune_cli.runs.distill import joint_trainer
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:
@@ -61,9 +65,8 @@ def dream(teacher: LoadedModel, count: int = 8, steps: int = 200, *, size: int =
     """
     device_ = resolve_device(device)
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
-    generator = torch.Generator().manual_seed(seed)
     return dream_images(teacher.adapter().to(device_), make_clean_source(clean_dir), count,
-                        steps, plan, generator, device_, resolve_precision(device_), progress)
+                        steps, plan, seeded(seed), device_, resolve_precision(device_), progress)
 
 
 def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
@@ -82,21 +85,21 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     """
     device_ = resolve_device(device)
     precision = resolve_precision(device_)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     student.network.to(device_)
-    distiller = Distiller(student.adapter().to(device_), student_lr, lambda_kd, device_,
-                          precision)
+    student_adapter = student.adapter().to(device_)
     teacher_adapter = teacher.adapter().to(device_)
     if dreams is not None:
         if dreams.dim() != 4 or dreams.shape[1] != 3:
             raise UsageError(f"dreams: expected (N, 3, H, W), got {tuple(dreams.shape)}")
+        distiller = Distiller(student_adapter, student_lr, lambda_kd, device_, precision)
         result: DistillResult = distill_offline(distiller, teacher_adapter, dreams, steps,
                                                 batch_size, generator, progress)
         return result.history
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
-    dreamer = Dreamer(teacher_adapter, make_clean_source(clean_dir), plan, generator, device_,
-                      precision)
-    trainer = JointTrainer(dreamer, distiller, round_steps, generator)
+    trainer = joint_trainer(teacher_adapter, student_adapter, make_clean_source(clean_dir),
+                            plan, round_steps, student_lr, lambda_kd, generator, device_,
+                            precision)
     return trainer.run(steps, progress=progress).history
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,3 +257,21 @@ def format_value(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+def show_usage_error(exc: Any, json_mode: bool) -> None:
+    """Show a click usage error: rich's box on a terminal, else one line; JSON with --json."""
+    import json
+
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "dreamprune"
+    message = f"{exc.format_message()} ({command} --help for the options)"
+    if sys.stderr.isatty():
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    else:
+        sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    if json_mode:
+        sys.stdout.write(json.dumps({"error": " ".join(message.split()),
+                                     "exit_code": exc.exit_code}) + "\n")
+        sys.stdout.flush()

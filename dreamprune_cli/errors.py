@@ -1,13 +1,26 @@
 """Expected errors and the exit codes they map to.
 
-Engine code raises these; the CLI turns them into one line on stderr and the exit code.
-Anything else is a bug and surfaces as a runtime failure (exit 1).
+Code below the command line raises these; the CLI turns them into one line on stderr and
+the exit code. Anything else is a bug and surfaces as a runtime failure (exit 1).
+
+Messages name settings fields as ``$field`` (``"$flops_target 1.5: expected ..."``):
+``str(error)`` spells them as settings fields (``flops_target 1.5: ...``), the command line as
+its flags (``--flops-target 1.5: ...``, :meth:`DreampruneError.spelled`).
 """
 
 from __future__ import annotations
 
+import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
+
+_FIELD = re.compile(r"\$([a-z][a-z0-9_]*)")
+
+
+def spell_fields(text: str, spell: Callable[[str], str]) -> str:
+    """``text`` with every ``$field`` replaced by ``spell(field)``."""
+    return _FIELD.sub(lambda match: spell(match.group(1)), text)
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -26,6 +39,13 @@ class DreampruneError(Exception):
     exit_code: int = EXIT_RUNTIME
     checkpoint: Path | None = None
     resume_dir: Path | None = None
+
+    def __str__(self) -> str:
+        return self.spelled(str)
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each ``$field`` written as ``spell(field)``."""
+        return spell_fields(super().__str__(), spell)
 
 
 class UsageError(DreampruneError):

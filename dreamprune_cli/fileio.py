@@ -20,7 +20,7 @@ from dreamprune_cli.errors import UsageError
 def check_writable(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing file unless ``overwrite``."""
     if path.exists() and not overwrite:
-        raise UsageError(f"{path}: already exists; pass --overwrite to replace it")
+        raise UsageError(f"{path}: already exists; pass $overwrite to replace it")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None],
@@ -86,6 +86,6 @@ def ensure_output_dir(path: Path, overwrite: bool, resume: bool = False) -> Path
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
-        raise UsageError(f"{path}: directory is not empty; pass --overwrite to write into it")
+        raise UsageError(f"{path}: directory is not empty; pass $overwrite to write into it")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -100,6 +100,47 @@ class CostReport:
         }
 
 
+PRUNABLE_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+"""The layers whose weights pruning masks and MAC accounting follows per weight."""
+
+
+def prunable_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d, ConvTranspose2d and Linear of ``network`` with its dotted name."""
+    return [(name, module) for name, module in network.named_modules()
+            if isinstance(module, PRUNABLE_MODULES) and name]
+
+
+def execution_order(network: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
+    """Names of the prunable layers in the order a forward pass first calls them.
+
+    Shapes only: the forward runs on the meta device when the network allows it, else on a
+    zero image on the network's device.
+    """
+    order: list[str] = []
+    handles = []
+    for name, module in prunable_modules(network):
+        def hook(mod: nn.Module, args: tuple, out: object, _name: str = name) -> None:
+            if _name not in order:
+                order.append(_name)
+        handles.append(module.register_forward_hook(hook))
+    try:
+        tensors = {n: torch.empty_like(t, device="meta")
+                   for n, t in list(network.named_parameters()) + list(network.named_buffers())}
+        with torch.no_grad():
+            try:
+                torch.func.functional_call(network, tensors,
+                                           (torch.zeros((1, *input_size), device="meta"),),
+                                           strict=False)
+            except RuntimeError:  # includes ops without a meta kernel
+                order.clear()
+                device = next((p.device for p in network.parameters()), torch.device("cpu"))
+                network(torch.zeros((1, *input_size), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
 def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
     """The module's own parameters as the forward sees them (after parametrizations)."""
     names = [n for n, _ in module.named_parameters(recurse=False)]

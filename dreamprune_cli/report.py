@@ -1,6 +1,8 @@
-"""Pictures and documents for people: image grids, loss curves, CSV and Markdown reports.
+"""Pictures and documents for people: result tables, image grids, loss curves, CSV and
+Markdown reports.
 
-Grids are drawn with Pillow (labelled columns and rows); loss curves with matplotlib (its
+A run's result rows are built once, as a :class:`ResultTable`; the command line's table,
+``report.md`` and the ``--json`` object are views of the same result. Grids are drawn with Pillow (labelled columns and rows); loss curves with matplotlib (its
 object-oriented API and the Agg canvas, no global pyplot state). Every file is written
 atomically.
 """
@@ -11,6 +13,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,21 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dreamprune_cli.data.images import to_uint8
 from dreamprune_cli.fileio import atomic_write, write_text_atomic
+
+@dataclass(frozen=True)
+class ResultTable:
+    """Rows of a result for people: a title, column names, rows of cells (numbers stay
+    numbers; each view formats them) and an optional caption line."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    caption: str | None = None
+
+    def markdown(self) -> str:
+        """The rows as a GitHub-flavoured Markdown table (:func:`markdown_table`)."""
+        return markdown_table(self.columns, self.rows)
+
 
 LABEL_SIZE = 12
 """Font size (px) of grid labels."""

@@ -107,7 +107,7 @@ def read_run_record(folder: Path, command: str) -> RunRecord | None:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"--resume {folder}: no such directory")
+        raise UsageError(f"$resume {folder}: no such directory")
     path = folder / RECORD_NAME
     if not path.is_file():
         return None
@@ -116,12 +116,12 @@ def read_run_record(folder: Path, command: str) -> RunRecord | None:
         recorded_command, settings = data["command"], dict(data["settings"])
         phases = {str(k): float(v) for k, v in dict(data.get("phases") or {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"--resume {folder}: unreadable {RECORD_NAME} ({exc})") from None
+        raise UsageError(f"$resume {folder}: unreadable {RECORD_NAME} ({exc})") from None
     if recorded_command != command:
-        raise UsageError(f"--resume {folder}: this folder was written by "
+        raise UsageError(f"$resume {folder}: this folder was written by "
                          f"'dreamprune {recorded_command}', not '{command}'")
     if recorded_command not in DEFINING:
-        raise UsageError(f"--resume {folder}: unknown command {recorded_command!r} in {path}")
+        raise UsageError(f"$resume {folder}: unknown command {recorded_command!r} in {path}")
     return RunRecord(path=path, command=command, settings=settings, phases=phases)
 
 
@@ -144,6 +144,6 @@ def check_run_folder(folder: Path, command: str) -> None:
     """
     expected = RUN_FILES.get(command, ())
     if expected and not any((folder / name).exists() for name in expected):
-        raise UsageError(f"--resume {folder}: not a dreamprune {command} folder (no run.json, "
+        raise UsageError(f"$resume {folder}: not a dreamprune {command} folder (no run.json, "
                          f"{', '.join(expected)}); start a new run with "
-                         f"{'--save-dir' if command == 'dream' else '--out'} {folder}")
+                         f"{'$save_dir' if command == 'dream' else '$out'} {folder}")

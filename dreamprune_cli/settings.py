@@ -1,5 +1,8 @@
 """One validated settings tree shared by every subcommand, and where each value came from.
 
+Each field is defined once here: its type, range, default and description; the command line
+declares its options from these fields (the description is the option's help).
+
 Sources, lowest to highest precedence::
 
     built-in defaults < presets/<model>.toml < --config FILE.toml < DREAMPRUNE_<FIELD> < flags
@@ -13,6 +16,7 @@ one line naming the field, the value and its source.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -31,8 +35,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from dreamprune_cli.prune import ALLOCATORS
+
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "DREAMPRUNE_"
-Allocator = Literal["uniform", "global", "erk", "lamp", "adaptive"]
+Allocator = Literal[ALLOCATORS]  # type: ignore[valid-type]  # the names, defined once
+
+DREAM_STEPS = 200
+"""Default ``steps`` of ``dream``: Adam steps per batch of dreams."""
+JOINT_STEPS = 400
+"""Default ``steps`` of ``distill`` and ``pipeline``: joint dream + distill steps in all."""
 
 
 class _Section(BaseModel):
@@ -42,26 +55,40 @@ class _Section(BaseModel):
 class CommonSettings(_Section):
     """Fields every subcommand reads."""
 
-    model: str | None = Field(None, description="registered model name or 'module:factory'")
-    variant: str = Field("official", description="model variant when the weights carry none")
+    model: str | None = Field(
+        None,
+        description="Registered model name (see 'dreamprune models') or a custom "
+                    "'package.module:factory' / 'file.py:Class'.")
+    variant: str = Field(
+        "official", description="Model variant (official, tiny) when the weights carry no config.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict,
                                          description="constructor overrides (presets, config)")
-    weights: Path | None = Field(None, description="checkpoint to load")
-    random_weights: bool = Field(False, description="allow a model without weights (randomly "
-                                 "initialised; for tests and smoke runs)")
-    non_strict: bool = Field(False, description="load only the weights that fit")
-    trust_checkpoint: bool = Field(False, description="allow full unpickling (runs code)")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: "
-                                "OMP_NUM_THREADS, else the allotted CPUs that are idle)")
-    seed: int = Field(0, ge=0, description="random seed")
+    weights: Path | None = Field(
+        None, description="Checkpoint: the authors' .pth/.pt/.pk/.pkl/.ckpt or .safetensors.")
+    random_weights: bool = Field(
+        False,
+        description="Allow a model without weights (random initialisation; for tests and smoke "
+                    "runs).")
+    non_strict: bool = Field(
+        False,
+        description="Load the weights that fit, skipping missing/unexpected keys (default: "
+                    "strict).")
+    trust_checkpoint: bool = Field(
+        False, description="Allow full unpickling (may run code from the file; default: no).")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    threads: int | None = Field(
+        None, ge=1,
+        description="CPU threads for PyTorch. Default: OMP_NUM_THREADS if set, else the idle "
+                    "allotted CPUs but one, at least 1 (1 on a 2-core machine).")
+    seed: int = Field(0, ge=0, description="Random seed.")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="mixed precision on CUDA (auto: bf16 where supported, else fp16)")
-    channels_last: Literal["auto", "on", "off"] = Field("auto", description="memory format on CUDA")
-    overwrite: bool = Field(False, description="replace existing outputs")
-    save_dir: Path | None = Field(None, description="folder for images written by evaluate/dream")
-    out: Path | None = Field(None, description="output folder of prune/distill/pipeline")
-    resume: Path | None = Field(None, description="run folder to continue (dream/distill/pipeline)")
+        "auto", description="CUDA mixed precision: auto, off, bf16, fp16.")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="CUDA memory format: auto, on, off.")
+    overwrite: bool = Field(False, description="Replace existing output files (default: no).")
+    save_dir: Path | None = Field(None, description="Write restored PNGs here.")
+    out: Path | None = Field(None, description="Output folder. [required, unless --resume]")
+    resume: Path | None = Field(None, description="Continue the run in this folder.")
 
     @field_validator("device")
     @classmethod
@@ -86,84 +113,123 @@ class CommonSettings(_Section):
 
 
 class EvaluateSettings(_Section):
-    input_dir: Path | None = Field(None, description="degraded images")
-    target_dir: Path | None = Field(None, description="clean targets, same file stems")
-    metric_space: Literal["y", "rgb"] | None = Field(None, description="y or rgb (model default)")
-    crop_border: int | None = Field(None, ge=0, description="pixels cropped before metrics")
+    input_dir: Path | None = Field(None, description="Degraded images.")
+    target_dir: Path | None = Field(None, description="Clean targets (paired by --pairing).")
+    metric_space: Literal["y", "rgb"] | None = Field(
+        None, description="y (BT.601 luma) or rgb; default: the model's.")
+    crop_border: int | None = Field(None, ge=0, description="Pixels cropped per side.")
     ssim_variant: Literal["basicsr", "matlab"] | None = Field(
-        None, description="SSIM: basicsr (valid window, range 255) or matlab (MATLAB's ssim on "
-        "0-255 doubles: replicate padding, range 1); default: the model's")
+        None,
+        description="SSIM: basicsr (valid window, BasicSR, Wang's ssim.m) or matlab (MATLAB's "
+                    "built-in ssim on 0-255 doubles); default: the model's.")
     quantize: Literal["round", "truncate"] | None = Field(
-        None, description="outputs to 8 bits before scoring: round or truncate (uint8(255 x)); "
-        "default: the model's")
+        None,
+        description="Outputs to 8 bits before scoring: round, or truncate (uint8(255 x), PReNet's"
+                    " test script); default: the model's.")
     pairing: Literal["stem", "rain100", "sots"] = Field(
-        "stem", description="input/target pairing: stem (same names), rain100 (rain-N with "
-        "norain-N) or sots (hazy S_L with clean S, centre-cropped)")
-    tile: int | None = Field(None, ge=1, description="restore in tiles of this side (px) to "
-                             "bound memory; default: whole images")
-    tile_overlap: int = Field(32, ge=0, description="context (px) around each tile")
-    limit: int | None = Field(None, ge=1, description="evaluate the first N pairs only")
+        "stem",
+        description="How inputs pair with targets: stem (same names, default), rain100 (rain-N "
+                    "with norain-N) or sots (hazy S_L with clean S, centre-cropped to the hazy "
+                    "size).")
+    tile: int | None = Field(
+        None, ge=1,
+        description="Restore in tiles of N x N px (bounded memory for large images); default: "
+                    "whole images.")
+    tile_overlap: int = Field(
+        32, ge=0,
+        description="Context in px restored around each tile and cropped away (default 32).")
+    limit: int | None = Field(None, ge=1, description="Only the first N pairs.")
 
 
 class PruneSettings(_Section):
-    flops_target: float = Field(0.58, gt=0.0, le=1.0, description="fraction of MACs to keep")
-    allocator: Allocator = Field("adaptive", description="layer-wise sparsity allocation")
+    flops_target: float = Field(
+        0.58, gt=0.0, le=1.0,
+        description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
+    allocator: Allocator = Field(
+        "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
     granularity: Literal["unstructured", "channel"] = Field(
-        "unstructured", description="unstructured: weight masks (the paper's method); "
-        "channel: remove whole channels (a thinner, faster network)")
-    flops_size: int = Field(256, ge=8, description="square input size for MAC counting")
-    exclude: list[str] = Field(default_factory=list, description="module name globs not pruned")
-    calibration: Path | None = Field(None, description="degraded images for adaptive drift")
-    min_keep: float = Field(0.1, ge=0.0, le=1.0, description="adaptive: least fraction of "
-                            "each layer kept, unless the target needs less")
-    calibration_count: int = Field(4, ge=1, description="calibration images (patches) for "
-                                                        "adaptive drift")
-    calibration_size: int = Field(64, ge=8, description="side of the calibration patches")
-    default_exclude: bool = Field(True, description="keep the model's first/last convolutions "
-                                                    "(registry prune_exclude) dense")
+        "unstructured",
+        description="unstructured (weight masks, the default) or channel (remove whole channels: "
+                    "a thinner, faster network; allocators uniform, global, lamp).")
+    flops_size: int = Field(
+        256, ge=8, description="Square input side S at which MACs are counted (3 x S x S).")
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Module-name glob kept dense (repeatable); adds to the model's defaults.")
+    calibration: Path | None = Field(
+        None, description="Degraded images for the adaptive allocator (default: synthetic ones).")
+    min_keep: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="Adaptive allocator: least fraction of every layer kept unless the target "
+                    "needs less (default 0.1).")
+    calibration_count: int = Field(
+        4, ge=1, description="Calibration patches for the adaptive allocator.")
+    calibration_size: int = Field(64, ge=8, description="Side of the calibration patches.")
+    default_exclude: bool = Field(
+        True, description="Keep the model's first/last convolutions dense (default: yes).")
 
 
 class DreamSettings(_Section):
-    count: int = Field(16, ge=1, description="dreamed images to produce")
-    size: int = Field(64, ge=8, description="side of dreamed images")
-    batch_size: int = Field(8, ge=1, description="images optimised together")
-    steps: int | None = Field(None, ge=1, description="steps (dream: per batch, default 200; "
-                              "distill/pipeline: joint steps, default 400)")
-    round_steps: int = Field(50, ge=1, description="joint steps before new noise and targets")
-    clean_dir: Path | None = Field(None, description="clean images (default: procedural)")
-    noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams")
-    lambda_orth: float = Field(0.05, ge=0.0, description="weight of the diversity loss")
-    lambda_tv: float = Field(0.0, ge=0.0, description="weight of the dreams' total-variation "
-                             "prior (0: off, the paper's method)")
-    lambda_far: float = Field(0.0, ge=0.0, description="weight of the reward for dreams whose "
-                              "coarse content is far from the clean target (0: off)")
+    count: int = Field(16, ge=1, description="Dreamed images to produce.")
+    size: int = Field(64, ge=8, description="Side of the dreamed images (px).")
+    batch_size: int = Field(8, ge=1, description="Images optimised together.")
+    steps: int | None = Field(
+        None, ge=1,
+        description=f"Steps (dream: per batch, default {DREAM_STEPS}; distill/pipeline: joint "
+                    f"steps, default {JOINT_STEPS}).")
+    round_steps: int = Field(50, ge=1, description="Steps before new noise and targets.")
+    clean_dir: Path | None = Field(
+        None, description="Clean images to dream towards (default: procedural scenes).")
+    noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams.")
+    lambda_orth: float = Field(0.05, ge=0.0, description="Weight of the diversity loss.")
+    lambda_tv: float = Field(
+        0.0, ge=0.0, description="Weight of a total-variation prior on the dreams (0: off).")
+    lambda_far: float = Field(
+        0.0, ge=0.0,
+        description="Weight of the reward for dreams far from their clean target at coarse scale "
+                    "(0: off).")
     far_pool: int = Field(8, ge=1, description="block size (px) of that coarse distance")
-    representation: Literal["gram", "gap"] = Field("gram", description="L_orth representation")
+    representation: Literal["gram", "gap"] = Field(
+        "gram", description="L_orth representation: gram or gap.")
+
+    @property
+    def dream_steps(self) -> int:
+        """``dream``'s steps per batch: ``steps``, else :data:`DREAM_STEPS`."""
+        return self.steps or DREAM_STEPS
+
+    @property
+    def joint_steps(self) -> int:
+        """``distill``/``pipeline``'s joint steps: ``steps``, else :data:`JOINT_STEPS`."""
+        return self.steps or JOINT_STEPS
 
 
 class DistillSettings(_Section):
-    student: Path | None = Field(None, description="pruned student safetensors")
-    dreams: Path | None = Field(None, description="folder written by 'dream' (offline mode)")
-    student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student")
-    lambda_kd: float = Field(1.0, gt=0.0, description="weight of the distillation loss")
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    student: Path | None = Field(
+        None, description="Pruned student: DIR/student.safetensors written by 'prune'. [required]")
+    dreams: Path | None = Field(
+        None, description="A folder written by 'dream' (offline); default: dream online.")
+    student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student.")
+    lambda_kd: float = Field(1.0, gt=0.0, description="Weight of the distillation loss.")
+    checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints.")
 
 
 class PipelineSettings(_Section):
     calibration_source: Literal["dreams", "synthetic"] = Field(
-        "dreams", description="calibration images of the adaptive allocator: a short dreaming "
-        "phase (the method), or synthetic degraded images of the model's task")
-    calibration_steps: int = Field(50, ge=1, description="dreaming steps for the adaptive "
-                                   "allocator's calibration images")
-    eval_input_dir: Path | None = Field(None, description="evaluation inputs (default: synthetic)")
-    eval_target_dir: Path | None = Field(None, description="evaluation targets")
+        "dreams",
+        description="Adaptive calibration: dreams (default) or synthetic degraded images.")
+    calibration_steps: int = Field(
+        50, ge=1, description="Dreaming steps for the adaptive allocator's calibration.")
+    eval_input_dir: Path | None = Field(None, description="Evaluation inputs.")
+    eval_target_dir: Path | None = Field(None, description="Evaluation targets.")
 
 
 class SynthSettings(_Section):
     """``dreamprune synth`` (count, size and clean_dir are the dream section's fields)."""
 
     task: Literal["derain", "raindrop", "dehaze"] | None = Field(
-        None, description="degradation to synthesize: derain, raindrop or dehaze")
+        None,
+        description="Degradation: derain (rain streaks), raindrop (drops on glass) or dehaze. "
+                    "[required]")
 
 
 class Settings(_Section):
@@ -366,6 +432,43 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
     return resolved
 
 
+def resolve_run_settings(flags: Mapping[str, Any] | None = None, config: Path | None = None,
+                         command: str | None = None, default_model: str | None = None,
+                         env: Mapping[str, str] | None = None) -> ResolvedSettings:
+    """:func:`resolve_settings` for a run of ``command``, the model found as a user expects.
+
+    The model is, in this order: the one a source names (``model`` flag, environment, config
+    file), the one recorded in the folder given to ``resume`` (``command``'s ``run.json``,
+    whose defining settings the resumed run must keep), the one the ``weights`` file (or
+    ``distill``'s ``student``) names in its metadata, else ``default_model``.
+
+    Raises:
+        UsageError: as :func:`resolve_settings`; a ``resume`` folder ``command`` did not write.
+    """
+    from dreamprune_cli.models.checkpoint import read_model_name
+    from dreamprune_cli.run_record import check_run_folder, read_run_record
+
+    first = resolve_settings(flags, config=config, env=env)  # the sources, before defaults
+    common = first.settings.common
+    record = None
+    if command is not None and common.resume is not None:
+        record = read_run_record(common.resume, command)
+        if record is None:
+            check_run_folder(Path(common.resume), command)
+            log.warning("--resume %s: no run.json (a folder from an older version); its "
+                        "settings cannot be checked", common.resume)
+    source = "default"
+    if common.model is None and record is None:
+        for label, path in (("--weights", common.weights),
+                            ("--student", first.settings.distill.student)):
+            named = read_model_name(path) if path is not None else None
+            if named is not None:
+                default_model, source = named, f"{label} {path}"
+                break
+    return resolve_settings(flags, config=config, env=env, default_model=default_model,
+                            default_model_source=source, run_record=record)
+
+
 def _check_unchanged(resolved: ResolvedSettings, run_record: RunRecord) -> None:
     """A resumed run keeps the settings that define it (see ``run_record.DEFINING``)."""
     values = {}
@@ -376,6 +479,6 @@ def _check_unchanged(resolved: ResolvedSettings, run_record: RunRecord) -> None:
         if not same_value(before, now):
             folder = run_record.path.parent
             raise UsageError(
-                f"--resume {folder}: {name} was {before!r} in this run, now {now!r} (from "
+                f"$resume {folder}: {name} was {before!r} in this run, now {now!r} (from "
                 f"{resolved.sources[name]}); a resumed run keeps the settings that define it "
-                f"(drop the change, or start a new run with --out)")
+                f"(drop the change, or start a new run with $out)")

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.registry import build_model, model_config
 from tests.conftest import save_rgb
@@ -121,6 +121,7 @@ def test_dream_loads_the_model_its_weights_file_names(runner, tmp_path: Path) ->
     assert "Traceback" not in other.output
 
 
+@pytest.mark.slow
 def test_resumed_pipeline_takes_model_and_weights_from_its_folder(runner, tmp_path: Path,
                                                                   pair_dirs) -> None:
     weights = _weights(tmp_path, "durn_s")
@@ -154,6 +155,7 @@ def test_distill_takes_the_teacher_model_from_its_files(runner, tmp_path: Path) 
 
 
 # ------------------------------------------------------------------ 2 custom models
+@pytest.mark.slow
 def test_custom_unet_runs_dream_and_pipeline(runner, tmp_path: Path, pair_dirs) -> None:
     model = f"{_model_file(tmp_path)}:UNet"
     dream = runner.invoke(app, ["dream", "--model", model, "--save-dir", str(tmp_path / "d"),
@@ -224,6 +226,7 @@ def test_weights_with_nan_refused_before_any_work(runner, tmp_path: Path, pair_d
 
 
 # ------------------------------------------------------------------ 4 resume = same run
+@pytest.mark.slow
 def test_resume_refuses_a_changed_setting_and_reports_the_whole_run(runner, tmp_path: Path,
                                                                     pair_dirs) -> None:
     weights = _weights(tmp_path, "durn_s")
@@ -344,6 +347,7 @@ def _stop_when_written(args: list[str], path: Path) -> tuple[int, str, str]:
     return proc.returncode, stdout, stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_pipeline_with_a_checkpoint(tmp_path: Path, pair_dirs) -> None:
     weights = _weights(tmp_path, "durn_s")
     out = tmp_path / "run"
@@ -358,6 +362,7 @@ def test_sigterm_stops_the_pipeline_with_a_checkpoint(tmp_path: Path, pair_dirs)
     assert "Traceback" not in stderr and not list(out.glob(".*.tmp*"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_dreaming_cleanly(tmp_path: Path) -> None:
     """Further instance: another long loop (dream) died at once with exit 143, no hint."""
     weights = _weights(tmp_path, "durn_s")

@@ -301,14 +301,14 @@ class FolderSource:
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         if not folder.is_dir():
-            raise UsageError(f"--clean-dir {folder}: no such directory")
+            raise UsageError(f"$clean_dir {folder}: no such directory")
         self.paths = sorted(p for p in folder.rglob("*")
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                             and not is_hidden(p.relative_to(folder)))
         if not self.paths:
-            raise UsageError(f"--clean-dir {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise UsageError(f"$clean_dir {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         for path in self.paths:
-            check_readable(path, "--clean-dir")
+            check_readable(path, "$clean_dir")
         self.folder = folder
         self._cache: dict[Path, torch.Tensor] = {}
 

@@ -124,15 +124,15 @@ def pair_folders(input_dir: Path, target_dir: Path, limit: int | None = None,
             differ, or ``pairing`` is unknown.
     """
     if pairing not in PAIRINGS:
-        raise UsageError(f"--pairing {pairing!r}: expected one of {', '.join(PAIRINGS)}")
-    inputs = list_images(Path(input_dir), "--input-dir")
-    targets = list_images(Path(target_dir), "--target-dir")
+        raise UsageError(f"$pairing {pairing!r}: expected one of {', '.join(PAIRINGS)}")
+    inputs = list_images(Path(input_dir), "$input_dir")
+    targets = list_images(Path(target_dir), "$target_dir")
     if Path(input_dir).resolve() == Path(target_dir).resolve():
         if pairing != "rain100":
             raise UsageError(
-                f"--input-dir and --target-dir are the same folder ({Path(input_dir).resolve()}):"
+                f"$input_dir and $target_dir are the same folder ({Path(input_dir).resolve()}):"
                 " every image would be scored against itself; give the clean images' folder"
-                " as --target-dir (or --pairing rain100 for rain-NNN/norain-NNN in one folder)")
+                " as $target_dir (or $pairing rain100 for rain-NNN/norain-NNN in one folder)")
         inputs = {stem: path for stem, path in inputs.items() if _RAIN100_INPUT.fullmatch(stem)}
         targets = {stem: path for stem, path in targets.items()
                    if _RAIN100_TARGET.fullmatch(stem)}
@@ -165,7 +165,7 @@ def pair_folders(input_dir: Path, target_dir: Path, limit: int | None = None,
     if mismatched:
         problems.append(_listing("size mismatch:", mismatched[:10], len(mismatched)))
     if problems:
-        hint = " (for Rain100's rain-NNN/norain-NNN or SOTS's S_L/S names, see --pairing)" \
+        hint = " (for Rain100's rain-NNN/norain-NNN or SOTS's S_L/S names, see $pairing)" \
             if pairing == "stem" and (only_input or only_target) else ""
         raise UsageError(f"cannot pair {input_dir} with {target_dir}: " + "; ".join(problems)
                          + hint)

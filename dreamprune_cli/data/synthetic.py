@@ -52,7 +52,7 @@ def check_task(task: str) -> str:
     if task == "identity":
         return "derain"
     if task not in SYNTHESIZERS:
-        raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+        raise UsageError(f"$task {task!r}: expected one of {', '.join(TASKS)}")
     return task
 
 
@@ -103,11 +103,11 @@ def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
     """
     task = check_task(task)
     if count < 1:
-        raise UsageError(f"--count {count}: expected at least 1")
+        raise UsageError(f"$count {count}: expected at least 1")
     if size < 8:
-        raise UsageError(f"--size {size}: expected at least 8 pixels")
+        raise UsageError(f"$size {size}: expected at least 8 pixels")
     if seed < 0:
-        raise UsageError(f"--seed {seed}: expected a non-negative integer")
+        raise UsageError(f"$seed {seed}: expected a non-negative integer")
     source: CleanSource = make_clean_source(clean_dir)
     ensure_output_dir(out, overwrite)
     progress = progress or NullProgress()

@@ -258,7 +258,7 @@ def check_world_size(state: Mapping[str, Any], sync: RankSync | None, source: An
         how = ("a single process (plain 'dreamprune ...', no torchrun)" if saved == 1 else
                f"{saved} processes (torchrun with {saved} processes in all, e.g. "
                f"--nproc-per-node {saved})")
-        raise UsageError(f"--resume: {source} was written by {saved} process"
+        raise UsageError(f"$resume: {source} was written by {saved} process"
                          f"{'es' if saved != 1 else ''} and this run has {current}; resume "
                          f"it with {how}")
 
@@ -273,7 +273,7 @@ def rank_state(state: dict[str, Any], sync: RankSync | None) -> dict[str, Any]:
     return {**shared, **state["ranks"][rank]}
 
 
-def split_batch(batch_size: int, sync: RankSync | None, option: str = "--batch-size") -> int:
+def split_batch(batch_size: int, sync: RankSync | None, option: str = "$batch_size") -> int:
     """Each rank's share of a global batch.
 
     Raises:
@@ -351,8 +351,8 @@ def join_from_environment(device: torch.device,
     rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK")
     if device.type == "cuda":
         if device.index is not None:
-            raise UsageError(f"--device {device}: under torchrun each process takes the GPU "
-                             "of its LOCAL_RANK; pass --device cuda or auto")
+            raise UsageError(f"$device {device}: under torchrun each process takes the GPU "
+                             "of its LOCAL_RANK; pass $device cuda or auto")
         if local >= torch.cuda.device_count():
             raise UsageError(f"LOCAL_RANK {local}: this machine has "
                              f"{torch.cuda.device_count()} GPU(s); start at most that many "
@@ -363,7 +363,7 @@ def join_from_environment(device: torch.device,
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise UsageError(f"--device {device}: torchrun runs need CUDA (NCCL) or the CPU (Gloo)")
+        raise UsageError(f"$device {device}: torchrun runs need CUDA (NCCL) or the CPU (Gloo)")
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=float(env.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout,

@@ -17,25 +17,41 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from dreamprune_cli.data.clean import CleanSource
-from dreamprune_cli.engine.device import Precision
+from dreamprune_cli.data.clean import CleanSource, fractal_noise
 from dreamprune_cli.engine.distributed import (RankSync, merge_rank_batches, rank_state,
                                                split_batch)
+from dreamprune_cli.engine.runtime import Precision, autocast, make_scaler, to_memory_format
 from dreamprune_cli.engine.features import PenultimateFeatures
 from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
                                           mean_pairwise_cosine, orth_loss, tv_loss)
-from dreamprune_cli.engine.precision import autocast, make_scaler, to_memory_format
 from dreamprune_cli.errors import Interrupted, RuntimeFailure
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import NullProgress, ProgressSink
 
 log = logging.getLogger(__name__)
+
+DreamInit = Literal["uniform", "gray", "smooth"]
+
+
+def initial_dreams(init: DreamInit, count: int, size: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The images a round of dreaming starts from, ``(count, 3, size, size)`` float32 in
+    [0, 1] on the CPU: ``uniform`` noise (the method), a near-``gray`` image (0.5 +- 0.05), or
+    ``smooth`` 1/f noise around grey (0.5 + 0.15 x unit-std noise, clamped)."""
+    if init == "uniform":
+        return torch.rand((count, 3, size, size), generator=generator)
+    if init == "gray":
+        noise = torch.rand((count, 3, size, size), generator=generator) - 0.5
+        return (0.5 + 0.1 * noise).clamp(0, 1)
+    if init == "smooth":
+        return (0.5 + 0.15 * fractal_noise(count, 3, size, generator, slope=1.5)).clamp(0, 1)
+    raise ValueError(f"dream init {init!r}: expected uniform, gray or smooth")
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,7 @@ class DreamSchedule:
     representation: Representation = "gram"
     batch_size: int = 8
     size: int = 64
+    init: DreamInit = "uniform"  # what each round starts from (:func:`initial_dreams`)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DreamSchedule:
@@ -111,10 +128,12 @@ class Dreamer:
         self.optimizer: torch.optim.Optimizer | None = None
 
     def new_round(self) -> None:
-        """Fresh clean targets and uniform noise (drawn on the CPU for reproducibility)."""
+        """Fresh clean targets and starting images (uniform noise unless the schedule's
+        ``init`` says otherwise; drawn on the CPU for reproducibility); ``batch_size / N``
+        of each under several processes."""
         size, batch = self.schedule.size, self.batch_size
         clean = self.clean_source.sample(batch, size, self.generator)
-        noise = torch.rand((batch, 3, size, size), generator=self.generator)
+        noise = initial_dreams(self.schedule.init, batch, size, self.generator)
         self.clean = to_memory_format(clean.to(self.device), self.precision)
         self.dreams = to_memory_format(noise.to(self.device), self.precision).requires_grad_()
         self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)

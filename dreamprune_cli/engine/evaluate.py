@@ -17,7 +17,7 @@ from torch import nn
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.distributed import RankSync, gather_scores, shard
-from dreamprune_cli.engine.finite import describe_nonfinite
+from dreamprune_cli.finite import describe_nonfinite
 from dreamprune_cli.engine.tiling import Tiling, restore_tiled
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.fileio import check_writable
@@ -161,8 +161,8 @@ def _restore_checked(model: nn.Module, image: torch.Tensor, device: torch.device
         if device.type == "cuda":
             torch.cuda.empty_cache()
         height, width = image.shape[-2:]
-        advice = (f"try a smaller --tile than {tiling.tile}" if tiling is not None
-                  else "try --tile 512 (tiled inference)")
+        advice = (f"try a smaller $tile than {tiling.tile}" if tiling is not None
+                  else "try $tile 512 (tiled inference)")
         raise RuntimeFailure(f"{source}: out of memory restoring this {height}x{width} image "
                              f"on {device}; {advice}") from None
 

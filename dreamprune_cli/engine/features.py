@@ -24,7 +24,7 @@ class PenultimateFeatures:
     def __init__(self, network: nn.Module, layer: str | None) -> None:
         if layer is None:
             raise UsageError("this model names no penultimate layer; the diversity loss needs "
-                             "one (set --lambda-orth 0)")
+                             "one (set $lambda_orth 0)")
         modules = dict(network.named_modules())
         if layer not in modules:
             raise UsageError(f"penultimate layer {layer!r} not found in the network")

@@ -23,7 +23,7 @@ import torch
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
-from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
 from dreamprune_cli.interrupts import deferred_interrupt
@@ -39,11 +39,11 @@ __all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_resumable_st
 
 def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UsageError(f"--resume: no checkpoint at {path}")
+        raise UsageError(f"$resume: no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UsageError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") \
+        raise UsageError(f"$resume: cannot read {path} ({type(exc).__name__}: {exc})") \
             from None
 
 
@@ -62,8 +62,8 @@ def check_resumable_steps(checkpoint: Path, total_steps: int,
     check_world_size(state, sync, checkpoint)
     done = int(state["step"])
     if done > total_steps:
-        raise UsageError(f"--steps {total_steps}: the run in {checkpoint.parent} already did "
-                         f"{done} joint steps (pass --steps {done} or more to resume it)")
+        raise UsageError(f"$steps {total_steps}: the run in {checkpoint.parent} already did "
+                         f"{done} joint steps (pass $steps {done} or more to resume it)")
 
 
 @dataclass

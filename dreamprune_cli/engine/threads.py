@@ -147,7 +147,7 @@ def choose_threads(requested: int | None = None, env: Mapping[str, str] | None =
     allotted = cpu_allotment() if allotted is None else allotted
     if requested is not None:
         if requested < 1:
-            raise UsageError(f"--threads {requested}: expected a positive integer")
+            raise UsageError(f"$threads {requested}: expected a positive integer")
         return ThreadChoice(requested, "--threads", allotted)
     omp = env.get("OMP_NUM_THREADS", "").strip()
     if omp:

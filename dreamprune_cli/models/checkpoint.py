@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
 
@@ -57,6 +57,7 @@ class Checkpoint:
     path: Path
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
+    field_name: str = "weights"  # the settings field that named the file, for messages
 
     @property
     def model_name(self) -> str | None:
@@ -81,28 +82,30 @@ def read_model_name(path: str | Path) -> str | None:
         return None
 
 
-def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = False) -> Checkpoint:
+def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = False,
+                    field: str = "weights") -> Checkpoint:
     """Open a weights file and return its state dict (and metadata for safetensors).
 
     Args:
         path: ``.safetensors`` or a torch pickle (``.pth .pt .pk .pkl .ckpt .bin``).
         key: the container key the model's authors use (tried first).
         trust: allow full unpickling (runs code from the file); only for trusted files.
+        field: the settings field that named the file (``weights``, ``student``), for messages.
 
     Raises:
         UsageError: missing file, unreadable container, or a pickle that would run code.
     """
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--weights {path}: no such file")
+        raise UsageError(f"${field} {path}: no such file")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
             tensors = load_file(str(path))
         except Exception as exc:
-            raise UsageError(f"--weights {path}: not a valid safetensors file ({exc})") from None
-        return Checkpoint(path, tensors, metadata)
+            raise UsageError(f"${field} {path}: not a valid safetensors file ({exc})") from None
+        return Checkpoint(path, tensors, metadata, field)
     try:
         if trust:
             raw = torch.load(path, map_location="cpu", weights_only=False)
@@ -119,17 +122,17 @@ def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = Fals
                        if "global" in line.lower() or "WeightsUnpickler" in line),
                       lines[-1] if lines else "unknown")
         if "global" not in reason.lower():
-            raise UsageError(f"--weights {path}: cannot read checkpoint: not a torch "
+            raise UsageError(f"${field} {path}: cannot read checkpoint: not a torch "
                              f"checkpoint or safetensors file ({reason})") from None
         raise UsageError(
-            f"--weights {path}: refused to unpickle: the file asks to run or import code "
+            f"${field} {path}: refused to unpickle: the file asks to run or import code "
             f"beyond tensors and plain values ({reason}); if you trust it, pass "
-            "--trust-checkpoint, or convert it with 'dreamprune export' on a trusted machine"
+            "$trust_checkpoint, or convert it with 'dreamprune export' on a trusted machine"
         ) from None
     except Exception as exc:
-        raise UsageError(f"--weights {path}: cannot read checkpoint "
+        raise UsageError(f"${field} {path}: cannot read checkpoint "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    return Checkpoint(path, extract_state_dict(raw, path, key))
+    return Checkpoint(path, extract_state_dict(raw, path, key, field), field_name=field)
 
 
 def _is_state_dict(value: object) -> bool:
@@ -137,12 +140,13 @@ def _is_state_dict(value: object) -> bool:
             and all(isinstance(v, torch.Tensor) for v in value.values()))
 
 
-def extract_state_dict(raw: object, path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+def extract_state_dict(raw: object, path: Path, key: str | None = None,
+                       field: str = "weights") -> dict[str, torch.Tensor]:
     """Pick the weights out of a checkpoint container and strip a ``module.`` prefix."""
     if isinstance(raw, nn.Module):
         raw = raw.state_dict()
     if not isinstance(raw, Mapping):
-        raise UsageError(f"--weights {path}: expected a dict of tensors, got {type(raw).__name__}")
+        raise UsageError(f"${field} {path}: expected a dict of tensors, got {type(raw).__name__}")
     state: Mapping[str, Any] | None = raw if _is_state_dict(raw) else None
     if state is None:
         order = [k for k in (key, *_CONTAINER_KEYS) if k]
@@ -154,7 +158,7 @@ def extract_state_dict(raw: object, path: Path, key: str | None = None) -> dict[
                 break
     if state is None:
         keys = ", ".join(map(str, list(raw)[:10]))
-        raise UsageError(f"--weights {path}: no state dict found (top-level keys: {keys}; "
+        raise UsageError(f"${field} {path}: no state dict found (top-level keys: {keys}; "
                          f"expected tensors or one of {', '.join(_CONTAINER_KEYS)})")
     state = dict(state)
     if state and all(k.startswith("module.") for k in state):
@@ -188,14 +192,14 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, strict: bool = True) 
             more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
             problems.append(f"{len(keys)} {label}: {', '.join(keys[:10])}{more}")
     if problems and strict:
-        raise UsageError(f"--weights {checkpoint.path}: does not fit the model: "
-                         + "; ".join(problems) + " (pass --non-strict to load what fits)")
+        raise UsageError(f"${checkpoint.field_name} {checkpoint.path}: does not fit the model: "
+                         + "; ".join(problems) + " (pass $non_strict to load what fits)")
     expected = model.state_dict()
     fitting = {k: v for k, v in checkpoint.state_dict.items()
                if k in expected and v.shape == expected[k].shape}
     bad = nonfinite_entries(fitting)
     if bad:
-        raise UsageError(f"--weights {checkpoint.path}: NaN or infinite values in "
+        raise UsageError(f"${checkpoint.field_name} {checkpoint.path}: NaN or infinite values in "
                          f"{', '.join(bad[:10])}" + (f" (+{len(bad) - 10} more)"
                                                      if len(bad) > 10 else "")
                          + ": a damaged or diverged checkpoint")

@@ -134,7 +134,7 @@ def find_penultimate_layer(network: nn.Module, size_multiple: int = 1,
 
     Its input is the penultimate feature map, as the registry's entries name it.
     """
-    from dreamprune_cli.prune.masks import execution_order
+    from dreamprune_cli.flops import execution_order
 
     side = size_multiple * math.ceil(side / size_multiple)
     modules = dict(network.named_modules())

@@ -15,7 +15,7 @@ from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save
 from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path
-from dreamprune_cli.prune.resize import (GRANULARITY_KEY, architecture_metadata,
+from dreamprune_cli.models.resize import (GRANULARITY_KEY, architecture_metadata,
                                          resize_to_state_dict)
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def resolve_info(name: str) -> ModelInfo:
 def load_model(name: str | None, variant: str = "official", weights: str | Path | None = None,
                strict: bool = True, trust: bool = False,
                overrides: dict[str, Any] | None = None,
-               use_bundled: bool = True, require_weights: bool = False) -> LoadedModel:
+               use_bundled: bool = True, require_weights: bool = False,
+               weights_field: str = "weights") -> LoadedModel:
     """Build model ``name`` and load ``weights`` into it.
 
     Args:
@@ -77,17 +78,17 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
     checkpoint = None
     if weights is not None:
         key = None if name is None or is_custom_spec(name) else get_model_info(name).checkpoint_key
-        checkpoint = read_checkpoint(weights, key=key, trust=trust)
+        checkpoint = read_checkpoint(weights, key=key, trust=trust, field=weights_field)
         if name is None:
             name = checkpoint.model_name
             if name is None:
-                raise UsageError(f"--weights {weights}: the file does not name its model; "
-                                 "pass --model")
+                raise UsageError(f"${weights_field} {weights}: the file does not name its "
+                                 "model; pass $model")
         elif checkpoint.model_name and checkpoint.model_name != name:
             log.warning("--weights %s was saved for model %r, loading it as %r",
                         weights, checkpoint.model_name, name)
     if name is None:
-        raise UsageError("--model is required (a registered name, or 'module:factory')")
+        raise UsageError("$model is required (a registered name, or 'module:factory')")
     info = resolve_info(name)
     if checkpoint is not None and checkpoint.model_config is not None \
             and checkpoint.model_name == name:
@@ -99,9 +100,9 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
     if require_weights and checkpoint is None and not is_custom_spec(name) \
             and _has_parameters(info, config):
         raise UsageError(
-            f"model {name!r} has no bundled teacher and no --weights were given: pass "
-            f"--weights FILE ({info.checkpoint_format or 'a checkpoint of its authors'}, or "
-            "a dreamprune .safetensors), or --random-weights to run on a randomly "
+            f"model {name!r} has no bundled teacher and no $weights were given: pass "
+            f"$weights FILE ({info.checkpoint_format or 'a checkpoint of its authors'}, or "
+            "a dreamprune .safetensors), or $random_weights to run on a randomly "
             "initialised network")
     try:
         network = info.factory(**config)

@@ -8,5 +8,19 @@
   global, ERK, LAMP), each meeting the target by bisection on its own scalar.
 * :mod:`~dreamprune_cli.prune.drift` -- the adaptive allocator: per-layer drift curves and the
   Lagrangian choice.
-* :mod:`~dreamprune_cli.prune.calibration` -- the inputs the drift is measured on.
+* :mod:`~dreamprune_cli.prune.plan` -- the pruning API: plan, allocate, mask, verify.
+* :mod:`~dreamprune_cli.prune.channels`, :mod:`~dreamprune_cli.prune.channel_plan` -- channel
+  pruning (whole channels removed with Torch-Pruning), returning the same result.
+* :mod:`~dreamprune_cli.prune.student` -- the one writer and reader of student and mask files.
+
+The allocator names below are the one definition the settings, the planner and the help
+read (this module imports nothing, so the settings can use it without importing PyTorch).
 """
+
+ALLOCATORS: tuple[str, ...] = ("uniform", "global", "erk", "lamp", "adaptive")
+"""Every allocator of unstructured pruning: the magnitude ones
+(:data:`~dreamprune_cli.prune.allocators.MAGNITUDE_ALLOCATORS`) and ``adaptive`` (drift)."""
+
+CHANNEL_ALLOCATORS: tuple[str, ...] = ("uniform", "global", "lamp")
+"""The allocators that have a channel form (:mod:`~dreamprune_cli.prune.channels`)."""
+

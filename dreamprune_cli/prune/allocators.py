@@ -177,3 +177,5 @@ MAGNITUDE_ALLOCATORS: dict[str, Callable[[Sequence[torch.Tensor], MacBudget, flo
     "erk": allocate_erk,
     "lamp": allocate_lamp,
 }
+"""The magnitude allocators by name: every name of :data:`dreamprune_cli.prune.ALLOCATORS`
+but ``adaptive``, which allocates from drift curves (:mod:`~dreamprune_cli.prune.drift`)."""

@@ -101,25 +101,25 @@ class MacBudget:
             UsageError: naming the smallest (or largest) reachable fraction.
         """
         if not (0.0 < target <= 1.0) or math.isnan(target):
-            raise UsageError(f"--flops-target {target!r}: expected a fraction of the MACs to "
+            raise UsageError(f"$flops_target {target!r}: expected a fraction of the MACs to "
                              "keep in (0, 1], e.g. 0.58")
         size = "x".join(map(str, self.input_size))
         if not self.layers and target < 1.0:
-            raise UsageError(f"--flops-target {target:g} cannot be met for {model}: no layer "
+            raise UsageError(f"$flops_target {target:g} cannot be met for {model}: no layer "
                              "may be pruned (all excluded, or none exists); the smallest "
                              "reachable F is 1")
         smallest = self.smallest_ratio
         if target < smallest:
             reachable = math.ceil(smallest * 1e4) / 1e4
             raise UsageError(
-                f"--flops-target {target:g} cannot be met for {model}: the layers that may be "
+                f"$flops_target {target:g} cannot be met for {model}: the layers that may be "
                 f"pruned ({len(self.layers)}) carry only {1 - smallest:.2%} of the MACs at "
                 f"{size}; the smallest reachable F is {reachable:.4f} (exclude fewer layers to "
                 "go lower)")
         largest = self.largest_ratio
         if target > largest * (1 + TOLERANCE):
             raise UsageError(
-                f"--flops-target {target:g} cannot be met for {model}: its weights already "
+                f"$flops_target {target:g} cannot be met for {model}: its weights already "
                 f"keep only {largest:.4f} of the dense MACs at {size}; the largest reachable "
                 f"F is {math.floor(largest * 1e4) / 1e4:.4f}")
 
@@ -128,7 +128,7 @@ class MacBudget:
         reached = self.ratio(kept)
         if abs(reached - target) > TOLERANCE * target:
             raise UsageError(
-                f"--flops-target {target:g}: the {allocator} allocator can only reach "
+                f"$flops_target {target:g}: the {allocator} allocator can only reach "
                 f"{reached:.4f} here (the steps between its choices are too coarse for this "
                 f"network); try another allocator or target")
 

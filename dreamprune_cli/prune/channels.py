@@ -43,12 +43,12 @@ from torch import nn
 
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
+from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.prune.masks import matches
-from dreamprune_cli.prune.resize import unshare_modules
+from dreamprune_cli.models.resize import unshare_modules
 
 log = logging.getLogger(__name__)
 
-CHANNEL_ALLOCATORS = ("uniform", "global", "lamp")
 CHANNEL_TOLERANCE = 0.01
 """Largest relative miss of the MAC target that is not reported as a rounding limit."""
 
@@ -59,7 +59,7 @@ def _tp():  # imported lazily: only channel pruning needs the library
     try:
         import torch_pruning
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("--granularity channel needs the 'torch-pruning' package "
+        raise UsageError("$granularity channel needs the 'torch-pruning' package "
                          "(pip install torch-pruning)") from exc
     return torch_pruning
 
@@ -127,7 +127,7 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> object:
         graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
     except Exception as exc:
         raise UsageError(f"channel pruning: Torch-Pruning cannot trace this network "
-                         f"({type(exc).__name__}: {exc}); use --granularity unstructured") \
+                         f"({type(exc).__name__}: {exc}); use $granularity unstructured") \
             from exc
     decouple_channel_broadcasts(graph)
     return graph
@@ -207,7 +207,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     roots = [name for name, module in network.named_modules() if _is_root(module)]
     for pattern in exclude:
         if not any(matches(name, [pattern]) for name in roots):
-            raise UsageError(f"--exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
+            raise UsageError(f"$exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
                              f"layer (their names look like: {', '.join(roots[:4])}, ...)")
     protected = protected_layers(network, graph)
     kept_names = set(protected) | {n for n in roots if matches(n, list(exclude))}
@@ -368,7 +368,7 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
         return [max(low, g.channels - math.floor(ratio * g.channels + 1e-9))
                 for g, low in zip(groups, least)]
     if allocator not in ("global", "lamp"):
-        raise UsageError(f"--allocator {allocator!r} at --granularity channel: expected one of "
+        raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
                          f"{', '.join(CHANNEL_ALLOCATORS)}")
     candidates = sorted((score, i) for i, g in enumerate(groups)
                         for score in sorted(g.scores)[:g.channels - least[i]])
@@ -399,16 +399,16 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             below the smallest reachable fraction (named).
     """
     if allocator not in CHANNEL_ALLOCATORS:
-        raise UsageError(f"--allocator {allocator!r} at --granularity channel: expected one of "
+        raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
                          f"{', '.join(CHANNEL_ALLOCATORS)}")
     if not (0.0 < flops_target <= 1.0):
-        raise UsageError(f"--flops-target {flops_target!r}: expected a fraction of the MACs to "
+        raise UsageError(f"$flops_target {flops_target!r}: expected a fraction of the MACs to "
                          "keep in (0, 1], e.g. 0.58")
     dense = count_costs(network, input_size).macs_dense
     groups, protected = channel_groups(network, example, allocator, exclude)
     if not groups and flops_target < 1.0:
-        raise UsageError(f"--flops-target {flops_target:g} cannot be met for {model_name} at "
-                         "--granularity channel: no channel group may be pruned")
+        raise UsageError(f"$flops_target {flops_target:g} cannot be met for {model_name} at "
+                         "$granularity channel: no channel group may be pruned")
     cache: dict[tuple[int, ...], tuple[nn.Module, int]] = {}
 
     def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
@@ -424,8 +424,8 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     if smallest[2] > goal * (1 + CHANNEL_TOLERANCE):
         reachable = math.ceil(smallest[2] / dense * 1e4) / 1e4
         raise UsageError(
-            f"--flops-target {flops_target:g} cannot be met for {model_name} at --granularity "
-            f"channel: keeping at least {min_keep:g} of every group's channels (--min-keep) "
+            f"$flops_target {flops_target:g} cannot be met for {model_name} at $granularity "
+            f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
             f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
             f"of the MACs; the smallest reachable F is {reachable:.4f}")
     low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal

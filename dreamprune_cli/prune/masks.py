@@ -22,11 +22,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import PRUNABLE_MODULES, execution_order, prunable_modules  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-PRUNABLE_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-
 
 class WeightMask(nn.Module):
     """Parametrization ``weight -> weight * mask`` with a fixed bool mask buffer."""
@@ -44,43 +42,6 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     parts = name.split(".")
     prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
     return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
-
-
-def prunable_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every Conv2d, ConvTranspose2d and Linear of ``network`` with its dotted name."""
-    return [(name, module) for name, module in network.named_modules()
-            if isinstance(module, PRUNABLE_MODULES) and name]
-
-
-def execution_order(network: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
-    """Names of the prunable layers in the order a forward pass first calls them.
-
-    Shapes only: the forward runs on the meta device when the network allows it, else on a
-    zero image on the network's device.
-    """
-    order: list[str] = []
-    handles = []
-    for name, module in prunable_modules(network):
-        def hook(mod: nn.Module, args: tuple, out: object, _name: str = name) -> None:
-            if _name not in order:
-                order.append(_name)
-        handles.append(module.register_forward_hook(hook))
-    try:
-        tensors = {n: torch.empty_like(t, device="meta")
-                   for n, t in list(network.named_parameters()) + list(network.named_buffers())}
-        with torch.no_grad():
-            try:
-                torch.func.functional_call(network, tensors,
-                                           (torch.zeros((1, *input_size), device="meta"),),
-                                           strict=False)
-            except RuntimeError:  # includes ops without a meta kernel
-                order.clear()
-                device = next((p.device for p in network.parameters()), torch.device("cpu"))
-                network(torch.zeros((1, *input_size), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
 
 
 def default_exclude(network: nn.Module, registry_exclude: Sequence[str],
@@ -116,7 +77,7 @@ def split_layers(network: nn.Module, exclude: Sequence[str], user_exclude: Seque
     for pattern in user_exclude:
         if not any(matches(name, [pattern]) for name in layers):
             examples = ", ".join(layers[:4])
-            raise UsageError(f"--exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
+            raise UsageError(f"$exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
                              f"layer (their names look like: {examples}, ...)")
     for pattern in exclude:
         if not any(matches(name, [pattern]) for name in layers):

@@ -37,11 +37,11 @@ def test_unpaired_and_mismatched_listed_together(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_dirs(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--input-dir .*no such directory"):
+    with pytest.raises(UsageError, match="input_dir .*no such directory"):
         pair_folders(tmp_path / "nope", tmp_path)
     (tmp_path / "empty").mkdir()
     save_rgb(tmp_path / "in" / "a.png", np.zeros((8, 8, 3)))
-    with pytest.raises(UsageError, match="--target-dir .*no images"):
+    with pytest.raises(UsageError, match="target_dir .*no images"):
         pair_folders(tmp_path / "in", tmp_path / "empty")
 
 
@@ -54,7 +54,7 @@ def test_rain100_pairs_rain_with_norain(tmp_path: Path) -> None:
     assert [(p.name, p.input_path.name, p.target_path.name) for p in pairs] == [
         ("rain-001", "rain-001.png", "norain-001.png"),
         ("rain-002", "rain-002.png", "norain-002.png")]
-    with pytest.raises(UsageError, match="no target for rain-001.png.*see --pairing"):
+    with pytest.raises(UsageError, match="no target for rain-001.png.*see pairing"):
         pair_folders(tmp_path / "rain", tmp_path / "norain")  # stem pairing finds none
 
 
@@ -125,7 +125,7 @@ def test_the_same_folder_twice_is_refused(tmp_path: Path, pairing: str) -> None:
 
 
 def test_unknown_pairing(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--pairing 'reside': expected one of stem, rain100"):
+    with pytest.raises(UsageError, match="pairing 'reside': expected one of stem, rain100"):
         pair_folders(tmp_path, tmp_path, pairing="reside")  # type: ignore[arg-type]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dreamprune_cli.data.clean import make_clean_source
-from dreamprune_cli.engine.device import resolve_precision
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.distributed import (RankSync, free_port, local_environment,
                                                rank_seed, spawn_local)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dreamprune_cli.engine import distributed
-from dreamprune_cli.engine.device import resolve_precision
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer
 from dreamprune_cli.engine.evaluate import evaluate_pairs
@@ -108,7 +108,7 @@ def test_rank_helpers() -> None:
     assert distributed.rank_seed(7, sync) == 7 + distributed.RANK_SEED_STRIDE
     assert list(distributed.shard(5, sync)) == [1, 3]
     assert distributed.split_batch(8, sync) == 4
-    with pytest.raises(UsageError, match="--batch-size 3: not a multiple of the 2"):
+    with pytest.raises(UsageError, match="batch_size 3: not a multiple of the 2"):
         distributed.split_batch(3, sync)
     state = {"step": 3, "world_size": 2,
              "ranks": [{"generator": "g0", "dreamer": "d0"}, {"generator": "g1", "dreamer": "d1"}]}
@@ -136,7 +136,7 @@ def test_unsupported_commands_refused_under_torchrun() -> None:
 
 def test_explicit_gpu_index_refused_under_torchrun() -> None:
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
-    with pytest.raises(UsageError, match="--device mps"):
+    with pytest.raises(UsageError, match="device mps"):
         distributed.join_from_environment(torch.device("mps"), env=env)
 
 

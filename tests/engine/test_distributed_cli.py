@@ -18,11 +18,12 @@ from safetensors.torch import load_file
 
 from dreamprune_cli.cli import app
 from tests.engine import distributed_workers as workers
-from tests.engine.test_commands import _ffa_weights
+from tests.runs.test_commands import _ffa_weights
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
-                                or not torch.distributed.is_gloo_available(),
-                                reason="this torch build has no Gloo backend")
+pytestmark = [pytest.mark.slow,  # whole commands, end to end (CI runs them too)
+              pytest.mark.skipif(not torch.distributed.is_available()
+                                 or not torch.distributed.is_gloo_available(),
+                                 reason="this torch build has no Gloo backend")]
 
 TINY = ["--variant", "tiny", "--device", "cpu", "--size", "32", "--batch-size", "4",
         "--threads", "1"]

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from dreamprune_cli.cli import _scoring, app
+from dreamprune_cli.cli import app
+from dreamprune_cli.runs.context import scoring as _scoring
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.engine.evaluate import evaluate_pairs, is_out_of_memory
 from dreamprune_cli.engine.tiling import Tiling
@@ -92,9 +93,9 @@ def test_out_of_memory_names_the_image_and_suggests_tiling(flat_pairs: list,
         evaluate_pairs(_Raises(error), flat_pairs, "rgb", 0, CPU)
     message = str(info.value)
     assert message.startswith(str(flat_pairs[0].input_path))
-    assert "out of memory" in message and "16x16" in message and "--tile 512" in message
+    assert "out of memory" in message and "16x16" in message and "tile 512" in message
     assert "\n" not in message
-    with pytest.raises(RuntimeFailure, match="smaller --tile than 8"):
+    with pytest.raises(RuntimeFailure, match="smaller tile than 8"):
         evaluate_pairs(_Raises(error), flat_pairs, "rgb", 0, CPU, tiling=Tiling(8, 0))
 
 
@@ -154,7 +155,7 @@ def test_evaluate_sots_pairing_and_bad_values(runner, tmp_path: Path) -> None:
 
 
 def test_pipeline_scores_with_the_protocol_options(runner, tmp_path: Path, pair_dirs) -> None:
-    from tests.engine.test_commands import TINY, _ffa_weights
+    from tests.runs.test_commands import TINY, _ffa_weights
 
     inputs, targets = pair_dirs
     out = tmp_path / "run"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dreamprune_cli.data.clean import make_clean_source
-from dreamprune_cli.engine.device import resolve_precision
+from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer

@@ -65,7 +65,7 @@ def test_bad_omp_value_falls_back_to_auto() -> None:
 
 
 def test_zero_threads_refused() -> None:
-    with pytest.raises(UsageError, match="--threads 0"):
+    with pytest.raises(UsageError, match="threads 0"):
         choose_threads(0, env={}, allotted=2)
 
 

@@ -10,15 +10,15 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from dreamprune_cli.engine.channel_prune import channel_allocator, prune_channels
-from dreamprune_cli.engine.prune import write_prune_outputs
+from dreamprune_cli.prune.channel_plan import channel_allocator, prune_channels
+from dreamprune_cli.prune.plan import write_prune_outputs
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, channel_groups, kept_for_ratio,
                                            ChannelGroup, trace_input)
-from dreamprune_cli.prune.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
+from dreamprune_cli.models.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
                                          unshare_modules)
 
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]

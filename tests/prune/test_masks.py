@@ -86,7 +86,7 @@ def test_split_layers_defaults_user_globs_and_bad_glob() -> None:
     assert pruned == ["2.0", "3"] and dense == ["0", "2.2"]
     pruned, dense = split_layers(net, [], ["2"])
     assert pruned == ["0", "3"]
-    with pytest.raises(UsageError, match="--exclude 'nope'"):
+    with pytest.raises(UsageError, match="exclude 'nope'"):
         split_layers(net, [], ["nope"])
 
 

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.loading import load_model
 
+pytestmark = pytest.mark.slow  # whole commands, end to end (CI runs them too)
+
 TINY = ["--variant", "tiny", "--device", "cpu", "--size", "32", "--batch-size", "2"]
 
 
@@ -143,12 +145,12 @@ def test_pipeline_end_to_end_and_resume(runner, tmp_path: Path, pair_dirs) -> No
 
 def test_interrupt_maps_to_exit_130(runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                     pair_dirs) -> None:
-    import dreamprune_cli.engine.pipeline as pipeline
+    import dreamprune_cli.runs.pipeline as pipeline
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    monkeypatch.setattr(pipeline, "run", interrupted)
     inputs, targets = pair_dirs
     result = runner.invoke(app, ["pipeline", "--weights", str(_ffa_weights(tmp_path)),
                                  "--eval-input-dir", str(inputs), "--eval-target-dir",

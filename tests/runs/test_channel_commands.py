@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.loading import load_model
-from tests.engine.test_commands import TINY, _ffa_weights
+from tests.runs.test_commands import TINY, _ffa_weights
+
+pytestmark = pytest.mark.slow  # whole commands, end to end (CI runs them too)
 
 
 def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:

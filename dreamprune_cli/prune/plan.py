@@ -21,24 +21,21 @@ from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.flops import CostReport, count_costs
 from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
-from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune import ALLOCATORS
 from dreamprune_cli.prune.allocators import MAGNITUDE_ALLOCATORS
 from dreamprune_cli.prune.budget import TOLERANCE, MacBudget, measure_budget
-from dreamprune_cli.prune.calibration import synthetic_calibration
+from dreamprune_cli.data.calibration import synthetic_calibration
 from dreamprune_cli.prune.drift import (DEFAULT_KEEP_LEVELS, DEFAULT_MIN_KEEP, DriftCurves,
                                         allocate_adaptive, measure_drift)
 from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
-                                        magnitude_masks, plain_state_dict, set_masks,
+                                        magnitude_masks, set_masks,
                                         split_layers, unmasked_weight)
-from dreamprune_cli.prune.resize import architecture_metadata
+from dreamprune_cli.prune.student import write_student
 
 log = logging.getLogger(__name__)
 
-ALLOCATORS = ("uniform", "global", "erk", "lamp", "adaptive")
-STUDENT_FILE = "student.safetensors"
-MASKS_FILE = "masks.safetensors"
 REPORT_FILE = "report.json"
 
 
@@ -90,7 +87,7 @@ class PruneResult:
     seconds: float
     drift: DriftCurves | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    granularity: str = "unstructured"  # or "channel" (engine/channel_prune.py)
+    granularity: str = "unstructured"  # or "channel" (prune/channel_plan.py)
 
     @property
     def macs_ratio(self) -> float:
@@ -143,6 +140,11 @@ class PruningPlan:
         return network_input_size(self.loaded.info, self.flops_size)
 
 
+def _check_allocator(allocator: str) -> None:
+    if allocator not in ALLOCATORS:
+        raise UsageError(f"$allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+
+
 def plan_pruning(loaded: LoadedModel, flops_size: int = 256, exclude: Sequence[str] = (),
                  use_default_exclude: bool = True) -> PruningPlan:
     """Copy the teacher, choose the layers to prune, attach masks, measure the MAC budget.
@@ -153,7 +155,7 @@ def plan_pruning(loaded: LoadedModel, flops_size: int = 256, exclude: Sequence[s
     """
     multiple = loaded.info.size_multiple
     if flops_size < 1 or flops_size % multiple:
-        raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
+        raise UsageError(f"$flops_size {flops_size}: expected a multiple of {multiple} for "
                          f"{loaded.name}")
     input_size = network_input_size(loaded.info, flops_size)
     network = copy.deepcopy(loaded.network).eval()
@@ -200,11 +202,16 @@ def apply_allocation(plan: PruningPlan, flops_target: float, allocator: str,
     Raises:
         UsageError: unknown allocator, or a target outside (0, 1] or out of reach.
     """
+    _check_allocator(allocator)
+    plan.budget.check_target(flops_target, plan.loaded.name)
+    return _allocate(plan, flops_target, allocator, drift, min_keep)
+
+
+def _allocate(plan: PruningPlan, flops_target: float, allocator: str,
+              drift: DriftCurves | None, min_keep: float) -> PruneResult:
+    """:func:`apply_allocation` for a checked allocator and reachable target."""
     start = time.perf_counter()
-    if allocator not in ALLOCATORS:
-        raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     loaded, budget, network = plan.loaded, plan.budget, plan.network
-    budget.check_target(flops_target, loaded.name)
     modules = dict(network.named_modules())
     if allocator == "adaptive":
         if drift is None:
@@ -284,11 +291,7 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
             exclusion glob.
     """
     start = time.perf_counter()
-    if allocator not in ALLOCATORS:
-        raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
-    if not (0.0 < flops_target <= 1.0):
-        raise UsageError(f"--flops-target {flops_target!r}: expected a fraction of the MACs to "
-                         "keep in (0, 1], e.g. 0.58")
+    _check_allocator(allocator)
     plan = plan_pruning(loaded, flops_size, exclude, use_default_exclude)
     plan.budget.check_target(flops_target, loaded.name)  # before minutes of drift
     if allocator != "adaptive":
@@ -296,7 +299,7 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
     elif drift is not None:
         if drift.names != plan.names:
             raise UsageError("the drift curves given were measured on other layers "
-                             "(another model, size or --exclude)")
+                             "(another model, size or $exclude)")
     else:
         if calibration is None:
             log.info("no calibration images: using %d synthetic %s images of %d px",
@@ -305,7 +308,7 @@ def prune_model(loaded: LoadedModel, flops_target: float, allocator: str,
                                                 calibration_size, seed)
         drift = measure_plan_drift(plan, calibration, device, keep_levels, max_batch,
                                    progress)
-    result = apply_allocation(plan, flops_target, allocator, drift, min_keep)
+    result = _allocate(plan, flops_target, allocator, drift, min_keep)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -315,12 +318,12 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
     """Write ``student.safetensors``, ``masks.safetensors`` and ``report.json`` into ``out_dir``.
 
     Every file is written atomically. ``out_dir`` must be empty or absent unless
-    ``overwrite``. The student file is the unmasked architecture's state dict with pruned
-    weights at zero: ``dreamprune evaluate --weights DIR/student.safetensors`` loads it. A
-    channel-pruned student has thinner tensors, metadata saying so and no masks file.
+    ``overwrite``. The student and mask files are written by
+    :func:`dreamprune_cli.prune.student.write_student` (``dreamprune evaluate --weights
+    DIR/student.safetensors`` loads the student alone); a channel-pruned student has thinner
+    tensors, metadata saying so and no masks file.
     """
     out_dir = ensure_output_dir(Path(out_dir), overwrite)
-    student = result.student
     extra = {
         "dreamprune.prune.allocator": result.allocator,
         "dreamprune.prune.flops_target": repr(result.flops_target),
@@ -328,17 +331,8 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
         "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
         "dreamprune.prune.exclude": json.dumps(result.exclude),
     }
-    state = plain_state_dict(student.network)
-    extra.update(architecture_metadata(state, student.info.factory, student.config))
-    paths = {"student": out_dir / STUDENT_FILE, "masks": out_dir / MASKS_FILE,
-             "report": out_dir / REPORT_FILE}
-    if result.granularity == "channel":  # thinner layers, nothing masked
-        del paths["masks"]
-    save_safetensors(paths["student"], state, student.name, student.config, extra=extra,
-                     overwrite=overwrite)
-    if "masks" in paths:
-        save_safetensors(paths["masks"], get_masks(student.network), student.name,
-                         student.config, extra=extra, overwrite=overwrite)
+    paths = write_student(result.student, out_dir, extra, overwrite=overwrite)
+    paths["report"] = out_dir / REPORT_FILE
     write_json_atomic(paths["report"], {**result.as_dict(),
                                         "files": {k: p.name for k, p in paths.items()}},
                       overwrite=overwrite)

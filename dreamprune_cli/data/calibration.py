@@ -22,12 +22,12 @@ log = logging.getLogger(__name__)
 def list_images(directory: Path) -> list[Path]:
     """Image files directly inside ``directory``, sorted by name (hidden files skipped)."""
     if not directory.is_dir():
-        raise UsageError(f"--calibration {directory}: no such directory")
+        raise UsageError(f"$calibration {directory}: no such directory")
     files = sorted(p for p in directory.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not is_hidden(p.relative_to(directory)))
     if not files:
-        raise UsageError(f"--calibration {directory}: no images "
+        raise UsageError(f"$calibration {directory}: no images "
                          f"(expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     return files
 

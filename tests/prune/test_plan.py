@@ -14,7 +14,7 @@ from torch import nn
 from dreamprune_cli.cli import app
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.engine.prune import (ALLOCATORS, apply_allocation, measure_plan_drift,
+from dreamprune_cli.prune.plan import (ALLOCATORS, apply_allocation, measure_plan_drift,
                                          plan_pruning, prune_model, write_prune_outputs)
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models import build_model

@@ -2,7 +2,7 @@
 
 The channel machinery (Torch-Pruning's graph, groups, allocation by bisection) lives in
 :mod:`dreamprune_cli.prune.channels`; this module turns its plan into the same
-:class:`~dreamprune_cli.engine.prune.PruneResult` the unstructured path returns, so that
+:class:`~dreamprune_cli.prune.plan.PruneResult` the unstructured path returns, so that
 ``write_prune_outputs``, the CLI tables and the pipeline treat both alike.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from dreamprune_cli.engine.prune import LayerReport, PruneResult
+from dreamprune_cli.prune.plan import LayerReport, PruneResult
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import network_input_size
@@ -50,7 +50,7 @@ def channel_allocator(allocator: str, source: str) -> str:
         log.info("--granularity channel: the %s allocator has no channel form; using %s",
                  allocator, DEFAULT_CHANNEL_ALLOCATOR)
         return DEFAULT_CHANNEL_ALLOCATOR
-    raise UsageError(f"--allocator {allocator!r} (from {source}) at --granularity channel: "
+    raise UsageError(f"$allocator {allocator!r} (from {source}) at $granularity channel: "
                      f"expected one of {', '.join(CHANNEL_ALLOCATORS)}")
 
 
@@ -91,7 +91,7 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     start = time.perf_counter()
     multiple = loaded.info.size_multiple
     if flops_size < 1 or flops_size % multiple:
-        raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
+        raise UsageError(f"$flops_size {flops_size}: expected a multiple of {multiple} for "
                          f"{loaded.name}")
     input_size = network_input_size(loaded.info, flops_size)  # GCANet: 4 channels
     teacher = loaded.network.eval()

@@ -9,7 +9,7 @@ import torch
 
 from dreamprune_cli.data.images import read_image
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.prune.calibration import calibration_from_dir, synthetic_calibration
+from dreamprune_cli.data.calibration import calibration_from_dir, synthetic_calibration
 
 
 def test_patches_come_from_the_images(pair_dirs) -> None:

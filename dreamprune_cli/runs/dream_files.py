@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from dreamprune_cli import __version__
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.clean import CleanSource
-from dreamprune_cli.engine.device import Precision
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, is_writer, on_writer
+from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
-from dreamprune_cli.engine.finite import nonfinite_entries
+from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write, ensure_output_dir, write_json_atomic
 from dreamprune_cli.models.adapter import RestorationAdapter
@@ -79,14 +79,14 @@ def read_dreams(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of a dream folder (``dreams``, ``clean``, ``restored``)."""
     path = Path(folder) / TENSORS_NAME
     if not path.is_file():
-        raise UsageError(f"--dreams {folder}: no {TENSORS_NAME} (write one with "
-                         "'dreamprune dream --save-dir DIR')")
+        raise UsageError(f"$dreams {folder}: no {TENSORS_NAME} (write one with "
+                         "'dreamprune dream $save_dir DIR')")
     try:
         tensors = load_file(str(path))
     except Exception as exc:
-        raise UsageError(f"--dreams {path}: not a valid safetensors file ({exc})") from None
+        raise UsageError(f"$dreams {path}: not a valid safetensors file ({exc})") from None
     if "dreams" not in tensors or tensors["dreams"].dim() != 4:
-        raise UsageError(f"--dreams {path}: expected a 'dreams' tensor (N, 3, H, W)")
+        raise UsageError(f"$dreams {path}: expected a 'dreams' tensor (N, 3, H, W)")
     return tensors
 
 
@@ -124,19 +124,19 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
             try:
                 resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise UsageError(f"--resume: cannot read {state_path} ({exc})") from None
+                raise UsageError(f"$resume: cannot read {state_path} ({exc})") from None
             check_world_size(resume_state, sync, state_path)
             saved_run = resume_state.get("run", {})
             for key, value in run.items():
                 if key in saved_run and saved_run[key] != value:
                     raise UsageError(
-                        f"--resume {folder}: this run was started with {key}={saved_run[key]}, "
+                        f"$resume {folder}: this run was started with {key}={saved_run[key]}, "
                         f"not {value} (pass the same settings, or start a new folder)")
         elif (folder / TENSORS_NAME).is_file():
-            raise UsageError(f"--resume {folder}: this dream folder is already complete")
+            raise UsageError(f"$resume {folder}: this dream folder is already complete")
         else:
-            raise UsageError(f"--resume {folder}: nothing to resume (no {STATE_NAME}); start "
-                             f"a new run with --save-dir {folder}")
+            raise UsageError(f"$resume {folder}: nothing to resume (no {STATE_NAME}); start "
+                             f"a new run with $save_dir {folder}")
     folder = on_writer(sync, lambda: ensure_output_dir(folder, overwrite, resume))
 
     if run_record is not None and is_writer(sync):
@@ -146,7 +146,7 @@ def run_dream_to_folder(teacher: RestorationAdapter, clean_source: CleanSource, 
         bad = nonfinite_entries(state)
         if bad:
             raise RuntimeFailure(f"non-finite values in {', '.join(bad[:5])}: stopping "
-                                 "without saving them (try a lower --noise-lr)")
+                                 "without saving them (try a lower $noise_lr)")
         state = {**state, "run": run}
         if is_writer(sync):
             atomic_write(state_path, lambda tmp: torch.save(state, tmp), overwrite=True)

@@ -64,7 +64,7 @@ def check_eval_pairs(model: LoadedModel, pairs: Sequence[ImagePair], crop_border
             f"{', '.join(too_small[:10])}" + (f" (+{len(too_small) - 10} more)"
                                               if len(too_small) > 10 else "")
             + f"; the metrics need at least {min_side}x{min_side} pixels after cropping "
-            f"{crop_border} per side (--crop-border), i.e. sides of {need} or more")
+            f"{crop_border} per side ($crop_border), i.e. sides of {need} or more")
     for (height, width), pair in sizes.items():
         check_input_size(model, height, width, str(pair.input_path))
 
@@ -79,7 +79,7 @@ def check_diversity_layer(model: LoadedModel, needed: bool) -> None:
         raise UsageError(
             f"model {model.name!r}: no penultimate layer for the diversity loss (the input of "
             "its last convolution; none was found): declare penultimate_layer = "
-            "'module.name' on its class, or pass --lambda-orth 0")
+            "'module.name' on its class, or pass $lambda_orth 0")
 
 
 def check_flops_size(model: LoadedModel, flops_size: int) -> None:
@@ -91,6 +91,6 @@ def check_flops_size(model: LoadedModel, flops_size: int) -> None:
     """
     multiple = model.info.size_multiple
     if flops_size % multiple:
-        raise UsageError(f"--flops-size {flops_size}: expected a multiple of {multiple} for "
+        raise UsageError(f"$flops_size {flops_size}: expected a multiple of {multiple} for "
                          f"{model.name}")
-    check_input_size(model, flops_size, flops_size, f"--flops-size {flops_size}")
+    check_input_size(model, flops_size, flops_size, f"$flops_size {flops_size}")

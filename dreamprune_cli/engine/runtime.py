@@ -1,7 +1,11 @@
-"""Device and precision choices, made once per run from the settings (no global state)."""
+"""The runtime of a run: the device, the precision of training steps (autocast dtype, gradient
+scaling, memory format), chosen once per run from the settings (no global state), and the
+helpers that apply that precision (no-ops on CPU)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,11 +20,11 @@ def resolve_device(spec: str) -> torch.device:
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: CUDA is not available on this machine")
+            raise UsageError(f"$device {spec}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise UsageError(f"$device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {spec}: MPS is not available on this machine")
+        raise UsageError(f"$device {spec}: MPS is not available on this machine")
     return device
 
 
@@ -45,3 +49,25 @@ def resolve_precision(device: torch.device, amp: str = "auto",
     else:
         dtype = torch.bfloat16
     return Precision(dtype, dtype == torch.float16, channels_last != "off")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
+    """Mixed precision where the precision says so, float32 otherwise."""
+    if precision.autocast_dtype is None:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=precision.autocast_dtype):
+        yield
+
+
+def make_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for float16 autocast."""
+    return torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
+
+
+def to_memory_format(tensor: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """Channels-last for 4-D tensors when the precision asks for it."""
+    if precision.channels_last and tensor.dim() == 4:
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor

@@ -1,0 +1,111 @@
+"""The run layer called from Python, as bench/ and users do: settings in, typed result and
+run folder out; errors name settings fields (the command line spells them as flags)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.models.checkpoint import save_safetensors
+from dreamprune_cli.models.registry import build_model, model_config
+from dreamprune_cli.runs import evaluate, prune, synth
+from dreamprune_cli.runs.context import evaluation_pairs, generator, load_teacher
+from dreamprune_cli.settings import resolve_run_settings, resolve_settings
+
+
+def _settings(**values: object):
+    return resolve_settings({"device": "cpu", "threads": 1, **values}, env={})
+
+
+def _tiny_ffa(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_safetensors(tmp_path / "ffa.safetensors",
+                            build_model("ffa", "tiny", blocks=1).state_dict(), "ffa",
+                            model_config("ffa", "tiny", blocks=1))
+
+
+def test_generator_is_the_only_seed() -> None:
+    a, b = generator(3), generator(3)
+    assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
+    assert not torch.equal(torch.rand(4, generator=generator(4)),
+                           torch.rand(4, generator=generator(3)))
+
+
+def test_synth_then_evaluate_from_python(tmp_path: Path) -> None:
+    made = synth.run(_settings(task="derain", count=2, size=32, out=tmp_path / "set"))
+    assert made.out_dir == tmp_path / "set"
+    assert sorted(p.name for p in (made.out_dir / "input").iterdir()) == \
+        sorted(p.name for p in (made.out_dir / "target").iterdir())
+    assert made.summary()["count"] == 2 and made.tables()[0].rows[0][0] == 2
+
+    scored = evaluate.run(_settings(model="identity", input_dir=made.out_dir / "input",
+                                    target_dir=made.out_dir / "target", metric_space="rgb"))
+    summary = scored.summary()
+    assert summary["count"] == 2 and summary["model"] == "identity"
+    # identity restores nothing: its PSNR is the degraded inputs' PSNR, and the table agrees
+    assert scored.tables()[0].rows[0][1] == pytest.approx(summary["psnr"])
+    assert json.dumps(summary, default=str)
+
+
+def test_errors_name_settings_fields_and_the_cli_spells_flags(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as info:
+        synth.run(_settings(task="derain"))
+    assert str(info.value).startswith("out is required")
+    assert info.value.spelled(lambda f: "--" + f.replace("_", "-")).startswith(
+        "--out is required")
+
+    teacher = load_teacher(_settings(model="identity").settings.common)
+    with pytest.raises(UsageError, match="^input_dir and target_dir go together"):
+        evaluation_pairs(teacher, _settings(model="identity"), tmp_path, None,
+                         ("input_dir", "target_dir"))
+
+
+def test_prune_run_writes_the_student_files(tmp_path: Path) -> None:
+    weights = _tiny_ffa(tmp_path)
+    done = prune.run(_settings(model="ffa", weights=weights, flops_target=0.6,
+                               allocator="lamp", flops_size=64, out=tmp_path / "p"))
+    assert done.result.macs_ratio == pytest.approx(0.6, abs=0.005)
+    assert {k: p.name for k, p in done.files.items()} == {
+        "student": "student.safetensors", "masks": "masks.safetensors",
+        "report": "report.json"}
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["allocator"] == "lamp" and report["macs_ratio"] == done.result.macs_ratio
+    assert done.layer_table().rows and done.summary()["output"] == tmp_path / "p"
+
+
+def test_resolve_run_settings_takes_the_model_from_the_weights(tmp_path: Path) -> None:
+    weights = _tiny_ffa(tmp_path)
+    resolved = resolve_run_settings({"weights": weights}, env={}, default_model="hinet")
+    assert resolved.settings.common.model == "ffa"
+    assert resolved.sources["model"] == f"--weights {weights}"
+
+
+def test_steps_defaults_live_in_the_settings() -> None:
+    dream = resolve_settings({}, env={}).settings.dream
+    assert (dream.steps, dream.dream_steps, dream.joint_steps) == (None, 200, 400)
+    given = resolve_settings({"steps": 7}, env={}).settings.dream
+    assert (given.dream_steps, given.joint_steps) == (7, 7)
+
+
+@pytest.mark.slow
+def test_pipeline_run_table_report_and_json_are_one_result(tmp_path: Path, pair_dirs) -> None:
+    from dreamprune_cli.runs import pipeline
+
+    inputs, targets = pair_dirs
+    result = pipeline.run(_settings(
+        model="ffa", weights=_tiny_ffa(tmp_path), flops_target=0.6, allocator="lamp",
+        flops_size=64, steps=2, round_steps=1, batch_size=2, size=32, out=tmp_path / "run",
+        eval_input_dir=inputs, eval_target_dir=targets))
+    table = result.table()
+    assert [row[0] for row in table.rows] == ["teacher", "pruned (no distillation)",
+                                              "dream + distill"]
+    assert table.rows[2][1] == result.summary()["psnr_student"]
+    report_md = (tmp_path / "run" / "report.md").read_text()
+    assert table.markdown() in report_md
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["psnr_student"] == pytest.approx(result.student.psnr)
+    assert (tmp_path / "run" / "prune" / "student.safetensors").is_file()
