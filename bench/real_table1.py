@@ -95,8 +95,10 @@ def _load_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
 
 
-def _key(row: dict[str, Any]) -> tuple[str, float | None, str]:
-    return row["teacher"], row.get("target"), row["row"]
+def _key(row: dict[str, Any]) -> tuple[str, float | None, str, int]:
+    """A row is its teacher, target, name and joint steps (0 without distillation), so a
+    longer distillation is a new row beside the shorter one."""
+    return row["teacher"], row.get("target"), row["row"], row["steps"]
 
 
 def _append(row: dict[str, Any]) -> None:
@@ -291,7 +293,8 @@ def run(args: argparse.Namespace) -> None:
     if args.select_only:
         return
     for target, name in planned_rows(args.targets, best):
-        if (spec.model, target, name) in done or (wanted and name not in wanted):
+        steps = 0 if name == "teacher" or name.startswith("prune/") else args.steps
+        if (spec.model, target, name, steps) in done or (wanted and name not in wanted):
             continue
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
