@@ -137,15 +137,14 @@ class Bench:
                 "student_lr": distill.student_lr, "lambda_kd": distill.lambda_kd}
 
     def evaluate(self, model: Any) -> dict[str, Any]:
-        from dreamprune_cli import count_macs, evaluate
+        from dreamprune_cli import evaluate
 
         start = time.perf_counter()
         result = evaluate(model, self.spec.inputs, self.spec.targets, pairing=self.spec.pairing,
                           limit=self.limit)
-        macs = count_macs(model, 256)
         return {"psnr": result.psnr, "ssim": result.ssim, "count": len(result.per_image),
                 "per_image": [[s.name, s.psnr, s.ssim] for s in result.per_image],
-                "macs_256": macs.macs, "macs_256_dense": macs.macs_dense,
+                "macs_256": result.macs_256,  # non-zero weights' MACs, counted by evaluate
                 "eval_seconds": time.perf_counter() - start}
 
     def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,7 +350,7 @@ def markdown() -> str:
             fidelity = row.get("validation_fidelity")
             lines.append(
                 f"| {row['target']} | {row['allocator']} | {LABELS[kind]} | "
-                f"{row['macs_256'] / row['macs_256_dense']:.3f} | {row['psnr']:.2f} | "
+                f"{row['macs_256'] / teacher['macs_256']:.3f} | {row['psnr']:.2f} | "
                 f"{row['ssim']:.4f} | {mean:+.2f} ({error:.2f}) | "
                 f"{'' if fidelity is None else f'{fidelity:.2f}'} | {row['steps']} | "
                 f"{row['wall_seconds']:.0f} |")
