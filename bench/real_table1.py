@@ -53,7 +53,8 @@ REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
 RESULTS = ROOT / "bench" / "results" / "real_table1.jsonl"
 SCREEN_RESULTS = ROOT / "bench" / "results" / "real_dream_variants.jsonl"
 VARIANT_KEYS = {"noise_lr": float, "lambda_orth": float, "lambda_tv": float,
-                "lambda_far": float, "round_steps": int, "representation": str, "init": str}
+                "lambda_far": float, "round_steps": int, "representation": str, "init": str,
+                "student_lr": float}
 ALLOCATORS = ("uniform", "erk", "lamp", "global", "adaptive")
 VALIDATION_COUNT, VALIDATION_SIZE, VALIDATION_SEED = 16, 128, 1234
 
