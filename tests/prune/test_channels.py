@@ -14,6 +14,7 @@ from dreamprune_cli.prune.channel_plan import channel_allocator, prune_channels
 from dreamprune_cli.prune.plan import write_prune_outputs
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
+from dreamprune_cli.models.adapter import network_input_size
 from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, channel_groups, kept_for_ratio,
@@ -21,7 +22,8 @@ from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, channel_groups, ke
 from dreamprune_cli.models.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
                                          unshare_modules)
 
-ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
+ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "prenet_r", "prn",
+       "prn_r", "prenet_lstm", "prenet_gru", "prenet_x", "gcanet", "gcanet_derain"]
 
 
 def _tiny(name: str, **overrides: object) -> LoadedModel:
@@ -121,6 +123,7 @@ def test_prune_save_rebuild_reload_is_exact(name: str, tmp_path: Path) -> None:
     teacher = _tiny(name)
     multiple = teacher.info.size_multiple
     size = max(32, multiple * 2)
+    input_size = network_input_size(teacher.info, size)  # GCANet: RGB + edge map
     result = prune_channels(teacher, 0.6, "uniform", flops_size=size)
     student = result.student.network
     with torch.no_grad():  # as after distillation: every parameter its own value
@@ -135,10 +138,10 @@ def test_prune_save_rebuild_reload_is_exact(name: str, tmp_path: Path) -> None:
     assert channels and all(len(v) == 2 for v in channels.values())
     rebuilt = load_model(None, weights=paths["student"])  # name and config from the file
     assert rebuilt.name == name and rebuilt.granularity == "channel"
-    x = torch.rand(1, 3, size, size)
+    x = torch.rand(1, *input_size)
     for got, want in zip(_outputs(rebuilt.network, x), _outputs(student, x), strict=True):
         assert (got - want).abs().max().item() == 0
-    assert count_costs(rebuilt.network, (3, size, size)).macs == result.macs_after
+    assert count_costs(rebuilt.network, input_size).macs == result.macs_after
     # export writes it again (channel metadata kept) and that file loads the same way
     again = save_model(rebuilt, tmp_path / "export.safetensors")
     reloaded = load_model(None, weights=again)
