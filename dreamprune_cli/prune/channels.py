@@ -48,8 +48,8 @@ from dreamprune_cli.prune.tracing import (CHANNELWISE_ATTRIBUTE, build_graph, fa
 
 log = logging.getLogger(__name__)
 
-_CHANNELWISE_HINT = (f"; a layer whose output channel i depends on input channel i alone and "
-                     f"whose parameters have no channel dimension can declare "
+_CHANNELWISE_HINT = (f"; if its output channel i depends on input channel i alone and its "
+                     f"parameters have no channel dimension, its class can declare "
                      f"{CHANNELWISE_ATTRIBUTE} = True")
 
 CHANNEL_TOLERANCE = 0.01
@@ -83,30 +83,57 @@ def _single_channel_slice(node: object) -> bool:
     return dim == 1 and start is not None and end is not None and end - start == step
 
 
-def protected_layers(network: nn.Module, graph: object) -> list[str]:
+def _layers_returning_outputs(network: nn.Module, example: torch.Tensor) -> set[str]:
+    """Convolution and linear layers whose result (of any call) the network returns as is."""
+    names = {module: name for name, module in network.named_modules() if _is_root(module)}
+    producers: dict[object, str] = {}
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            producers[output.grad_fn] = names[module]
+
+    hooks = [module.register_forward_hook(record) for module in names]
+    try:
+        with torch.enable_grad():
+            out = network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found, stack = set(), [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.grad_fn in producers:
+                found.add(producers[item.grad_fn])
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
+
+
+def protected_layers(network: nn.Module, graph: object, example: torch.Tensor) -> list[str]:
     """Layers whose output channels stay: those writing a network output or 1-channel maps.
 
-    A layer writes an output when its result is one (GCANet's last convolution) or when a
-    path from it reaches a traced output without passing another convolution or linear
-    layer (e.g. ``post(x) + input``). It writes 1-channel maps when it has one output
-    channel, or when its result is only read one channel at a time (GCANet's gate
-    convolution: three gates ``g[:, 0:1]``, ``g[:, 1:2]``, ``g[:, 2:3]``).
+    A layer writes an output when the network returns its result as is (PReNet's ablations,
+    GCANet) or when a path from it reaches a traced output without passing another
+    convolution or linear layer (e.g. ``post(x) + input``). It writes 1-channel maps when it
+    has one output channel, or when its result is only read one channel at a time (GCANet's
+    gate convolution: three gates ``g[:, 0:1]``, ``g[:, 1:2]``, ``g[:, 2:3]``).
     """
     tp = torch_pruning()
     names = {module: name for name, module in network.named_modules()}
-    protected: set[str] = set()
+    protected = _layers_returning_outputs(network, example)
     for module, name in names.items():
         if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == 1 \
                 or isinstance(module, nn.Linear) and module.out_features == 1:
             protected.add(name)
     stack = []
     for node in graph.module2node.values():
-        if _is_root(node.module) and node.module in names:
-            if not node.outputs:  # its result is an output of the network
-                protected.add(names[node.module])
-            elif all(out.type == tp.ops.OPTYPE.SLICE and _single_channel_slice(out)
-                     for out in node.outputs):
-                protected.add(names[node.module])
+        if _is_root(node.module) and node.module in names and node.outputs \
+                and all(out.type == tp.ops.OPTYPE.SLICE and _single_channel_slice(out)
+                        for out in node.outputs):
+            protected.add(names[node.module])
         elif node.type == tp.ops.OPTYPE.OUTPUT:
             stack.append(node)
     seen: set[int] = set()
@@ -167,7 +194,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         if not any(matches(name, [pattern]) for name in roots):
             raise UsageError(f"$exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
                              f"layer (their names look like: {', '.join(roots[:4])}, ...)")
-    protected = protected_layers(network, graph)
+    protected = protected_layers(network, graph, example)
     kept_names = set(protected) | {n for n in roots if matches(n, list(exclude))}
     modules = dict(network.named_modules())
     ignored = [modules[n] for n in sorted(kept_names)]
@@ -203,15 +230,18 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
 
 def _run(network: nn.Module, example: torch.Tensor) -> tuple[list[tuple[int, ...]] | None, str]:
     """The shapes of ``network``'s outputs on ``example``, or ``None`` and why it failed
-    (naming the layer whose forward raised)."""
+    (naming the layer whose forward raised; with a hint when that layer is not PyTorch's)."""
     try:
         with torch.no_grad(), failing_layer(network) as where:
             out = network(example)
     except Exception as exc:  # a pruned network that no longer runs
         modules = dict(network.named_modules())
-        layer = (f"in layer {where[-1]} ({type(modules[where[-1]]).__name__}): "
-                 if where and where[-1] in modules else "")
-        return None, f"{layer}{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if not where or where[-1] not in modules:
+            return None, message
+        cls = type(modules[where[-1]])
+        hint = "" if cls.__module__.startswith("torch.") else _CHANNELWISE_HINT
+        return None, f"in layer {where[-1]} ({cls.__name__}): {message}{hint}"
     flat: list[torch.Tensor] = []
     stack = [out]
     while stack:
@@ -269,8 +299,7 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     refused = [groups[i].root for i in bad]
     for i in bad:
         log.warning("channel pruning: the group of %s is kept whole: removing its channels "
-                    "breaks the network (%s)%s", groups[i].root, reasons.get(i, "?"),
-                    _CHANNELWISE_HINT if reasons.get(i, "").startswith("in layer") else "")
+                    "breaks the network (%s)", groups[i].root, reasons.get(i, "?"))
     return working, refused
 
 

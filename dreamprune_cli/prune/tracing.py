@@ -246,9 +246,10 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
         modules = dict(network.named_modules())
         where = (f"layer {failed[-1]} ({type(modules[failed[-1]]).__name__})"
                  if failed and failed[-1] in modules else "this network")
+        first_line = (str(exc).splitlines() or [""])[0]
         raise UsageError(f"channel pruning: Torch-Pruning cannot trace {where} "
-                         f"({type(exc).__name__}: {exc}); use $granularity unstructured") \
-            from exc
+                         f"({type(exc).__name__}: {first_line}); use $granularity "
+                         "unstructured") from exc
     decouple_channel_broadcasts(graph)
     complete_constant_concats(graph)
     unwrapped = [graph._param_to_name.get(p, "?") for p, _ in graph.unwrapped_parameters]

@@ -126,7 +126,7 @@ def test_gcanet_share_sep_conv_passes_channel_removal_through() -> None:
 def test_gcanet_gate_and_image_layers_are_protected() -> None:
     network = _tiny("gcanet")
     x = trace_input(2, channels=4)
-    assert protected_layers(network, build_graph(network, x)) == ["deconv1", "gate"]
+    assert protected_layers(network, build_graph(network, x), x) == ["deconv1", "gate"]
     groups, kept_whole = channel_groups(network, x)
     assert kept_whole == ["deconv1", "gate"]  # nothing refused as mis-traced
     trunk = next(g for g in groups if "conv3" in g.layers)
