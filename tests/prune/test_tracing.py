@@ -62,11 +62,16 @@ def _outputs(network: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _remove_dead_channel(network: nn.Module, x: torch.Tensor, root: str,
-                         channel: int) -> nn.Module:
+                         channel: int, *more: tuple[str, int]) -> nn.Module:
+    """Remove channel ``channel`` of the group rooted at ``root`` (and of further
+    ``(root, channel)`` pairs, all in one pass of the library)."""
     groups, _ = channel_groups(network, x)
-    group = next(g for g in groups if g.root == root)
-    group.order = [channel] + [c for c in range(group.channels) if c != channel]
-    kept = [g.channels - (g is group) for g in groups]
+    dead = dict([(root, channel), *more])
+    for group in groups:
+        if group.root in dead:
+            first = dead[group.root]
+            group.order = [first] + [c for c in range(group.channels) if c != first]
+    kept = [g.channels - (g.root in dead) for g in groups]
     return apply_channel_counts(network, x, groups, kept)
 
 
@@ -95,6 +100,23 @@ def test_prenet_stage_input_channel_removal_changes_nothing() -> None:
     x = trace_input(1)
     thinner = _remove_dead_channel(network, x, "conv0.0", 2)
     assert thinner.conv0[0].out_channels == 3 and thinner.conv_o[0].in_channels == 7
+    for got, want in zip(_outputs(thinner, x), _outputs(network, x), strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_prenet_state_and_stage_input_channels_removed_together() -> None:
+    """Both halves of the gates' input lose a channel in one pass: the concatenations'
+    offsets stay right after the first group is removed."""
+    network = _tiny("prenet")
+    with torch.no_grad():
+        for conv in [network.conv_g[0]] + [getattr(network, n)[2] for n in network.block_names]:
+            conv.weight[1] = 0
+            conv.bias[1] = 0
+        network.conv0[0].weight[2] = 0
+        network.conv0[0].bias[2] = -1
+    x = trace_input(1)
+    thinner = _remove_dead_channel(network, x, "conv_g.0", 1, ("conv0.0", 2))
+    assert thinner.conv_f[0].in_channels == 6 and thinner.conv_f[0].out_channels == 3
     for got, want in zip(_outputs(thinner, x), _outputs(network, x), strict=True):
         assert torch.allclose(got, want, atol=1e-6)
 
