@@ -3,7 +3,8 @@
 For each model (tiny variants of the zoo with seeded random weights, and the bundled
 teachers), each MAC target F and each granularity, the student is made with the ``uniform``
 allocator (``unstructured``: weight masks, deployed as the dense architecture with zeros;
-``channel``: the thinner network) and timed against its teacher on one 3x256x256 input, at 1
+``channel``: the thinner network) and timed against its teacher on one 3x256x256 image (what
+the bare network receives: GCANet's 4 channels, image and edge map), at 1
 and 2 threads. Runs are paired and interleaved (teacher, student, student, teacher, ...) so
 that machine load hits both alike; the table gives the median of the per-pair ratios
 ``student time / teacher time`` beside the counted MAC ratio. On a shared machine treat the
@@ -31,13 +32,14 @@ from dreamprune_cli.prune.channel_plan import prune_channels
 from dreamprune_cli.prune.plan import prune_model
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
+from dreamprune_cli.models.adapter import network_input_size
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teachers
 from dreamprune_cli.prune.masks import plain_state_dict
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
+ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "gcanet"]
 
 
 def uptime() -> str:
@@ -115,11 +117,12 @@ def main() -> None:
     bundled = bundled_teachers() if args.bundled is None else args.bundled
     teachers = [(f"{name} (tiny)", tiny_teacher(name)) for name in args.models]
     teachers += [(f"{name} (bundled)", load_model(name)) for name in bundled]
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     load_before = uptime()
     rows = []
     for label, teacher in teachers:
-        dense = count_costs(teacher.network, (3, args.size, args.size)).macs_dense
+        input_size = network_input_size(teacher.info, args.size)  # GCANet: RGB + edge map
+        x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(0))
+        dense = count_costs(teacher.network, input_size).macs_dense
         for target in args.targets:
             for granularity in args.granularities:
                 if granularity == "channel":
@@ -134,7 +137,7 @@ def main() -> None:
                         continue
                 else:
                     student = unstructured_student(teacher, target, args.size)
-                macs = count_costs(student, (3, args.size, args.size)).macs
+                macs = count_costs(student, input_size).macs
                 for threads in args.threads:
                     torch.set_num_threads(threads)
                     timing = paired_ratios(teacher.network, student, x, args.repeats)

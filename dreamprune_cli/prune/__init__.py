@@ -10,7 +10,8 @@
   Lagrangian choice.
 * :mod:`~dreamprune_cli.prune.plan` -- the pruning API: plan, allocate, mask, verify.
 * :mod:`~dreamprune_cli.prune.channels`, :mod:`~dreamprune_cli.prune.channel_plan` -- channel
-  pruning (whole channels removed with Torch-Pruning), returning the same result.
+  pruning (whole channels removed with Torch-Pruning), returning the same result;
+  :mod:`~dreamprune_cli.prune.tracing` -- the library's dependency graph and its corrections.
 * :mod:`~dreamprune_cli.prune.student` -- the one writer and reader of student and mask files.
 
 The allocator names below are the one definition the settings, the planner and the help

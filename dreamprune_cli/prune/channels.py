@@ -8,14 +8,11 @@ must lose the same channels (residual additions, concatenations, attention produ
 group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
 reads the target.
 
-Two corrections are applied to the library's graph (upstream-style, no model is changed):
-
-* a product with a map broadcast over the channels (``x * gate`` with ``gate`` of shape
-  ``(N, 1, H, W)``: pixel or spatial attention) does not couple the ``C`` channels of ``x``
-  to the map's one channel; the library couples them, which freezes every channel that
-  passes through such a gate (:func:`decouple_channel_broadcasts`);
-* a convolution that writes an output of the network (the restored image) or a 1-channel
-  map keeps its output channels (:func:`protected_layers`); nothing else is kept dense.
+The library's graph is built and corrected by :func:`dreamprune_cli.prune.tracing.build_graph`
+(channel-broadcast products, concatenations with untraced operands, channel-preserving
+layers). A convolution that writes an output of the network (the restored image) or a
+1-channel map keeps its output channels (:func:`protected_layers`); nothing else is kept
+dense.
 
 Allocators (the unstructured allocators' names where they make sense):
 
@@ -46,23 +43,17 @@ from dreamprune_cli.flops import count_costs
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.prune.masks import matches
 from dreamprune_cli.models.resize import unshare_modules
+from dreamprune_cli.prune.tracing import (CHANNELWISE_ATTRIBUTE, build_graph, failing_layer,
+                                          torch_pruning)
 
 log = logging.getLogger(__name__)
 
+_CHANNELWISE_HINT = (f"; if its output channel i depends on input channel i alone and its "
+                     f"parameters have no channel dimension, its class can declare "
+                     f"{CHANNELWISE_ATTRIBUTE} = True")
+
 CHANNEL_TOLERANCE = 0.01
 """Largest relative miss of the MAC target that is not reported as a rounding limit."""
-
-_BROADCAST_PRODUCTS = ("MulBackward", "DivBackward")
-
-
-def _tp():  # imported lazily: only channel pruning needs the library
-    try:
-        import torch_pruning
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("$granularity channel needs the 'torch-pruning' package "
-                         "(pip install torch-pruning)") from exc
-    return torch_pruning
-
 
 def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.Tensor:
     """A small ``(1, channels, S, S)`` tracing input, ``S`` a multiple of ``size_multiple``.
@@ -75,82 +66,76 @@ def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.
     return torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def _channel_dim(shape: Sequence[int]) -> int | None:
-    return int(shape[1]) if len(shape) >= 3 else None
-
-
-def decouple_channel_broadcasts(graph: object) -> list[str]:
-    """Drop the coupling between ``x`` and a channel-broadcast factor of ``x * g``.
-
-    ``g`` of shape ``(N, 1, ...)`` multiplies (or divides) every channel of ``x`` alike:
-    removing a channel of ``x`` does not touch ``g``, and ``g``'s single channel says nothing
-    about ``x``'s. Returns the names of the product nodes that were decoupled.
-    """
-    tp = _tp()
-    decoupled = []
-    for node in list(graph.module2node.values()):
-        if node.type != tp.ops.OPTYPE.ELEMENTWISE or node.grad_fn is None:
-            continue
-        name = node.grad_fn.name() if hasattr(node.grad_fn, "name") else ""
-        if not name.startswith(_BROADCAST_PRODUCTS):
-            continue
-        saved = []
-        for attr in ("_saved_self", "_saved_other"):
-            try:
-                value = getattr(node.grad_fn, attr)
-            except (AttributeError, RuntimeError):
-                value = None
-            saved.append(value if isinstance(value, torch.Tensor) else None)
-        if any(v is None for v in saved):
-            continue
-        dims = [_channel_dim(v.shape) for v in saved]
-        if None in dims or dims[0] == dims[1] or min(dims) != 1:
-            continue
-        narrow = node.grad_fn.next_functions[dims.index(1)][0]
-        for other in node.inputs:
-            if other.grad_fn is narrow:
-                node.dependencies = [d for d in node.dependencies if d.target is not other]
-                other.dependencies = [d for d in other.dependencies if d.target is not node]
-                decoupled.append(str(node.name or name))
-    return decoupled
-
-
-def build_graph(network: nn.Module, example: torch.Tensor) -> object:
-    """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
-
-    Raises:
-        UsageError: naming the operation the library cannot trace.
-    """
-    tp = _tp()
-    network.eval()
-    try:
-        graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
-    except Exception as exc:
-        raise UsageError(f"channel pruning: Torch-Pruning cannot trace this network "
-                         f"({type(exc).__name__}: {exc}); use $granularity unstructured") \
-            from exc
-    decouple_channel_broadcasts(graph)
-    return graph
-
-
 def _is_root(module: object) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
 
 
-def protected_layers(network: nn.Module, graph: object) -> list[str]:
-    """Layers whose output channels stay: those writing a network output or a 1-channel map.
+def _single_channel_slice(node: object) -> bool:
+    """Whether ``node`` takes one channel of its input (``gates[:, 1:2]``)."""
+    grad_fn = node.grad_fn
+    if grad_fn is None or not hasattr(grad_fn, "_saved_dim"):
+        return False
+    try:
+        dim, start, end = grad_fn._saved_dim, grad_fn._saved_start, grad_fn._saved_end
+        step = getattr(grad_fn, "_saved_step", 1)
+    except (AttributeError, RuntimeError):
+        return False
+    return dim == 1 and start is not None and end is not None and end - start == step
 
-    A layer writes an output when a path from it reaches the traced output without passing
-    another convolution or linear layer (e.g. ``post(x) + input``).
+
+def _layers_returning_outputs(network: nn.Module, example: torch.Tensor) -> set[str]:
+    """Convolution and linear layers whose result (of any call) the network returns as is."""
+    names = {module: name for name, module in network.named_modules() if _is_root(module)}
+    producers: dict[object, str] = {}
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            producers[output.grad_fn] = names[module]
+
+    hooks = [module.register_forward_hook(record) for module in names]
+    try:
+        with torch.enable_grad():
+            out = network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found, stack = set(), [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.grad_fn in producers:
+                found.add(producers[item.grad_fn])
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
+
+
+def protected_layers(network: nn.Module, graph: object, example: torch.Tensor) -> list[str]:
+    """Layers whose output channels stay: those writing a network output or 1-channel maps.
+
+    A layer writes an output when the network returns its result as is (PReNet's ablations,
+    GCANet) or when a path from it reaches a traced output without passing another
+    convolution or linear layer (e.g. ``post(x) + input``). It writes 1-channel maps when it
+    has one output channel, or when its result is only read one channel at a time (GCANet's
+    gate convolution: three gates ``g[:, 0:1]``, ``g[:, 1:2]``, ``g[:, 2:3]``).
     """
-    tp = _tp()
+    tp = torch_pruning()
     names = {module: name for name, module in network.named_modules()}
-    protected: set[str] = set()
+    protected = _layers_returning_outputs(network, example)
     for module, name in names.items():
         if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == 1 \
                 or isinstance(module, nn.Linear) and module.out_features == 1:
             protected.add(name)
-    stack = [node for node in graph.module2node.values() if node.type == tp.ops.OPTYPE.OUTPUT]
+    stack = []
+    for node in graph.module2node.values():
+        if _is_root(node.module) and node.module in names and node.outputs \
+                and all(out.type == tp.ops.OPTYPE.SLICE and _single_channel_slice(out)
+                        for out in node.outputs):
+            protected.add(names[node.module])
+        elif node.type == tp.ops.OPTYPE.OUTPUT:
+            stack.append(node)
     seen: set[int] = set()
     while stack:
         node = stack.pop()
@@ -199,7 +184,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     Raises:
         UsageError: an exclusion glob that matches no convolution or linear layer.
     """
-    tp = _tp()
+    tp = torch_pruning()
     network = copy.deepcopy(network).eval()
     unshare_modules(network)
     graph = build_graph(network, example)
@@ -209,7 +194,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         if not any(matches(name, [pattern]) for name in roots):
             raise UsageError(f"$exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
                              f"layer (their names look like: {', '.join(roots[:4])}, ...)")
-    protected = protected_layers(network, graph)
+    protected = protected_layers(network, graph, example)
     kept_names = set(protected) | {n for n in roots if matches(n, list(exclude))}
     modules = dict(network.named_modules())
     ignored = [modules[n] for n in sorted(kept_names)]
@@ -243,12 +228,20 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     return groups, sorted(kept_names | set(refused))
 
 
-def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]] | None:
+def _run(network: nn.Module, example: torch.Tensor) -> tuple[list[tuple[int, ...]] | None, str]:
+    """The shapes of ``network``'s outputs on ``example``, or ``None`` and why it failed
+    (naming the layer whose forward raised; with a hint when that layer is not PyTorch's)."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), failing_layer(network) as where:
             out = network(example)
-    except Exception:  # a pruned network that no longer runs
-        return None
+    except Exception as exc:  # a pruned network that no longer runs
+        modules = dict(network.named_modules())
+        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if not where or where[-1] not in modules:
+            return None, message
+        cls = type(modules[where[-1]])
+        hint = "" if cls.__module__.startswith("torch.") else _CHANNELWISE_HINT
+        return None, f"in layer {where[-1]} ({cls.__name__}): {message}{hint}"
     flat: list[torch.Tensor] = []
     stack = [out]
     while stack:
@@ -257,7 +250,7 @@ def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int,
             flat.append(item)
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-    return [tuple(t.shape) for t in flat]
+    return [tuple(t.shape) for t in flat], ""
 
 
 def _working_groups(network: nn.Module, example: torch.Tensor,
@@ -267,37 +260,46 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     Each group is thinned to half its channels (all together first, then halves of the list
     of groups where that fails, down to single groups): a group whose removal breaks the
     forward pass or changes an output's shape is one the library mis-traced (e.g. a channel
-    slice it miscounts); it is kept whole and named in the log.
+    slice it miscounts, a parameter outside standard layers whose channel dimension it
+    guesses wrong); it is kept whole and named in the log with the layer that failed.
     """
-    expected = _output_shapes(network, example)
+    expected, _ = _run(network, example)
+    reasons: dict[int, str] = {}
 
-    def survives(kept: list[int]) -> bool:
+    def survives(kept: list[int]) -> str:
+        """Why thinning to ``kept`` breaks the network ("" if it does not)."""
         try:
             thinner = apply_channel_counts(network, example, groups, kept)
-        except Exception:  # the library failed to remove them
-            return False
-        return _output_shapes(thinner, example) == expected
+        except Exception as exc:  # the library failed to remove them
+            return f"Torch-Pruning failed: {type(exc).__name__}: {exc}"
+        shapes, reason = _run(thinner, example)
+        if shapes is None:
+            return reason
+        return "" if shapes == expected else f"output shapes {shapes}, expected {expected}"
 
     half = [max(1, g.channels - g.channels // 2) for g in groups]
 
     def failing(indices: list[int]) -> list[int]:
         """The groups among ``indices`` whose thinning breaks the network (halving)."""
         kept = [half[i] if i in indices else g.channels for i, g in enumerate(groups)]
-        if survives(kept):
+        reason = survives(kept)
+        if not reason:
             return []
         if len(indices) == 1:
+            reasons[indices[0]] = reason
             return indices
         middle = len(indices) // 2
         found = failing(indices[:middle]) + failing(indices[middle:])
-        return found or indices  # only together do they fail: keep them all whole
+        if not found:  # only together do they fail: keep them all whole
+            reasons.update({i: reason for i in indices})
+        return found or indices
 
-    bad = set(failing(list(range(len(groups))))) if groups else set()
+    bad = sorted(set(failing(list(range(len(groups)))))) if groups else []
     working = [g for i, g in enumerate(groups) if i not in bad]
-    refused = [g.root for i, g in enumerate(groups) if i in bad]
-    if refused:
-        log.warning("channel pruning: %d groups are kept whole because Torch-Pruning "
-                    "mis-traces them (roots: %s)", len(refused), ", ".join(refused[:8])
-                    + (", ..." if len(refused) > 8 else ""))
+    refused = [groups[i].root for i in bad]
+    for i in bad:
+        log.warning("channel pruning: the group of %s is kept whole: removing its channels "
+                    "breaks the network (%s)", groups[i].root, reasons.get(i, "?"))
     return working, refused
 
 
@@ -390,9 +392,11 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     for real and counted with the project's counter at ``input_size``. When the two candidates
     around the target both miss it by more than 1% (narrow networks: one channel is a large
     step) and the network has at most ``refine_groups`` groups, single channels are then
-    taken from one group at a time (at most ``refine_steps`` steps and
-    ``refine_evaluations`` counted candidates), each where the count lands closest to the
-    target without passing 1% below it. The returned plan is the candidate closest to the target.
+    taken from one group at a time, each where the count lands closest to the
+    target without passing 1% below it, and if that fails, given back one group at a time
+    from the candidate below the target, each where it lands closest without passing 1%
+    above it (each direction at most ``refine_steps`` steps and ``refine_evaluations``
+    counted candidates). The returned plan is the candidate closest to the target.
 
     Raises:
         UsageError: unknown allocator, a target outside (0, 1], no prunable group, or a target
@@ -449,32 +453,38 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
         # The ratio's steps are coarse (one channel of a narrow group can be several percent
         # of the MACs): from the candidate above the target, take single channels from one
         # group at a time, each time the step that lands closest to the target without
-        # passing below the tolerance.
+        # passing below the tolerance; if that ends outside it, give single channels back
+        # from the candidate below the target the same way (the largest step that stays
+        # within the tolerance above).
         least = [_least_kept(g, min_keep) for g in groups]
-        current = low[1]
-        floor_macs = goal * (1 - CHANNEL_TOLERANCE)
-        budget = refine_evaluations
-        for _ in range(refine_steps):
-            options = []
-            for i in range(len(groups)):
-                if current[0][i] <= least[i]:
-                    continue
-                trial = tuple(k - (j == i) for j, k in enumerate(current[0]))
-                if trial not in cache:
-                    budget -= 1
-                    if budget < 0:
-                        break
-                    thinner = apply_channel_counts(network, example, groups, trial)
-                    cache[trial] = (thinner, count_costs(thinner, input_size).macs)
-                if cache[trial][1] >= floor_macs:
-                    options.append((trial, *cache[trial]))
-            if not options:
-                break
-            current = min(options, key=lambda o: o[2])
-            tried.append((ratio, current[2] / dense))
-            if abs(current[2] - goal) < abs(macs - goal):
-                kept, pruned, macs = current
-            if current[2] <= goal * (1 + CHANNEL_TOLERANCE):
+        bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
+        for step, start in ((-1, low[1]), (1, high[1])):
+            current = start
+            budget = refine_evaluations
+            for _ in range(refine_steps):
+                options = []
+                for i, group in enumerate(groups):
+                    if not least[i] <= current[0][i] + step <= group.channels:
+                        continue
+                    trial = tuple(k + step * (j == i) for j, k in enumerate(current[0]))
+                    if trial not in cache:
+                        budget -= 1
+                        if budget < 0:
+                            break
+                        thinner = apply_channel_counts(network, example, groups, trial)
+                        cache[trial] = (thinner, count_costs(thinner, input_size).macs)
+                    if (cache[trial][1] >= bounds[0]) if step < 0 \
+                            else (cache[trial][1] <= bounds[1]):
+                        options.append((trial, *cache[trial]))
+                if not options:
+                    break
+                current = (min if step < 0 else max)(options, key=lambda o: o[2])
+                tried.append((ratio, current[2] / dense))
+                if abs(current[2] - goal) < abs(macs - goal):
+                    kept, pruned, macs = current
+                if bounds[0] <= current[2] <= bounds[1]:
+                    break
+            if abs(macs - goal) <= CHANNEL_TOLERANCE * goal:
                 break
         within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within:
