@@ -372,9 +372,37 @@ def gap(row: dict[str, Any], teacher: dict[str, Any]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(diffs))
 
 
+KINDS = ("prune", "dream_distill", "noise_distill", "synth_distill")
+
+
+def _table_order(row: dict[str, Any]) -> tuple:
+    """Deeper cuts last; within a target: allocators alone (in ALLOCATORS' order), then each
+    kind of distillation, shorter runs and the preset's dreaming first."""
+    kind, _, allocator = row["row"].partition("/")
+    return (-(row.get("target") or 1.0), KINDS.index(kind) if kind in KINDS else -1,
+            ALLOCATORS.index(allocator) if allocator in ALLOCATORS else -1, row["steps"],
+            row.get("variant", ""))
+
+
 LABELS = {"prune": "no distillation", "dream_distill": "dream + distill (the method)",
           "noise_distill": "distill on plain noise", "synth_distill": "distill on synthetic "
           "degraded images"}
+
+
+def screen_markdown() -> list[str]:
+    """The dreaming variants screened on the synthetic validation (``--screen``)."""
+    rows = _load_rows(SCREEN_RESULTS)
+    if not rows:
+        return []
+    lines = ["### Dreaming variants, screened on the synthetic validation (no real image)", "",
+             "| teacher | F | allocator | dreaming | steps | fidelity on synthetic val., "
+             "pruned -> trained (dB) | distill (s) | load |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['teacher']} | {row['target']} | {row['allocator']} | "
+                     f"{row.get('variant') or 'preset'} | {row['steps']} | "
+                     f"{row['validation_fidelity']:.2f} -> {row['student_fidelity']:.2f} | "
+                     f"{row['distill_seconds']:.0f} | {row['load_before']:.1f} |")
+    return lines + [""]
 
 
 def markdown() -> str:
@@ -391,22 +419,26 @@ def markdown() -> str:
                   f"{teacher['eval_seconds']:.0f} s ({teacher['threads']} threads, load "
                   f"{teacher['load_before']:.1f}).", "",
                   "| F | allocator | training | MACs kept | PSNR | SSIM | gap to teacher (dB, "
-                  "paired s.e.) | fidelity on synthetic val. (dB) | steps | wall (s) |",
+                  "paired s.e.) | fidelity on synthetic val., pruned -> trained (dB) | steps | "
+                  "wall (s) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in mine:
+        for row in sorted(mine, key=_table_order):
             if row["row"] == "teacher":
                 continue
             kind = row["row"].split("/", 1)[0]
             mean, error = gap(row, teacher)
             fidelity = row.get("validation_fidelity")
+            trained = row.get("student_fidelity")
             variant = f" ({row['variant']})" if row.get("variant") else ""
             lines.append(
                 f"| {row['target']} | {row['allocator']} | {LABELS[kind]}{variant} | "
                 f"{row['macs_256'] / teacher['macs_256']:.3f} | {row['psnr']:.2f} | "
                 f"{row['ssim']:.4f} | {mean:+.2f} ({error:.2f}) | "
-                f"{'' if fidelity is None else f'{fidelity:.2f}'} | {row['steps']} | "
+                f"{'' if fidelity is None else f'{fidelity:.2f}'}"
+                f"{'' if trained is None else f' -> {trained:.2f}'} | {row['steps']} | "
                 f"{row['wall_seconds']:.0f} |")
         lines.append("")
+    lines += screen_markdown()
     lines += ["The paper's rows at about 40 % fewer FLOPs (PSNR in dB; `uniform` is its l1):", "",
               "| network, set | original | l1 | erk | lamp | ours | ours - original |",
               "|---|---|---|---|---|---|---|"]
