@@ -124,11 +124,16 @@ def decouple_channel_broadcasts(graph: object) -> list[str]:
 def build_graph(network: nn.Module, example: torch.Tensor) -> object:
     """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
 
+    ``network`` (a copy: its parameters are set to require gradients, which the library's
+    autograd tracing needs; a teacher frozen for dreaming has none) is left in eval mode.
+
     Raises:
         UsageError: naming the operation the library cannot trace.
     """
     tp = _tp()
     network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(True)
     try:
         with torch.enable_grad():  # the library traces through autograd
             graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
