@@ -21,6 +21,9 @@ Allocators (the unstructured allocators' names where they make sense):
 * ``global``: one ranking of all groups' channels by their group-normalised L2 magnitude
   (the library's ``GroupMagnitudeImportance``); the lowest fraction ``r`` of all channels go.
 * ``lamp``: the same with LAMP-normalised scores (the library's ``LAMPImportance``).
+* ``adaptive``: the same with each channel scored by the drift it causes per MAC it saves,
+  measured on calibration images (:mod:`dreamprune_cli.prune.channel_drift`); channels
+  leave each group in the library's magnitude order.
 
 Each finds its ``r`` by bisection on counted MACs; channel steps are coarse, so the result is
 the closest reachable fraction, and :class:`ChannelPlan` says when it misses by more than
@@ -32,7 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +44,9 @@ from torch import nn
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
+from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
+                                                adaptive_scores, measure_channel_drift)
 from dreamprune_cli.prune.masks import matches
 from dreamprune_cli.models.resize import unshare_modules
 from dreamprune_cli.prune.tracing import (CHANNELWISE_ATTRIBUTE, build_graph, failing_layer,
@@ -178,7 +184,9 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         network: the bare network (not modified).
         example: tracing input (:func:`trace_input`).
         allocator: ``lamp`` scores channels with LAMP normalisation, the others with the
-            group-mean-normalised L2 magnitude.
+            group-mean-normalised L2 magnitude (``adaptive`` replaces these scores by
+            measured drift, :func:`~dreamprune_cli.prune.channel_drift.adaptive_scores`,
+            and keeps the magnitude order).
         exclude: module-name globs whose output channels stay too (``--exclude``).
 
     Raises:
@@ -336,6 +344,7 @@ class ChannelPlan:
         macs, macs_dense: counted MACs of the result and of the teacher.
         within_tolerance: whether the target was met within :data:`CHANNEL_TOLERANCE`.
         tried: MAC fractions evaluated during the bisection (for reports).
+        drift: the groups' drift curves (``adaptive`` only).
     """
 
     network: nn.Module
@@ -347,6 +356,7 @@ class ChannelPlan:
     macs_dense: int
     within_tolerance: bool
     tried: list[tuple[float, float]] = field(default_factory=list)
+    drift: ChannelDrift | None = None
 
     @property
     def macs_ratio(self) -> float:
@@ -361,15 +371,17 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
                    min_keep: float) -> list[int]:
     """Channels kept per group when the allocator prunes the fraction ``ratio``.
 
-    ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global`` and
-    ``lamp``: the ``round(ratio * total)`` lowest-scored channels of all groups leave. A group
-    keeps at least ``max(1, ceil(min_keep * n))`` channels either way.
+    ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global``,
+    ``lamp`` and ``adaptive``: the ``round(ratio * total)`` lowest-scored channels of all
+    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel_drift.
+    adaptive_scores`). A group keeps at least ``max(1, ceil(min_keep * n))`` channels either
+    way.
     """
     least = [_least_kept(g, min_keep) for g in groups]
     if allocator == "uniform":
         return [max(low, g.channels - math.floor(ratio * g.channels + 1e-9))
                 for g, low in zip(groups, least)]
-    if allocator not in ("global", "lamp"):
+    if allocator not in ("global", "lamp", "adaptive"):
         raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
                          f"{', '.join(CHANNEL_ALLOCATORS)}")
     candidates = sorted((score, i) for i, g in enumerate(groups)
@@ -385,7 +397,11 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                       flops_target: float, allocator: str, min_keep: float = 0.1,
                       exclude: Sequence[str] = (), model_name: str = "model",
                       iterations: int = 40, refine_groups: int = 64,
-                      refine_steps: int = 16, refine_evaluations: int = 48) -> ChannelPlan:
+                      refine_steps: int = 16, refine_evaluations: int = 48,
+                      calibration: torch.Tensor | None = None,
+                      wrap: Callable[[nn.Module], nn.Module] | None = None,
+                      keep_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
+                      progress: ProgressSink | None = None) -> ChannelPlan:
     """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
 
     Bisection on the allocator's pruning ratio ``r`` in ``[0, 1]``; every candidate is pruned
@@ -398,6 +414,10 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     above it (each direction at most ``refine_steps`` steps and ``refine_evaluations``
     counted candidates). The returned plan is the candidate closest to the target.
 
+    ``adaptive`` first measures every group's drift curve on ``calibration`` (``(B, 3, H, W)``
+    in [0, 1]; the thinner copies are called through ``wrap``, bare network -> module taking
+    RGB images) at ``keep_levels``, once the target is known to be reachable.
+
     Raises:
         UsageError: unknown allocator, a target outside (0, 1], no prunable group, or a target
             below the smallest reachable fraction (named).
@@ -408,6 +428,8 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     if not (0.0 < flops_target <= 1.0):
         raise UsageError(f"$flops_target {flops_target!r}: expected a fraction of the MACs to "
                          "keep in (0, 1], e.g. 0.58")
+    if allocator == "adaptive" and (calibration is None or wrap is None):
+        raise ValueError("the adaptive channel allocator needs calibration images and wrap")
     dense = count_costs(network, input_size).macs_dense
     groups, protected = channel_groups(network, example, allocator, exclude)
     if not groups and flops_target < 1.0:
@@ -415,16 +437,18 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                          "$granularity channel: no channel group may be pruned")
     cache: dict[tuple[int, ...], tuple[nn.Module, int]] = {}
 
-    def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
-        kept = tuple(kept_for_ratio(groups, allocator, ratio, min_keep))
+    def counted(kept: tuple[int, ...]) -> tuple[tuple[int, ...], nn.Module, int]:
         if kept not in cache:
             pruned = apply_channel_counts(network, example, groups, kept)
             cache[kept] = (pruned, count_costs(pruned, input_size).macs)
         return (kept, *cache[kept])
 
+    def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
+        return counted(tuple(kept_for_ratio(groups, allocator, ratio, min_keep)))
+
     goal = flops_target * dense
-    full = evaluate(0.0)
-    smallest = evaluate(1.0)
+    least = [_least_kept(g, min_keep) for g in groups]
+    smallest = counted(tuple(least))  # what ratio 1 keeps, whatever the allocator
     if smallest[2] > goal * (1 + CHANNEL_TOLERANCE):
         reachable = math.ceil(smallest[2] / dense * 1e4) / 1e4
         raise UsageError(
@@ -432,6 +456,15 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
             f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
             f"of the MACs; the smallest reachable F is {reachable:.4f}")
+    drift = None
+    if allocator == "adaptive" and flops_target < 1.0:
+        assert calibration is not None and wrap is not None
+        drift = measure_channel_drift(
+            network, example, groups, least,
+            lambda kept: apply_channel_counts(network, example, groups, kept), wrap,
+            calibration, keep_levels, progress)
+        groups = adaptive_scores(groups, drift)
+    full = evaluate(0.0)
     low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
     tried = [(0.0, full[2] / dense), (1.0, smallest[2] / dense)]
     if full[2] <= goal:
@@ -456,7 +489,6 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
         # passing below the tolerance; if that ends outside it, give single channels back
         # from the candidate below the target the same way (the largest step that stays
         # within the tolerance above).
-        least = [_least_kept(g, min_keep) for g in groups]
         bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
         for step, start in ((-1, low[1]), (1, high[1])):
             current = start
@@ -494,4 +526,4 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                     macs / dense)
     return ChannelPlan(network=pruned, groups=groups, kept=list(kept), protected=protected,
                        scalar=ratio, macs=macs, macs_dense=dense, within_tolerance=within,
-                       tried=tried)
+                       tried=tried, drift=drift)

@@ -229,16 +229,21 @@ def failing_layer(network: nn.Module) -> Iterator[list[str]]:
 def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
     """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
 
+    ``network`` (a copy: its parameters are set to require gradients, which the library's
+    autograd tracing needs; a teacher frozen for dreaming has none) is left in eval mode.
+
     Raises:
         UsageError: naming the layer (and its class) whose forward the library cannot trace,
             or the operation when it fails outside any layer.
     """
     tp = torch_pruning()
     network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(True)
     channelwise = channelwise_types(network)
     pruner = _channelwise_pruner(tp) if channelwise else None
     try:
-        with failing_layer(network) as failed:
+        with failing_layer(network) as failed, torch.enable_grad():  # traced via autograd
             graph = tp.DependencyGraph().build_dependency(
                 network, example_inputs=example, verbose=False,
                 customized_pruners={cls: pruner for cls in channelwise})

@@ -104,18 +104,20 @@ def test_target_met_by_the_project_counter(allocator: str) -> None:
 def test_unreachable_target_names_the_smallest_fraction() -> None:
     with pytest.raises(UsageError, match="smallest reachable F is 0\\.[0-9]{4}"):
         prune_channels(_tiny("ffa"), 0.01, "uniform", flops_size=32)
-    with pytest.raises(UsageError, match="expected one of uniform, global, lamp"):
-        prune_channels(_tiny("ffa"), 0.5, "adaptive", flops_size=32)
+    with pytest.raises(UsageError, match="expected one of uniform, global, lamp, adaptive"):
+        prune_channels(_tiny("ffa"), 0.5, "erk", flops_size=32)
     with pytest.raises(UsageError, match="matches no"):
         prune_channels(_tiny("ffa"), 0.5, "uniform", flops_size=32, exclude=["nothing*"])
 
 
 def test_channel_allocator_replaces_only_defaults() -> None:
     assert channel_allocator("global", "flag --allocator") == "global"
-    assert channel_allocator("adaptive", "default") == "lamp"
-    assert channel_allocator("adaptive", "preset presets/ffa.toml") == "lamp"
-    with pytest.raises(UsageError, match="adaptive"):
-        channel_allocator("adaptive", "flag --allocator")
+    assert channel_allocator("adaptive", "default") == "adaptive"  # it has a channel form
+    assert channel_allocator("adaptive", "flag --allocator") == "adaptive"
+    assert channel_allocator("erk", "default") == "lamp"
+    assert channel_allocator("erk", "preset presets/ffa.toml") == "lamp"
+    with pytest.raises(UsageError, match="erk"):
+        channel_allocator("erk", "flag --allocator")
 
 
 @pytest.mark.parametrize("name", ZOO)

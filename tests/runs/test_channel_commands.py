@@ -30,7 +30,9 @@ def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path:
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["granularity"] == "channel" and data["allocator"] == "lamp"
+    # the allocator's default, adaptive, has a channel form: drift measured per group
+    assert data["granularity"] == "channel" and data["allocator"] == "adaptive"
+    assert data["details"]["drift"]["groups"] and data["details"]["drift"]["images"] == 4
     assert abs(data["macs_ratio"] - 0.6) <= 0.01 * 0.6 or not data["details"]["within_tolerance"]
     assert set(data["files"]) == {"student", "report"}
     student = out / "student.safetensors"
@@ -65,7 +67,7 @@ def test_channel_refuses_an_explicit_allocator_without_channel_form(runner,
                                                                      tmp_path: Path) -> None:
     weights = _ffa_weights(tmp_path)
     result = runner.invoke(app, ["prune", "--weights", str(weights),
-                                 "--granularity", "channel", "--allocator", "adaptive",
+                                 "--granularity", "channel", "--allocator", "erk",
                                  "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and "--granularity channel" in result.output
     bad = runner.invoke(app, ["prune", "--weights", str(weights),
@@ -85,7 +87,9 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     data = json.loads(result.stdout)
     assert data["params_student"] < data["params_teacher"]
     report = json.loads((out / "report.json").read_text())
-    assert report["granularity"] == "channel" and report["allocator"] == "lamp"
+    assert report["granularity"] == "channel" and report["allocator"] == "adaptive"
+    # the adaptive channel allocator measured its drift on calibration dreams
+    assert "calibration_dreams" in report["phases"] and report["prune"]["details"]["drift"]
     assert not (out / "masks.safetensors").exists()
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity == "channel"
