@@ -42,8 +42,10 @@ import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.flops import count_costs
+from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
+from dreamprune_cli.prune.channel_graph import (GroupStep, group_steps, indexed_graph_class,
+                                                remove_channels, tp_module)
 from dreamprune_cli.prune.masks import matches
 from dreamprune_cli.models.resize import unshare_modules
 
@@ -55,13 +57,7 @@ CHANNEL_TOLERANCE = 0.01
 _BROADCAST_PRODUCTS = ("MulBackward", "DivBackward")
 
 
-def _tp():  # imported lazily: only channel pruning needs the library
-    try:
-        import torch_pruning
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("$granularity channel needs the 'torch-pruning' package "
-                         "(pip install torch-pruning)") from exc
-    return torch_pruning
+_tp = tp_module
 
 
 def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.Tensor:
@@ -118,13 +114,16 @@ def decouple_channel_broadcasts(graph: object) -> list[str]:
 def build_graph(network: nn.Module, example: torch.Tensor) -> object:
     """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
 
+    The graph's group search is the indexed one of
+    :func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class` (same groups, linear time).
+
     Raises:
         UsageError: naming the operation the library cannot trace.
     """
     tp = _tp()
     network.eval()
     try:
-        graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
+        graph = indexed_graph_class()().build_dependency(network, example_inputs=example)
     except Exception as exc:
         raise UsageError(f"channel pruning: Torch-Pruning cannot trace this network "
                          f"({type(exc).__name__}: {exc}); use $granularity unstructured") \
@@ -176,6 +175,8 @@ class ChannelGroup:
         channels: channels in the group.
         order: channel indices, least important first.
         scores: importance of each channel (index order), normalised within the group.
+        steps: every coupled layer's indices per root channel, from the one trace of the
+            unpruned network (:func:`apply_channel_counts` removes channels with them).
     """
 
     root: str
@@ -183,6 +184,7 @@ class ChannelGroup:
     channels: int
     order: list[int]
     scores: list[float]
+    steps: tuple[GroupStep, ...] = ()
 
 
 def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "uniform",
@@ -215,12 +217,20 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     ignored = [modules[n] for n in sorted(kept_names)]
     importance = tp.importance.LAMPImportance(p=2) if allocator == "lamp" \
         else tp.importance.GroupMagnitudeImportance(p=2)
+    ids = {id(module): name for name, module in network.named_modules()}
+    ids.update({id(p): name for name, p in network.named_parameters()})
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored,
                                       root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
         root_module = group[0].dep.target.module
         if getattr(root_module, "groups", 1) > 1:
             log.debug("skipping the grouped convolution %s", names.get(root_module))
+            continue
+        if not getattr(group, "complete", True):  # index mappings that never close
+            log.warning("channel pruning: the group of %s is kept whole (Torch-Pruning's "
+                        "index mappings around it do not close: it mis-traces a channel "
+                        "slice)", names.get(root_module))
+            kept_names.add(names[root_module])
             continue
         try:
             with torch.no_grad():
@@ -238,7 +248,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         order = torch.sort(scores, stable=True).indices.tolist()
         groups.append(ChannelGroup(root=names[root_module], layers=layers,
                                    channels=int(scores.numel()), order=order,
-                                   scores=scores.tolist()))
+                                   scores=scores.tolist(), steps=tuple(group_steps(group, ids))))
     groups, refused = _working_groups(network, example, groups)
     return groups, sorted(kept_names | set(refused))
 
@@ -260,6 +270,25 @@ def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int,
     return [tuple(t.shape) for t in flat]
 
 
+def shape_copy(network: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """A copy of ``network`` for trying candidates: on the meta device when it runs there.
+
+    Candidates are only counted and checked for output shapes, which a network whose
+    parameters are meta tensors (shapes without storage) gives without arithmetic and without
+    a second copy of the weights in memory; pruning functions slice meta tensors alike.
+    Networks with an operation that has no meta kernel get a real copy (and ``example``).
+    Returns the copy and the example to run it on.
+    """
+    with weights_on_meta(network):
+        skeleton = copy.deepcopy(network).eval()
+    meta_example = example.to("meta")
+    if _output_shapes(skeleton, meta_example) == _output_shapes(network, example):
+        return skeleton, meta_example
+    log.debug("channel pruning: the network does not run on the meta device; trying "
+              "candidates on real copies")
+    return network, example
+
+
 def _working_groups(network: nn.Module, example: torch.Tensor,
                     groups: list[ChannelGroup]) -> tuple[list[ChannelGroup], list[str]]:
     """The groups whose removal the network survives, and the roots of those it does not.
@@ -270,13 +299,14 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     slice it miscounts); it is kept whole and named in the log.
     """
     expected = _output_shapes(network, example)
+    trial, trial_example = shape_copy(network, example)
 
     def survives(kept: list[int]) -> bool:
         try:
-            thinner = apply_channel_counts(network, example, groups, kept)
+            thinner = apply_channel_counts(trial, groups, kept)
         except Exception:  # the library failed to remove them
             return False
-        return _output_shapes(thinner, example) == expected
+        return _output_shapes(thinner, trial_example) == expected
 
     half = [max(1, g.channels - g.channels // 2) for g in groups]
 
@@ -301,24 +331,24 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     return working, refused
 
 
-def apply_channel_counts(network: nn.Module, example: torch.Tensor,
-                         groups: Sequence[ChannelGroup], kept: Sequence[int]) -> nn.Module:
+def apply_channel_counts(network: nn.Module, groups: Sequence[ChannelGroup],
+                         kept: Sequence[int]) -> nn.Module:
     """A copy of ``network`` in which group ``i`` keeps its ``kept[i]`` most important channels.
 
-    The copy is traced anew and pruned by the library group by group.
+    No new trace: every group's layers lose the channels that follow its dropped root
+    channels, by the steps recorded when the unpruned network was traced once
+    (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`). ``network`` must be the
+    unpruned network the groups were found on (or a copy of it, e.g. on the meta device).
+
+    Raises:
+        ValueError: ``kept`` and ``groups`` differ in length.
     """
+    if len(kept) != len(groups):
+        raise ValueError(f"kept: {len(kept)} counts for {len(groups)} groups")
     network = copy.deepcopy(network).eval()
     unshare_modules(network)
-    graph = build_graph(network, example)
-    modules = dict(network.named_modules())
-    for group, count in zip(groups, kept, strict=True):
-        drop = sorted(group.order[:group.channels - int(count)])
-        if not drop:
-            continue
-        root = modules[group.root]
-        pruning = graph.get_pruning_group(root, graph.get_pruner_of_module(root)
-                                          .prune_out_channels, drop)
-        pruning.prune()
+    remove_channels(network, [(group.steps, set(group.order[:group.channels - int(count)]))
+                              for group, count in zip(groups, kept)])
     return network
 
 
@@ -386,8 +416,10 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                       refine_steps: int = 16, refine_evaluations: int = 48) -> ChannelPlan:
     """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
 
-    Bisection on the allocator's pruning ratio ``r`` in ``[0, 1]``; every candidate is pruned
-    for real and counted with the project's counter at ``input_size``. When the two candidates
+    The network is traced once (:func:`channel_groups`). Bisection on the allocator's pruning
+    ratio ``r`` in ``[0, 1]``; every candidate is pruned (on a shape-only copy where the network
+    runs on the meta device, :func:`shape_copy`) and counted with the project's counter at
+    ``input_size``; only the chosen one is built from the real weights. When the two candidates
     around the target both miss it by more than 1% (narrow networks: one channel is a large
     step) and the network has at most ``refine_groups`` groups, single channels are then
     taken from one group at a time (at most ``refine_steps`` steps and
@@ -409,28 +441,33 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     if not groups and flops_target < 1.0:
         raise UsageError(f"$flops_target {flops_target:g} cannot be met for {model_name} at "
                          "$granularity channel: no channel group may be pruned")
-    cache: dict[tuple[int, ...], tuple[nn.Module, int]] = {}
+    # Candidates are pruned on one copy of the network (shapes only where it runs on the meta
+    # device) and only their MACs are kept; the chosen one is then built from the real weights.
+    trial, _ = shape_copy(network, example)
+    cache: dict[tuple[int, ...], int] = {}
 
-    def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
-        kept = tuple(kept_for_ratio(groups, allocator, ratio, min_keep))
+    def macs_of(kept: tuple[int, ...]) -> int:
         if kept not in cache:
-            pruned = apply_channel_counts(network, example, groups, kept)
-            cache[kept] = (pruned, count_costs(pruned, input_size).macs)
-        return (kept, *cache[kept])
+            cache[kept] = count_costs(apply_channel_counts(trial, groups, kept), input_size).macs
+        return cache[kept]
+
+    def evaluate(ratio: float) -> tuple[tuple[int, ...], int]:
+        kept = tuple(kept_for_ratio(groups, allocator, ratio, min_keep))
+        return kept, macs_of(kept)
 
     goal = flops_target * dense
     full = evaluate(0.0)
     smallest = evaluate(1.0)
-    if smallest[2] > goal * (1 + CHANNEL_TOLERANCE):
-        reachable = math.ceil(smallest[2] / dense * 1e4) / 1e4
+    if smallest[1] > goal * (1 + CHANNEL_TOLERANCE):
+        reachable = math.ceil(smallest[1] / dense * 1e4) / 1e4
         raise UsageError(
             f"$flops_target {flops_target:g} cannot be met for {model_name} at $granularity "
             f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
             f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
             f"of the MACs; the smallest reachable F is {reachable:.4f}")
     low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
-    tried = [(0.0, full[2] / dense), (1.0, smallest[2] / dense)]
-    if full[2] <= goal:
+    tried = [(0.0, full[1] / dense), (1.0, smallest[1] / dense)]
+    if full[1] <= goal:
         high = low
     else:
         for _ in range(iterations):
@@ -438,12 +475,12 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                 break
             middle = (low[0] + high[0]) / 2
             result = evaluate(middle)
-            tried.append((middle, result[2] / dense))
-            if result[2] >= goal:
+            tried.append((middle, result[1] / dense))
+            if result[1] >= goal:
                 low = (middle, result)
             else:
                 high = (middle, result)
-    ratio, (kept, pruned, macs) = min((low, high), key=lambda c: abs(c[1][2] - goal))
+    ratio, (kept, macs) = min((low, high), key=lambda c: abs(c[1][1] - goal))
     within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within and len(groups) <= refine_groups:
         # The ratio's steps are coarse (one channel of a narrow group can be several percent
@@ -459,29 +496,29 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             for i in range(len(groups)):
                 if current[0][i] <= least[i]:
                     continue
-                trial = tuple(k - (j == i) for j, k in enumerate(current[0]))
-                if trial not in cache:
+                candidate = tuple(k - (j == i) for j, k in enumerate(current[0]))
+                if candidate not in cache:
                     budget -= 1
                     if budget < 0:
                         break
-                    thinner = apply_channel_counts(network, example, groups, trial)
-                    cache[trial] = (thinner, count_costs(thinner, input_size).macs)
-                if cache[trial][1] >= floor_macs:
-                    options.append((trial, *cache[trial]))
+                if macs_of(candidate) >= floor_macs:
+                    options.append((candidate, cache[candidate]))
             if not options:
                 break
-            current = min(options, key=lambda o: o[2])
-            tried.append((ratio, current[2] / dense))
-            if abs(current[2] - goal) < abs(macs - goal):
-                kept, pruned, macs = current
-            if current[2] <= goal * (1 + CHANNEL_TOLERANCE):
+            current = min(options, key=lambda o: o[1])
+            tried.append((ratio, current[1] / dense))
+            if abs(current[1] - goal) < abs(macs - goal):
+                kept, macs = current
+            if current[1] <= goal * (1 + CHANNEL_TOLERANCE):
                 break
         within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within:
         log.warning("--flops-target %g: whole channels reach %.4f or %.4f of the MACs of %s "
                     "here, not within 1%%; using %.4f (channel steps are coarse)",
-                    flops_target, low[1][2] / dense, high[1][2] / dense, model_name,
+                    flops_target, low[1][1] / dense, high[1][1] / dense, model_name,
                     macs / dense)
+    pruned = apply_channel_counts(network, groups, kept)
+    macs = count_costs(pruned, input_size).macs
     return ChannelPlan(network=pruned, groups=groups, kept=list(kept), protected=protected,
                        scalar=ratio, macs=macs, macs_dense=dense, within_tolerance=within,
                        tried=tried)
