@@ -125,7 +125,9 @@ def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.T
     """Median times (s) and the median per-pair ratio student / teacher, interleaved.
 
     ``warmup`` forwards of each first (not timed); then ``repeats`` pairs, the order within a
-    pair alternating (teacher first, then student first). All per-pair times are returned too.
+    pair alternating (teacher first, then student first). All per-pair times are returned too,
+    and ``latency_ratio_min``, the ratio of the fastest runs (the least disturbed by other
+    jobs on a shared machine).
     """
     with torch.inference_mode():
         for _ in range(warmup):
@@ -144,9 +146,10 @@ def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.T
     return {"teacher_s": statistics.median(times["teacher"]),
             "student_s": statistics.median(times["student"]),
             "latency_ratio": statistics.median(ratios),
+            "latency_ratio_min": min(times["student"]) / min(times["teacher"]),
             "pair_ratios": [round(r, 4) for r in ratios],
-            "teacher_times_s": [round(t, 4) for t in times["teacher"]],
-            "student_times_s": [round(t, 4) for t in times["student"]]}
+            "teacher_times_s": [round(t, 6) for t in times["teacher"]],
+            "student_times_s": [round(t, 6) for t in times["student"]]}
 
 
 def op_family(name: str) -> str:
@@ -279,17 +282,18 @@ def main() -> None:
                 del student
     record = _write(args.out, args, load_before, rows)
     print("\n| model | F | granularity | input | threads | MAC ratio | latency ratio | "
-          "latency / MAC ratio | teacher s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "latency / MAC ratio | fastest-run ratio | teacher s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "skipped" in row:
             print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | - | "
-                  f"- | unreachable | - | - | - |")
+                  f"- | unreachable | - | - | - | - |")
             continue
         print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | "
               f"{row['input'][0]}x{row['input'][1]} | {row['threads']} | "
               f"{row['macs_ratio']:.3f} | {row['latency_ratio']:.3f} | "
-              f"{row['latency_ratio'] / row['macs_ratio']:.2f} | {row['teacher_s']:.2f} |")
+              f"{row['latency_ratio'] / row['macs_ratio']:.2f} | "
+              f"{row['latency_ratio_min']:.3f} | {row['teacher_s']:.2f} |")
     print(f"\nload: before {load_before}; after {record['uptime_after']}")
 
 
