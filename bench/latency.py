@@ -127,29 +127,38 @@ def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.T
     ``warmup`` forwards of each first (not timed); then ``repeats`` pairs, the order within a
     pair alternating (teacher first, then student first). All per-pair times are returned too,
     and ``latency_ratio_min``, the ratio of the fastest runs (the least disturbed by other
-    jobs on a shared machine).
+    jobs on a shared machine). ``cpu_ratio`` is the median per-pair ratio of the process's CPU
+    time: at one thread it leaves out the time other jobs held the core, so on a loaded
+    machine it estimates the idle machine's latency ratio more steadily than wall time
+    (at several threads it sums the threads and is not a latency).
     """
     with torch.inference_mode():
         for _ in range(warmup):
             teacher(x)
             student(x)
         times: dict[str, list[float]] = {"teacher": [], "student": []}
+        cpu: dict[str, list[float]] = {"teacher": [], "student": []}
         for index in range(repeats):
             order = [("teacher", teacher), ("student", student)]
             if index % 2:
                 order.reverse()
             for name, network in order:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 network(x)
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
     ratios = [s / t for s, t in zip(times["student"], times["teacher"])]
+    cpu_ratios = [s / t for s, t in zip(cpu["student"], cpu["teacher"])]
     return {"teacher_s": statistics.median(times["teacher"]),
             "student_s": statistics.median(times["student"]),
             "latency_ratio": statistics.median(ratios),
             "latency_ratio_min": min(times["student"]) / min(times["teacher"]),
             "pair_ratios": [round(r, 4) for r in ratios],
             "teacher_times_s": [round(t, 6) for t in times["teacher"]],
-            "student_times_s": [round(t, 6) for t in times["student"]]}
+            "student_times_s": [round(t, 6) for t in times["student"]],
+            "cpu_ratio": statistics.median(cpu_ratios),
+            "teacher_cpu_s": [round(t, 6) for t in cpu["teacher"]],
+            "student_cpu_s": [round(t, 6) for t in cpu["student"]]}
 
 
 def op_family(name: str) -> str:
@@ -277,23 +286,25 @@ def main() -> None:
                         _write(args.out, args, load_before, rows)
                         print(f"{label:22s} F={target:.2f} {granularity:12s} {height}x{width} "
                               f"{threads}t  MACs {row['macs_ratio']:.3f}  latency "
-                              f"{row['latency_ratio']:.3f}  (teacher {row['teacher_s']:.2f} s, "
+                              f"{row['latency_ratio']:.3f}  CPU time {row['cpu_ratio']:.3f}  "
+                              f"(teacher {row['teacher_s']:.2f} s, "
                               f"load {load_start})", flush=True)
                 del student
     record = _write(args.out, args, load_before, rows)
     print("\n| model | F | granularity | input | threads | MAC ratio | latency ratio | "
-          "latency / MAC ratio | fastest-run ratio | teacher s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "latency / MAC ratio | fastest-run ratio | CPU-time ratio | teacher s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "skipped" in row:
             print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | - | "
-                  f"- | unreachable | - | - | - | - |")
+                  f"- | unreachable | - | - | - | - | - |")
             continue
         print(f"| {row['model']} | {row['flops_target']:.2f} | {row['granularity']} | "
               f"{row['input'][0]}x{row['input'][1]} | {row['threads']} | "
               f"{row['macs_ratio']:.3f} | {row['latency_ratio']:.3f} | "
               f"{row['latency_ratio'] / row['macs_ratio']:.2f} | "
-              f"{row['latency_ratio_min']:.3f} | {row['teacher_s']:.2f} |")
+              f"{row['latency_ratio_min']:.3f} | {row['cpu_ratio']:.3f} | "
+              f"{row['teacher_s']:.2f} |")
     print(f"\nload: before {load_before}; after {record['uptime_after']}")
 
 

@@ -61,6 +61,9 @@ def test_paired_ratios_is_the_median_of_per_pair_ratios() -> None:
                                                     abs=1e-4)
     assert timing["teacher_s"] == pytest.approx(statistics.median(timing["teacher_times_s"]),
                                                 abs=1e-6)
+    cpu = [s / t for s, t in zip(timing["student_cpu_s"], timing["teacher_cpu_s"])]
+    assert len(cpu) == 3
+    assert timing["cpu_ratio"] == pytest.approx(statistics.median(cpu), rel=5e-2)  # rounded
     assert timing["latency_ratio_min"] == pytest.approx(
         min(timing["student_times_s"]) / min(timing["teacher_times_s"]), rel=2e-2)  # rounded
 
