@@ -228,6 +228,9 @@ def main() -> None:
     parser.add_argument("--granularities", nargs="*", default=["unstructured", "channel"])
     parser.add_argument("--allocator", default="uniform",
                         help="allocator of both granularities (uniform, global, lamp)")
+    parser.add_argument("--channel-multiple", type=int, default=1,
+                        help="channel students keep a multiple of this many channels per group "
+                             "(16 suits CPU convolution kernels)")
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--size", type=int, default=256,
                         help="side at which MACs are counted and the targets met")
@@ -254,8 +257,9 @@ def main() -> None:
                 start = time.perf_counter()
                 if granularity == "channel":
                     try:
-                        student = prune_channels(teacher, target, args.allocator,
-                                                 flops_size=args.size).student.network.eval()
+                        student = prune_channels(
+                            teacher, target, args.allocator, flops_size=args.size,
+                            channel_multiple=args.channel_multiple).student.network.eval()
                     except UsageError as exc:  # e.g. a target whole channels cannot reach
                         print(f"{label:22s} F={target:.2f} {granularity:12s} skipped: {exc}",
                               flush=True)
@@ -276,6 +280,8 @@ def main() -> None:
                                                args.warmup)
                         row = {"model": label, "flops_target": target,
                                "granularity": granularity, "input": [height, width],
+                               "channel_multiple": args.channel_multiple
+                               if granularity == "channel" else None,
                                "threads": threads, "macs_ratio": macs / dense,
                                "planning_s": round(planning, 1), **timing,
                                "load_before": load_start, "load_after": load_average()}

@@ -68,7 +68,7 @@ def _positions(module: nn.Module, macs_dense: int) -> int:
 
 def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
                    flops_size: int = 256, exclude: Sequence[str] = (),
-                   min_keep: float = DEFAULT_MIN_KEEP) -> PruneResult:
+                   min_keep: float = DEFAULT_MIN_KEEP, channel_multiple: int = 1) -> PruneResult:
     """Remove whole channels from a copy of ``loaded.network`` to keep ``flops_target`` MACs.
 
     Args:
@@ -79,6 +79,9 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
             ``size_multiple``).
         exclude: module-name globs whose output channels are kept (``--exclude``).
         min_keep: every group keeps at least this fraction of its channels (and one).
+        channel_multiple: every group wider than this keeps a multiple of it (1: any count;
+            16 suits CPU convolution kernels, see
+            :func:`~dreamprune_cli.prune.channels.round_kept`).
 
     Returns:
         A :class:`PruneResult` with ``granularity="channel"``: its student is the thinner
@@ -98,7 +101,8 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     before = count_costs(teacher, input_size)
     plan = allocate_channels(teacher, trace_input(multiple, channels=input_size[0]), input_size,
                              flops_target,
-                             allocator, min_keep, exclude, loaded.name)
+                             allocator, min_keep, exclude, loaded.name,
+                             multiple=channel_multiple)
     student_network = plan.network.eval()
     for parameter in student_network.parameters():
         parameter.requires_grad_(True)
@@ -126,6 +130,7 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     details = {
         "granularity": "channel",
         "tolerance": CHANNEL_TOLERANCE,
+        "channel_multiple": channel_multiple,
         "within_tolerance": plan.within_tolerance,
         "protected_layers": plan.protected,
         "groups": [{"root": g.root, "layers": g.layers, "channels": g.channels, "kept": k}

@@ -12,7 +12,8 @@ from torch import nn
 from dreamprune_cli.models.registry import build_model, get_model_info
 from dreamprune_cli.models.resize import unshare_modules
 from dreamprune_cli.prune.channel_graph import GroupStep, indexed_graph_class, remove_channels
-from dreamprune_cli.prune.channels import (apply_channel_counts, build_graph, channel_groups,
+from dreamprune_cli.prune.channels import (ChannelGroup, apply_channel_counts, build_graph,
+                                           channel_groups, kept_for_ratio, round_kept,
                                            shape_copy, trace_input)
 
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
@@ -122,3 +123,26 @@ def test_remove_channels_slices_a_bare_parameter_along_its_dimension() -> None:
     remove_channels(holder, [([step], {1, 3})])
     assert isinstance(holder.scale, nn.Parameter)
     assert torch.equal(holder.scale, torch.arange(12.0).view(1, 4, 3)[:, [0, 2]])
+
+
+@pytest.mark.parametrize(("kept", "channels", "least", "multiple", "expected"), [
+    (49, 64, 7, 16, 48),    # nearest multiple
+    (57, 64, 7, 16, 64),    # rounds up to the whole group
+    (3, 64, 7, 16, 16),     # never below the least count, rounded up
+    (64, 64, 7, 16, 64),    # a group kept whole stays whole
+    (7, 12, 2, 16, 7),      # a group no wider than the multiple is not rounded
+    (49, 64, 7, 1, 49),     # multiple 1: unchanged
+    (41, 100, 10, 16, 48),  # 100 is no multiple of 16: 48 of 100
+])
+def test_round_kept(kept: int, channels: int, least: int, multiple: int, expected: int) -> None:
+    assert round_kept(kept, channels, least, multiple) == expected
+
+
+def test_kept_for_ratio_keeps_multiples_of_the_channel_multiple() -> None:
+    groups = [ChannelGroup("a", ["a"], 64, list(range(64)), [float(i) for i in range(64)]),
+              ChannelGroup("b", ["b"], 8, list(range(8)), [float(i) for i in range(8)])]
+    assert kept_for_ratio(groups, "uniform", 0.25, 0.1) == [48, 6]
+    assert kept_for_ratio(groups, "uniform", 0.25, 0.1, multiple=16) == [48, 6]
+    assert kept_for_ratio(groups, "uniform", 0.3, 0.1) == [45, 6]
+    assert kept_for_ratio(groups, "uniform", 0.3, 0.1, multiple=16) == [48, 6]
+    assert kept_for_ratio(groups, "uniform", 0.4, 0.1, multiple=16) == [32, 5]
