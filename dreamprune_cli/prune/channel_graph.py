@@ -8,7 +8,7 @@ the official HINet span its long residual chains with many channels each: on the
 2-core machine ``get_all_groups`` spent 80 of its first 90 seconds in that scan and had found
 12 groups by then, and the old planner repeated the whole search for every pruned candidate.
 
-:class:`indexed_graph_class` returns a ``DependencyGraph`` whose ``get_pruning_group`` walks the
+:func:`indexed_graph_class` returns a ``DependencyGraph`` whose ``get_pruning_group`` walks the
 same dependencies with the same index mappings but remembers the steps taken in a set, so each
 step is checked in constant time. The group it returns (steps merged per layer and pruning
 function, plain and root indices) holds the same layers and indices as the library's.
