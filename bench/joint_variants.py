@@ -1,7 +1,7 @@
 """One dream + distill run with a chosen variant of the schedule, scored on the test set.
 
-The study behind the pipeline's defaults (docs/RESULTS.md, "What the joint loop's schedule
-changes"): round length, dream initialisation, the dreams' image terms (total variation,
+The study behind the pipeline's defaults (docs/notebook/sessions-1-8.md, "What the joint
+loop's schedule changes"): round length, dream initialisation, the dreams' image terms (total variation,
 coarse distance), the dreams' and the student's learning rates
 (constant or cosine-decayed), the adaptive allocator's calibration images, and the inputs the
 student is distilled on (dreams, plain noise, synthetic degraded images). Each run prints one

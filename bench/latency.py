@@ -6,7 +6,8 @@ each MAC target F and each granularity, the student is made with the ``uniform``
 (``--allocator``; ``unstructured``: weight masks, deployed as the dense architecture with
 zeros; ``channel``: the thinner network) and timed against its teacher on one 3x256x256 input
 (``--inputs``: also ``rain100l``, a Rain100L-sized 321x481 image rounded up to the size the
-model accepts, or ``HxW``), at 1 and 2 threads. Runs are paired and interleaved (teacher,
+model accepts, or ``HxW``; what the bare network receives: GCANet's 4 channels, image and
+edge map), at 1 and 2 threads. Runs are paired and interleaved (teacher,
 student, student, teacher, ...) after warm-ups so that machine load hits both alike; the table
 gives the median of the per-pair ratios ``student time / teacher time`` beside the counted MAC
 ratio, and every row records the load average before and after it. On a shared machine treat
@@ -39,6 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import write_text_atomic
 from dreamprune_cli.flops import count_costs
+from dreamprune_cli.models.adapter import network_input_size
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teachers
@@ -47,7 +49,7 @@ from dreamprune_cli.prune.masks import plain_state_dict
 from dreamprune_cli.prune.plan import prune_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
+ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "gcanet"]
 RAIN100L = (321, 481)  # height, width of a Rain100L test image
 
 # operator families for the profile split (aten names, self CPU time; first match wins)
@@ -227,7 +229,8 @@ def main() -> None:
     parser.add_argument("--targets", nargs="*", type=float, default=[0.58, 0.40])
     parser.add_argument("--granularities", nargs="*", default=["unstructured", "channel"])
     parser.add_argument("--allocator", default="uniform",
-                        help="allocator of both granularities (uniform, global, lamp)")
+                        help="allocator of both granularities (uniform, global, lamp, "
+                             "adaptive)")
     parser.add_argument("--channel-multiple", type=int, default=1,
                         help="channel students keep a multiple of this many channels per group "
                              "(16 suits CPU convolution kernels)")
@@ -251,7 +254,8 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for label, teacher in teachers:
         multiple = teacher.info.size_multiple
-        dense = count_costs(teacher.network, (3, args.size, args.size)).macs_dense
+        input_size = network_input_size(teacher.info, args.size)  # GCANet: RGB + edge map
+        dense = count_costs(teacher.network, input_size).macs_dense
         for target in args.targets:
             for granularity in args.granularities:
                 start = time.perf_counter()
@@ -269,10 +273,11 @@ def main() -> None:
                 else:
                     student = unstructured_student(teacher, target, args.size, args.allocator)
                 planning = time.perf_counter() - start
-                macs = count_costs(student, (3, args.size, args.size)).macs
+                macs = count_costs(student, input_size).macs
                 for spec in args.inputs:
                     height, width = input_shape(spec, multiple)
-                    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+                    x = torch.rand(1, input_size[0], height, width,
+                                   generator=torch.Generator().manual_seed(0))
                     for threads in args.threads:
                         torch.set_num_threads(threads)
                         load_start = load_average()

@@ -9,6 +9,12 @@ first target). Each student is also written with ``write_prune_outputs`` and rec
 independently from ``student.safetensors`` (non-zero weights x output pixels, forward hooks,
 no project code): the count must agree with ``report.json`` within 0.5%.
 
+Channel rows (``--channel-allocators``, on ``--channel-models``): whole channels removed with
+Torch-Pruning (``prune_channels``), the adaptive allocator's drift measured on the same
+synthetic calibration images; each student is written, reloaded from ``student.safetensors``
+alone, and its output on a test image must equal the pruned network's (round trip exact).
+Their seconds include the library's tracing and, for ``adaptive``, the drift measurement.
+
 Results go to ``bench/results/prune_no_finetune.json``; the markdown table replaces the
 section between the ``prune_no_finetune`` markers in ``docs/RESULTS.md``.
 
@@ -16,6 +22,8 @@ Usage::
 
     python bench/prune_no_finetune.py                       # bundled teachers
     python bench/prune_no_finetune.py --random-tiny ffa     # untrained tiny models (a dry run)
+    python bench/prune_no_finetune.py --targets 0.58 --allocators uniform lamp adaptive \
+        --channel-allocators uniform lamp adaptive --models ffa hinet
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ from dreamprune_cli.models import build_model
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
 from dreamprune_cli.data.calibration import synthetic_calibration
+from dreamprune_cli.prune import CHANNEL_ALLOCATORS
+from dreamprune_cli.prune.channel_drift import DEFAULT_CHANNEL_LEVELS
+from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.student import load_student
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "prune_no_finetune.json"
@@ -97,9 +109,54 @@ def check_outputs(paths: dict[str, Path], loaded: LoadedModel, size: int) -> flo
     return gap
 
 
+def check_channel_round_trip(paths: dict[str, Path], student: LoadedModel) -> float:
+    """Max abs difference between the pruned network and its reload from the student file."""
+    reloaded = load_student(paths["student"], student.name).adapter().eval()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = float((reloaded(image) - student.adapter().eval()(image)).abs().max())
+    if difference != 0.0:
+        raise SystemExit(f"{student.name}: the reloaded channel student differs by "
+                         f"{difference:.3g}")
+    return difference
+
+
+def channel_rows(loaded: LoadedModel, pairs: list, targets: list[float],
+                 allocators: list[str], flops_size: int, calibration: torch.Tensor,
+                 keep_levels: tuple[float, ...]) -> list[dict[str, Any]]:
+    """One row per (channel allocator, target): PSNR/SSIM of the thinner student."""
+    info = loaded.info
+    rows = []
+    for allocator in allocators:
+        for target in targets:
+            tick = time.perf_counter()
+            result = prune_channels(loaded, target, allocator, flops_size,
+                                    calibration=calibration, keep_levels=keep_levels)
+            seconds = time.perf_counter() - tick
+            scores = evaluate_pairs(result.student.adapter(), pairs, info.metric_space,
+                                    info.crop_border, CPU)
+            with tempfile.TemporaryDirectory() as tmp:
+                paths = write_prune_outputs(result, Path(tmp) / "out")
+                gap = check_channel_round_trip(paths, result.student)
+            drift = result.details.get("drift")
+            row = {"allocator": allocator, "granularity": "channel", "target": target,
+                   "macs_ratio": result.macs_ratio, "psnr": scores.psnr, "ssim": scores.ssim,
+                   "seconds": seconds, "round_trip_max_abs": gap,
+                   "drift_seconds": drift["seconds"] if drift else None,
+                   "params_after": result.params_after,
+                   "within_tolerance": result.details["within_tolerance"],
+                   "scalar": {result.scalar_name: result.scalar}}
+            rows.append(row)
+            print(f"  {allocator:8s} channel F={target:.2f}  MACs {result.macs_ratio:.4f}  "
+                  f"PSNR {scores.psnr:6.2f}  SSIM {scores.ssim:.4f}  {seconds:6.1f} s",
+                  flush=True)
+    return rows
+
+
 def run_model(loaded: LoadedModel, label: str, targets: list[float], allocators: list[str],
               flops_size: int, calibration_count: int, calibration_size: int,
-              seed: int) -> dict[str, Any]:
+              seed: int, channel_allocators: list[str] = (),
+              keep_levels: tuple[float, ...] = DEFAULT_CHANNEL_LEVELS) -> dict[str, Any]:
     """Teacher and every (allocator, target) student on the teacher's synthetic test set."""
     info = loaded.info
     pairs = pair_folders(*synthetic_test_set(info.task))
@@ -134,6 +191,11 @@ def run_model(loaded: LoadedModel, label: str, targets: list[float], allocators:
             print(f"  {allocator:8s} F={target:.2f}  MACs {result.macs_ratio:.4f}  "
                   f"PSNR {scores.psnr:6.2f}  SSIM {scores.ssim:.4f}  {seconds:6.1f} s  "
                   f"count gap {gap:.1e}", flush=True)
+    if channel_allocators:
+        calibration = synthetic_calibration(info.task, calibration_count, calibration_size,
+                                            seed)
+        rows += channel_rows(loaded, pairs, targets, list(channel_allocators), flops_size,
+                             calibration, keep_levels)
     weights = (hashlib.sha256(loaded.weights.read_bytes()).hexdigest()[:12]
                if loaded.weights is not None else "random init")
     return {"model": loaded.name, "label": label, "weights": weights, "task": info.task,
@@ -155,7 +217,12 @@ def markdown(data: dict[str, Any]) -> str:
              "test set (`synthetic_test_set(task)`, metric space of the model). Seconds: "
              "allocation + masking + MAC verification; the adaptive allocator's drift "
              f"measurement ({data['calibration'][0]} synthetic images of "
-             f"{data['calibration'][1]} px) is included in its first target.", ""]
+             f"{data['calibration'][1]} px) is included in its first target. Rows marked "
+             "(channel): whole channels removed (`--granularity channel`); their seconds "
+             "include Torch-Pruning's tracing and, for adaptive, the groups' drift "
+             "measurement (keep levels "
+             f"{', '.join(map(str, data.get('channel_keep_levels', [])))} and each group's "
+             "least count).", ""]
     for model in data["models"]:
         header = "| allocator | " + " | ".join(
             f"F={t} PSNR | SSIM | MACs kept | s" for t in targets) + " |"
@@ -170,14 +237,18 @@ def markdown(data: dict[str, Any]) -> str:
                   "| teacher | " + " | ".join(
                       f"{model['teacher']['psnr']:.2f} | {model['teacher']['ssim']:.4f} | "
                       "1.0000 | " for _ in targets) + " |"]
-        for allocator in dict.fromkeys(r["allocator"] for r in model["rows"]):
+        kinds = dict.fromkeys((r["allocator"], r.get("granularity", "unstructured"))
+                              for r in model["rows"])
+        for allocator, granularity in kinds:
             cells = []
             for target in targets:
                 row = next(r for r in model["rows"]
-                           if r["allocator"] == allocator and r["target"] == target)
+                           if r["allocator"] == allocator and r["target"] == target
+                           and r.get("granularity", "unstructured") == granularity)
                 cells.append(f"{row['psnr']:.2f} | {row['ssim']:.4f} | "
                              f"{row['macs_ratio']:.4f} | {row['seconds']:.1f}")
-            lines.append(f"| {allocator} | " + " | ".join(cells) + " |")
+            label = allocator if granularity == "unstructured" else f"{allocator} (channel)"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines) + "\n"
@@ -208,6 +279,15 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.58, 0.40])
     parser.add_argument("--allocators", nargs="+", default=list(ALLOCATORS),
                         choices=list(ALLOCATORS))
+    parser.add_argument("--channel-allocators", nargs="*", default=[],
+                        choices=list(CHANNEL_ALLOCATORS),
+                        help="channel-granularity allocators to add as rows (default: none)")
+    parser.add_argument("--channel-models", nargs="+", default=None,
+                        help="models that get the channel rows (default: every model run)")
+    parser.add_argument("--channel-keep-levels", type=float, nargs="+",
+                        default=list(DEFAULT_CHANNEL_LEVELS),
+                        help="adaptive (channel): fractions of a group kept where drift is "
+                             "measured")
     parser.add_argument("--flops-size", type=int, default=256)
     parser.add_argument("--calibration-count", type=int, default=4)
     parser.add_argument("--calibration-size", type=int, default=64)
@@ -233,15 +313,19 @@ def main() -> None:
                 raise SystemExit(f"{name}: no bundled teacher")
             models.append((load_model(name, weights=path), "bundled teacher"))
 
+    channel_models = args.channel_models or [loaded.name for loaded, _ in models]
     results = [run_model(loaded, label, args.targets, args.allocators, args.flops_size,
-                         args.calibration_count, args.calibration_size, args.seed)
+                         args.calibration_count, args.calibration_size, args.seed,
+                         args.channel_allocators if loaded.name in channel_models else [],
+                         tuple(args.channel_keep_levels))
                for loaded, label in models]
     command = " ".join(["python bench/prune_no_finetune.py", shlex.join(sys.argv[1:])])
     data = {"command": command.strip(),
             "machine": f"{platform.processor() or platform.machine()}, torch "
                        f"{torch.__version__}",
             "threads": args.threads, "flops_size": args.flops_size, "targets": args.targets,
-            "calibration": [args.calibration_count, args.calibration_size], "models": results}
+            "calibration": [args.calibration_count, args.calibration_size],
+            "channel_keep_levels": args.channel_keep_levels, "models": results}
     section = markdown(data)
     print(section)
     if args.no_write or args.random_tiny:

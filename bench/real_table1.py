@@ -51,6 +51,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
 RESULTS = ROOT / "bench" / "results" / "real_table1.jsonl"
+SCREEN_RESULTS = ROOT / "bench" / "results" / "real_dream_variants.jsonl"
+VARIANT_KEYS = {"noise_lr": float, "lambda_orth": float, "lambda_tv": float,
+                "lambda_far": float, "round_steps": int, "representation": str, "init": str,
+                "student_lr": float}
 ALLOCATORS = ("uniform", "erk", "lamp", "global", "adaptive")
 VALIDATION_COUNT, VALIDATION_SIZE, VALIDATION_SEED = 16, 128, 1234
 
@@ -89,21 +93,41 @@ PAPER = [
 ]
 
 
-def _load_rows() -> list[dict[str, Any]]:
-    if not RESULTS.exists():
+def _load_rows(path: Path | None = None) -> list[dict[str, Any]]:
+    path = path or RESULTS
+    if not path.exists():
         return []
-    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _key(row: dict[str, Any]) -> tuple[str, float | None, str, int]:
-    """A row is its teacher, target, name and joint steps (0 without distillation), so a
-    longer distillation is a new row beside the shorter one."""
-    return row["teacher"], row.get("target"), row["row"], row["steps"]
+def _key(row: dict[str, Any]) -> tuple[str, float | None, str, int, str]:
+    """A row is its teacher, target, name, joint steps (0 without distillation) and dreaming
+    variant ("" for the preset's), so a longer distillation or another variant is a new row
+    beside the first."""
+    return row["teacher"], row.get("target"), row["row"], row["steps"], row.get("variant", "")
 
 
-def _append(row: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:  # one line per row: a crash loses at most the row
+def parse_variant(items: list[str] | None) -> dict[str, Any]:
+    """``["noise_lr=0.2", "round_steps=10"]`` -> ``{"noise_lr": 0.2, "round_steps": 10}``:
+    dreaming values that replace the preset's in the ``dream_distill`` rows."""
+    variant: dict[str, Any] = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if key not in VARIANT_KEYS or not value:
+            raise SystemExit(f"--variant {item!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(VARIANT_KEYS)}")
+        variant[key] = VARIANT_KEYS[key](value)
+    return variant
+
+
+def variant_label(variant: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(variant.items()))
+
+
+def _append(row: dict[str, Any], path: Path | None = None) -> None:
+    path = path or RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:  # one line per row: a crash loses at most the row
         handle.write(json.dumps(row) + "\n")
 
 
@@ -111,7 +135,7 @@ class Bench:
     """Runs the rows of one teacher; every expensive artefact is cached on disk."""
 
     def __init__(self, teacher: Teacher, steps: int, seed: int, work_dir: Path,
-                 limit: int | None) -> None:
+                 limit: int | None, variant: dict[str, Any] | None = None) -> None:
         from dreamprune_cli import load_model
         from dreamprune_cli.settings import resolve_settings
 
@@ -119,6 +143,7 @@ class Bench:
         self.steps = steps
         self.seed = seed
         self.limit = limit
+        self.variant = variant or {}
         self.work = work_dir / teacher.model
         self.work.mkdir(parents=True, exist_ok=True)
         self.teacher = load_model(teacher.model, weights=teacher.weights)
@@ -214,18 +239,27 @@ class Bench:
 
     def distilled(self, target: float, allocator: str, inputs: str) -> tuple[Any, float]:
         """The student of ``allocator`` distilled ``self.steps`` steps on ``inputs``
-        (``dreams``, ``noise`` or ``synth``); seconds spent distilling."""
-        from dreamprune_cli import distill
+        (``dreams``, ``noise`` or ``synth``), from the cache or distilled now (dreams with
+        ``self.variant``'s values in place of the preset's); seconds spent distilling."""
+        from dreamprune_cli import distill, load_student, save_student
 
+        label = variant_label(self.variant) if inputs == "dreams" else ""
+        folder = self.work / f"distill_{target}_{allocator}_{inputs}_{self.steps}" \
+            f"{'_' + label if label else ''}"
+        if (folder / "student.safetensors").exists():
+            return load_student(folder / "student.safetensors", self.teacher.name), 0.0
         student, _ = self.pruned(target, allocator)
         plan = self.schedule()
+        if inputs == "dreams":
+            plan.update(self.variant)
         common = {"student_lr": plan["student_lr"], "lambda_kd": plan["lambda_kd"],
                   "batch_size": plan["batch_size"], "size": plan["size"], "seed": self.seed}
         start = time.perf_counter()
         if inputs == "dreams":
             distill(self.teacher, student, self.steps, round_steps=plan["round_steps"],
                     noise_lr=plan["noise_lr"], lambda_orth=plan["lambda_orth"],
-                    lambda_tv=plan["lambda_tv"], lambda_far=plan["lambda_far"], **common)
+                    lambda_tv=plan["lambda_tv"], lambda_far=plan["lambda_far"],
+                    **{k: plan[k] for k in ("representation", "init") if k in plan}, **common)
         else:  # a pool as large as the joint loop's draws: every step sees fresh images
             count = self.steps * plan["batch_size"]
             generator = torch.Generator().manual_seed(self.seed)
@@ -237,10 +271,15 @@ class Bench:
                 pool, _ = make_degraded_batch(self.teacher.info.task, count, plan["size"],
                                               self.seed)
             distill(self.teacher, student, self.steps, dreams=pool, **common)
-        return student, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        folder.mkdir(parents=True, exist_ok=True)
+        save_student(student, folder)
+        return student, seconds
 
     # -- rows ------------------------------------------------------------------------------
-    def run_row(self, target: float | None, name: str) -> dict[str, Any]:
+    def run_row(self, target: float | None, name: str, real: bool = True) -> dict[str, Any]:
+        """One row: the model, its synthetic-validation fidelity and (``real``) its scores on
+        the real pairs."""
         row: dict[str, Any] = {"teacher": self.spec.model, "target": target, "row": name,
                                "steps": 0, "prune_seconds": 0.0, "distill_seconds": 0.0}
         if name == "teacher":
@@ -255,7 +294,11 @@ class Bench:
                       "synth_distill": "synth"}[kind]
             model, row["distill_seconds"] = self.distilled(target, allocator, inputs)  # type: ignore
             row.update(allocator=allocator, steps=self.steps, **self.schedule())
-        row.update(self.evaluate(model))
+            if inputs == "dreams" and self.variant:
+                row.update(self.variant, variant=variant_label(self.variant))
+            row["student_fidelity"] = self.fidelity(model)
+        if real:
+            row.update(self.evaluate(model))
         return row
 
 
@@ -277,12 +320,13 @@ def run(args: argparse.Namespace) -> None:
     spec = TEACHERS[args.teacher]
     if not spec.weights.exists():
         raise SystemExit(f"{spec.weights}: missing (the real data lives in ../shared/realdata)")
-    bench = Bench(spec, args.steps, args.seed, Path(args.work_dir), args.limit)
+    variant = parse_variant(args.variant)
+    bench = Bench(spec, args.steps, args.seed, Path(args.work_dir), args.limit, variant)
     wanted = set(args.rows) if args.rows else None
     machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
                "torch": torch.__version__, "limit": args.limit,
                "command": "python bench/real_table1.py " + " ".join(sys.argv[1:])}
-    done = {_key(row): row for row in _load_rows()}
+    done = {_key(row): row for row in _load_rows(SCREEN_RESULTS if args.screen else RESULTS)}
     selections = {t: bench.selection(t) for t in args.targets}
     best = {t: max(scores, key=scores.get) for t, scores in selections.items()}
     for target, scores in selections.items():
@@ -293,22 +337,29 @@ def run(args: argparse.Namespace) -> None:
         return
     for target, name in planned_rows(args.targets, best):
         steps = 0 if name == "teacher" or name.startswith("prune/") else args.steps
-        if (spec.model, target, name, steps) in done or (wanted and name not in wanted):
+        label = variant_label(variant) if name.startswith("dream_distill/") else ""
+        if (spec.model, target, name, steps, label) in done or (wanted and name not in wanted):
+            continue
+        if variant and not label:  # a variant only concerns the dreaming rows
+            continue
+        if args.screen and steps == 0:  # screening compares distilled students only
             continue
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         print(f"{spec.model} F={target} {name} ...", file=sys.stderr, flush=True)
-        row = bench.run_row(target, name)
+        row = bench.run_row(target, name, real=not args.screen)
         if target is not None:
             row.update(validation_fidelity=selections[target].get(row.get("allocator")),
                        best_allocator=best[target])
         row.update(machine, wall_seconds=time.perf_counter() - start,
                    load_before=load_before, load_after=os.getloadavg()[0],
                    date=time.strftime("%Y-%m-%d"))
-        _append(row)
+        _append(row, SCREEN_RESULTS if args.screen else RESULTS)
         done[_key(row)] = row
-        print(f"  PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-              f"{row['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
+        scores = f"PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, " if "psnr" in row else ""
+        fidelity = (f"fidelity on synthetic val. {row['student_fidelity']:.2f} dB, "
+                    if "student_fidelity" in row else "")
+        print(f"  {scores}{fidelity}{row['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -321,9 +372,37 @@ def gap(row: dict[str, Any], teacher: dict[str, Any]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(diffs))
 
 
+KINDS = ("prune", "dream_distill", "noise_distill", "synth_distill")
+
+
+def _table_order(row: dict[str, Any]) -> tuple:
+    """Deeper cuts last; within a target: allocators alone (in ALLOCATORS' order), then each
+    kind of distillation, shorter runs and the preset's dreaming first."""
+    kind, _, allocator = row["row"].partition("/")
+    return (-(row.get("target") or 1.0), KINDS.index(kind) if kind in KINDS else -1,
+            ALLOCATORS.index(allocator) if allocator in ALLOCATORS else -1, row["steps"],
+            row.get("variant", ""))
+
+
 LABELS = {"prune": "no distillation", "dream_distill": "dream + distill (the method)",
           "noise_distill": "distill on plain noise", "synth_distill": "distill on synthetic "
           "degraded images"}
+
+
+def screen_markdown() -> list[str]:
+    """The dreaming variants screened on the synthetic validation (``--screen``)."""
+    rows = _load_rows(SCREEN_RESULTS)
+    if not rows:
+        return []
+    lines = ["### Dreaming variants, screened on the synthetic validation (no real image)", "",
+             "| teacher | F | allocator | dreaming | steps | fidelity on synthetic val., "
+             "pruned -> trained (dB) | distill (s) | load |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['teacher']} | {row['target']} | {row['allocator']} | "
+                     f"{row.get('variant') or 'preset'} | {row['steps']} | "
+                     f"{row['validation_fidelity']:.2f} -> {row['student_fidelity']:.2f} | "
+                     f"{row['distill_seconds']:.0f} | {row['load_before']:.1f} |")
+    return lines + [""]
 
 
 def markdown() -> str:
@@ -340,21 +419,26 @@ def markdown() -> str:
                   f"{teacher['eval_seconds']:.0f} s ({teacher['threads']} threads, load "
                   f"{teacher['load_before']:.1f}).", "",
                   "| F | allocator | training | MACs kept | PSNR | SSIM | gap to teacher (dB, "
-                  "paired s.e.) | fidelity on synthetic val. (dB) | steps | wall (s) |",
+                  "paired s.e.) | fidelity on synthetic val., pruned -> trained (dB) | steps | "
+                  "wall (s) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in mine:
+        for row in sorted(mine, key=_table_order):
             if row["row"] == "teacher":
                 continue
             kind = row["row"].split("/", 1)[0]
             mean, error = gap(row, teacher)
             fidelity = row.get("validation_fidelity")
+            trained = row.get("student_fidelity")
+            variant = f" ({row['variant']})" if row.get("variant") else ""
             lines.append(
-                f"| {row['target']} | {row['allocator']} | {LABELS[kind]} | "
+                f"| {row['target']} | {row['allocator']} | {LABELS[kind]}{variant} | "
                 f"{row['macs_256'] / teacher['macs_256']:.3f} | {row['psnr']:.2f} | "
                 f"{row['ssim']:.4f} | {mean:+.2f} ({error:.2f}) | "
-                f"{'' if fidelity is None else f'{fidelity:.2f}'} | {row['steps']} | "
+                f"{'' if fidelity is None else f'{fidelity:.2f}'}"
+                f"{'' if trained is None else f' -> {trained:.2f}'} | {row['steps']} | "
                 f"{row['wall_seconds']:.0f} |")
         lines.append("")
+    lines += screen_markdown()
     lines += ["The paper's rows at about 40 % fewer FLOPs (PSNR in dB; `uniform` is its l1):", "",
               "| network, set | original | l1 | erk | lamp | ours | ours - original |",
               "|---|---|---|---|---|---|---|"]
@@ -380,6 +464,13 @@ def main() -> None:
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "real_table1"))
     parser.add_argument("--results", default=None, help="the JSON-lines file of rows")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--variant", nargs="+", metavar="KEY=VALUE",
+                        help="dreaming values in place of the preset's for the dream + distill "
+                             f"rows ({', '.join(VARIANT_KEYS)}); only those rows run")
+    parser.add_argument("--screen", action="store_true",
+                        help="distil and score on the synthetic validation only (no real "
+                             "image), into bench/results/real_dream_variants.jsonl: how a "
+                             "dreaming variant is chosen")
     args = parser.parse_args()
     RESULTS = Path(args.results) if args.results else RESULTS
     if args.markdown:

@@ -10,8 +10,8 @@ bootstrap interval over the images (the pruned model is the pipeline's own: adap
 best allocator without distillation on every bundled teacher, docs/RESULTS.md).
 
 Why: on the 12-image test set the gap's standard error is as large as the gaps themselves
-(docs/RESULTS.md, "How precisely the targets are measured"), so a verdict needs a larger set
-and an interval.
+(docs/RESULTS.md, question 5, "How precisely are the targets measured?"), so a verdict needs
+a larger set and an interval.
 
 Each row is printed and appended to ``bench/results/targets.jsonl``; the Markdown table is
 printed at the end. Pipeline outputs go to ``--runs`` (default: a temporary folder).

@@ -134,6 +134,9 @@ OPTIONS: dict[str, Any] = {
                                                              "stdout.")],
     "config": Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="TOML settings file (see 'dreamprune config show').")],
+    "onnx_size": Annotated[Optional[int], typer.Option(
+        "--onnx-size", min=1, help="ONNX export: fix the input to 1x3xSxS (default: any "
+                                   "batch, height and width).")],
 }
 JsonOpt, ConfigOpt = OPTIONS["json_flag"], OPTIONS["config"]
 DeviceOpt, SeedOpt, ThreadsOpt = OPTIONS["device"], OPTIONS["seed"], OPTIONS["threads"]
@@ -346,20 +349,22 @@ def evaluate_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("export", "weights", "out", "model", "variant", "non_strict", "trust_checkpoint",
-          "overwrite", "config", "json_flag",
+          "overwrite", "onnx_size", "config", "json_flag",
           weights=(Annotated[Path, typer.Option("--weights", "-w",
                                                 help="Checkpoint to convert.")],
                    inspect.Parameter.empty),
-          out=(Annotated[Path, typer.Option(help="Destination .safetensors file.")],
-               inspect.Parameter.empty))
+          out=(Annotated[Path, typer.Option(
+              help="Destination: .safetensors (weights and model metadata) or .onnx "
+                   "(deployment; needs the [onnx] extra).")], inspect.Parameter.empty))
 def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
-    """Convert any accepted checkpoint to safetensors carrying the model name and config."""
+    """Convert any accepted checkpoint to safetensors carrying the model name and config, or
+    to ONNX for deployment."""
     from dreamprune_cli.runs import export
 
-    out = flags.pop("out")
+    out, onnx_size = flags.pop("out"), flags.pop("onnx_size")
     export.check_destination(out)
     ui, resolved = _settings(ctx, flags)
-    _render(ui, export.run(resolved, out))
+    _render(ui, export.run(resolved, out, onnx_size))
 
 
 @_command("prune", *LOADING, "flops_target", "allocator", "granularity", "out", "flops_size",

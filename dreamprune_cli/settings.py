@@ -150,7 +150,7 @@ class PruneSettings(_Section):
     granularity: Literal["unstructured", "channel"] = Field(
         "unstructured",
         description="unstructured (weight masks, the default) or channel (remove whole channels: "
-                    "a thinner, faster network; allocators uniform, global, lamp).")
+                    "a thinner, faster network; allocators uniform, global, lamp, adaptive).")
     flops_size: int = Field(
         256, ge=8, description="Square input side S at which MACs are counted (3 x S x S).")
     exclude: list[str] = Field(

@@ -10,6 +10,10 @@ a built-in family, a custom model may declare as attributes of its class (or ins
 * ``task`` (``derain``, ``raindrop``, ``dehaze``): the synthetic sets it is scored and
   calibrated on (default ``derain``);
 * ``metric_space`` (``y``, ``rgb``): the default metric space (default ``rgb``).
+
+A *layer* class of a custom model may declare ``preserves_channels = True`` (output channel
+``i`` from input channel ``i`` alone, no parameter with a channel dimension) so that channel
+pruning passes through it (:mod:`dreamprune_cli.prune.tracing`).
 """
 
 from __future__ import annotations

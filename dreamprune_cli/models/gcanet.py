@@ -70,9 +70,15 @@ class ShareSepConv(nn.Module):
     """Depthwise ``k x k`` convolution whose one kernel ``weight (1, 1, k, k)`` is shared by
     every channel (zero padding ``(k - 1) / 2``, no bias); identity at initialisation.
 
+    Output channel ``i`` is computed from input channel ``i`` alone with a kernel that has no
+    channel dimension, so the layer follows any channel pruning unchanged
+    (``preserves_channels``, read by :mod:`dreamprune_cli.prune.tracing`).
+
     Raises:
         ValueError: even ``kernel_size``.
     """
+
+    preserves_channels = True
 
     def __init__(self, kernel_size: int) -> None:
         super().__init__()

@@ -10,7 +10,9 @@
   Lagrangian choice.
 * :mod:`~dreamprune_cli.prune.plan` -- the pruning API: plan, allocate, mask, verify.
 * :mod:`~dreamprune_cli.prune.channels`, :mod:`~dreamprune_cli.prune.channel_plan` -- channel
-  pruning (whole channels removed with Torch-Pruning), returning the same result.
+  pruning (whole channels removed with Torch-Pruning), returning the same result;
+  :mod:`~dreamprune_cli.prune.tracing` -- the library's dependency graph and its corrections.
+  :mod:`~dreamprune_cli.prune.channel_drift` -- the adaptive allocator's channel form.
 * :mod:`~dreamprune_cli.prune.student` -- the one writer and reader of student and mask files.
 
 The allocator names below are the one definition the settings, the planner and the help
@@ -21,6 +23,6 @@ ALLOCATORS: tuple[str, ...] = ("uniform", "global", "erk", "lamp", "adaptive")
 """Every allocator of unstructured pruning: the magnitude ones
 (:data:`~dreamprune_cli.prune.allocators.MAGNITUDE_ALLOCATORS`) and ``adaptive`` (drift)."""
 
-CHANNEL_ALLOCATORS: tuple[str, ...] = ("uniform", "global", "lamp")
+CHANNEL_ALLOCATORS: tuple[str, ...] = ("uniform", "global", "lamp", "adaptive")
 """The allocators that have a channel form (:mod:`~dreamprune_cli.prune.channels`)."""
 

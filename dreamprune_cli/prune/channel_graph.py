@@ -29,23 +29,9 @@ from numbers import Number
 import torch
 from torch import nn
 
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.prune.tracing import torch_pruning
 
 log = logging.getLogger(__name__)
-
-
-def tp_module():
-    """The ``torch_pruning`` module (imported lazily: only channel pruning needs it).
-
-    Raises:
-        UsageError: the package is not installed.
-    """
-    try:
-        import torch_pruning
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("$granularity channel needs the 'torch-pruning' package "
-                         "(pip install torch-pruning)") from exc
-    return torch_pruning
 
 
 STEPS_PER_DEPENDENCY = 2
@@ -62,7 +48,7 @@ as mis-traced anyway. A stopped group is returned with ``complete = False``."""
 @functools.cache
 def indexed_graph_class() -> type:
     """A ``torch_pruning.DependencyGraph`` subclass whose group search is linear in its size."""
-    tp = tp_module()
+    tp = torch_pruning()
     helpers = tp._helpers
 
     class IndexedDependencyGraph(tp.DependencyGraph):

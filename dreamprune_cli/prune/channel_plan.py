@@ -12,13 +12,17 @@ import logging
 import time
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
+from dreamprune_cli.data.calibration import synthetic_calibration
 from dreamprune_cli.prune.plan import LayerReport, PruneResult
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
-from dreamprune_cli.models.adapter import network_input_size
+from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
 from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune.channel_drift import DEFAULT_CHANNEL_LEVELS
 from dreamprune_cli.prune.channels import (CHANNEL_ALLOCATORS, CHANNEL_TOLERANCE,
                                            allocate_channels, trace_input)
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
@@ -26,20 +30,22 @@ from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 log = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL_ALLOCATOR = "lamp"
-"""Used when the allocator setting has no channel form and was not asked for: before any
-distillation, LAMP kept the bundled HINet at 24.37 dB at F = 0.58 (uniform 16.57, global
-18.80; teacher 24.89) and FFA at 14.73 dB (uniform 14.84, global 14.62; docs/RESULTS.md)."""
+"""Used when the allocator setting has no channel form (``erk``) and was not asked for:
+before any distillation, LAMP kept the bundled HINet at 24.37 dB at F = 0.58 (uniform 16.57,
+global 18.80; teacher 24.89) and FFA at 14.73 dB (uniform 14.84, global 14.62;
+docs/RESULTS.md)."""
 
 
 def channel_allocator(allocator: str, source: str) -> str:
     """The allocator a channel run uses.
 
-    ``adaptive`` and ``erk`` have no channel form. When they come from the built-in default,
+    ``erk`` has no channel form. When it comes from the built-in default,
     a preset or the record of the run being resumed (``source`` ``"default"``,
     ``"preset ..."``, ``"run ..."``: a recorded value of a channel run was a default, since an
     explicit one was refused when the run started), the channel default
-    (:data:`DEFAULT_CHANNEL_ALLOCATOR`) is used instead; asked for explicitly, they are an
-    error.
+    (:data:`DEFAULT_CHANNEL_ALLOCATOR`) is used instead; asked for explicitly, it is an
+    error. ``adaptive`` (the setting's default) has a channel form
+    (:mod:`dreamprune_cli.prune.channel_drift`).
 
     Raises:
         UsageError: an explicit allocator without a channel form.
@@ -68,13 +74,18 @@ def _positions(module: nn.Module, macs_dense: int) -> int:
 
 def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
                    flops_size: int = 256, exclude: Sequence[str] = (),
-                   min_keep: float = DEFAULT_MIN_KEEP, channel_multiple: int = 1) -> PruneResult:
+                   min_keep: float = DEFAULT_MIN_KEEP, channel_multiple: int = 1,
+                   calibration: torch.Tensor | None = None, calibration_count: int = 4,
+                   calibration_size: int = 64, seed: int = 0,
+                   keep_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
+                   progress: ProgressSink | None = None) -> PruneResult:
     """Remove whole channels from a copy of ``loaded.network`` to keep ``flops_target`` MACs.
 
     Args:
         loaded: the teacher (left untouched).
         flops_target: fraction F in (0, 1] of the dense MACs at ``3 x flops_size^2``.
-        allocator: ``uniform``, ``global`` or ``lamp`` (:mod:`dreamprune_cli.prune.channels`).
+        allocator: ``uniform``, ``global``, ``lamp`` or ``adaptive``
+            (:mod:`dreamprune_cli.prune.channels`).
         flops_size: square side at which MACs are counted (a multiple of the model's
             ``size_multiple``).
         exclude: module-name globs whose output channels are kept (``--exclude``).
@@ -82,6 +93,12 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         channel_multiple: every group wider than this keeps a multiple of it (1: any count;
             16 suits CPU convolution kernels, see
             :func:`~dreamprune_cli.prune.channels.round_kept`).
+        calibration: ``(B, 3, H, W)`` degraded images in [0, 1] on which ``adaptive``
+            measures drift (on the CPU); ``None`` uses ``calibration_count`` synthetic images
+            of side ``calibration_size`` of the model's task, seeded by ``seed``.
+        keep_levels: ``adaptive``: fractions of each group's channels kept at which its
+            drift is measured.
+        progress: receives the drift measurement's steps.
 
     Returns:
         A :class:`PruneResult` with ``granularity="channel"``: its student is the thinner
@@ -99,9 +116,16 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     input_size = network_input_size(loaded.info, flops_size)  # GCANet: 4 channels
     teacher = loaded.network.eval()
     before = count_costs(teacher, input_size)
+    if allocator == "adaptive" and calibration is None:
+        log.info("no calibration images: using %d synthetic %s images of %d px",
+                 calibration_count, loaded.info.task, calibration_size)
+        calibration = synthetic_calibration(loaded.info.task, calibration_count,
+                                            calibration_size, seed)
     plan = allocate_channels(teacher, trace_input(multiple, channels=input_size[0]), input_size,
-                             flops_target,
-                             allocator, min_keep, exclude, loaded.name,
+                             flops_target, allocator, min_keep, exclude, loaded.name,
+                             calibration=calibration,
+                             wrap=lambda network: RestorationAdapter(network, loaded.info),
+                             keep_levels=keep_levels, progress=progress,
                              multiple=channel_multiple)
     student_network = plan.network.eval()
     for parameter in student_network.parameters():
@@ -137,6 +161,8 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
                    for g, k in zip(plan.groups, plan.kept)],
         "bisection": [{"ratio": r, "macs_ratio": m} for r, m in plan.tried],
     }
+    if plan.drift is not None:
+        details["drift"] = plan.drift.as_dict()
     log.info("%s: %d channel groups, %d of %d channels kept, %.4f of the MACs", loaded.name,
              len(plan.groups), sum(plan.kept), sum(g.channels for g in plan.groups),
              after.macs / before.macs_dense)

@@ -3,19 +3,20 @@
 Whole output channels are removed, together with the matching inputs of every layer that
 consumes them: Torch-Pruning (``torch_pruning``) traces the network, couples the layers that
 must lose the same channels (residual additions, concatenations, attention products) into
-*groups*, ranks each group's channels with its importance criteria and performs the removal
-(:meth:`torch_pruning.dependency.Group.prune`). This module decides how many channels each
+*groups*, ranks each group's channels with its importance criteria, and its pruning
+functions perform the removal (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`).
+This module decides how many channels each
 group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
 reads the target.
 
-Two corrections are applied to the library's graph (upstream-style, no model is changed):
-
-* a product with a map broadcast over the channels (``x * gate`` with ``gate`` of shape
-  ``(N, 1, H, W)``: pixel or spatial attention) does not couple the ``C`` channels of ``x``
-  to the map's one channel; the library couples them, which freezes every channel that
-  passes through such a gate (:func:`decouple_channel_broadcasts`);
-* a convolution that writes an output of the network (the restored image) or a 1-channel
-  map keeps its output channels (:func:`protected_layers`); nothing else is kept dense.
+The library's graph is built and corrected by :func:`dreamprune_cli.prune.tracing.build_graph`
+(channel-broadcast products, concatenations with untraced operands, channel-preserving
+layers; groups found by the indexed search of
+:func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class`). The network is traced once:
+each group records its layers' indices (:class:`~dreamprune_cli.prune.channel_graph.GroupStep`)
+and every candidate is pruned from that record (:func:`apply_channel_counts`). A convolution that writes an output of the network (the restored image) or a
+1-channel map keeps its output channels (:func:`protected_layers`); nothing else is kept
+dense.
 
 Allocators (the unstructured allocators' names where they make sense):
 
@@ -24,6 +25,9 @@ Allocators (the unstructured allocators' names where they make sense):
 * ``global``: one ranking of all groups' channels by their group-normalised L2 magnitude
   (the library's ``GroupMagnitudeImportance``); the lowest fraction ``r`` of all channels go.
 * ``lamp``: the same with LAMP-normalised scores (the library's ``LAMPImportance``).
+* ``adaptive``: the same with each channel scored by the drift it causes per MAC it saves,
+  measured on calibration images (:mod:`dreamprune_cli.prune.channel_drift`); channels
+  leave each group in the library's magnitude order.
 
 Each finds its ``r`` by bisection on counted MACs; channel steps are coarse, so the result is
 the closest reachable fraction, and :class:`ChannelPlan` says when it misses by more than
@@ -35,7 +39,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -44,21 +48,23 @@ from torch import nn
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
-from dreamprune_cli.prune.channel_graph import (GroupStep, group_steps, indexed_graph_class,
-                                                remove_channels, tp_module)
+from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune.channel_graph import GroupStep, group_steps, remove_channels
+from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
+                                                adaptive_scores, measure_channel_drift)
 from dreamprune_cli.prune.masks import matches
 from dreamprune_cli.models.resize import unshare_modules
+from dreamprune_cli.prune.tracing import (CHANNELWISE_ATTRIBUTE, build_graph, failing_layer,
+                                          torch_pruning)
 
 log = logging.getLogger(__name__)
 
+_CHANNELWISE_HINT = (f"; if its output channel i depends on input channel i alone and its "
+                     f"parameters have no channel dimension, its class can declare "
+                     f"{CHANNELWISE_ATTRIBUTE} = True")
+
 CHANNEL_TOLERANCE = 0.01
 """Largest relative miss of the MAC target that is not reported as a rounding limit."""
-
-_BROADCAST_PRODUCTS = ("MulBackward", "DivBackward")
-
-
-_tp = tp_module
-
 
 def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.Tensor:
     """A small ``(1, channels, S, S)`` tracing input, ``S`` a multiple of ``size_multiple``.
@@ -71,85 +77,76 @@ def trace_input(size_multiple: int, channels: int = 3, side: int = 32) -> torch.
     return torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def _channel_dim(shape: Sequence[int]) -> int | None:
-    return int(shape[1]) if len(shape) >= 3 else None
-
-
-def decouple_channel_broadcasts(graph: object) -> list[str]:
-    """Drop the coupling between ``x`` and a channel-broadcast factor of ``x * g``.
-
-    ``g`` of shape ``(N, 1, ...)`` multiplies (or divides) every channel of ``x`` alike:
-    removing a channel of ``x`` does not touch ``g``, and ``g``'s single channel says nothing
-    about ``x``'s. Returns the names of the product nodes that were decoupled.
-    """
-    tp = _tp()
-    decoupled = []
-    for node in list(graph.module2node.values()):
-        if node.type != tp.ops.OPTYPE.ELEMENTWISE or node.grad_fn is None:
-            continue
-        name = node.grad_fn.name() if hasattr(node.grad_fn, "name") else ""
-        if not name.startswith(_BROADCAST_PRODUCTS):
-            continue
-        saved = []
-        for attr in ("_saved_self", "_saved_other"):
-            try:
-                value = getattr(node.grad_fn, attr)
-            except (AttributeError, RuntimeError):
-                value = None
-            saved.append(value if isinstance(value, torch.Tensor) else None)
-        if any(v is None for v in saved):
-            continue
-        dims = [_channel_dim(v.shape) for v in saved]
-        if None in dims or dims[0] == dims[1] or min(dims) != 1:
-            continue
-        narrow = node.grad_fn.next_functions[dims.index(1)][0]
-        for other in node.inputs:
-            if other.grad_fn is narrow:
-                node.dependencies = [d for d in node.dependencies if d.target is not other]
-                other.dependencies = [d for d in other.dependencies if d.target is not node]
-                decoupled.append(str(node.name or name))
-    return decoupled
-
-
-def build_graph(network: nn.Module, example: torch.Tensor) -> object:
-    """Trace ``network`` on ``example`` into a corrected Torch-Pruning dependency graph.
-
-    The graph's group search is the indexed one of
-    :func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class` (same groups, linear time).
-
-    Raises:
-        UsageError: naming the operation the library cannot trace.
-    """
-    tp = _tp()
-    network.eval()
-    try:
-        graph = indexed_graph_class()().build_dependency(network, example_inputs=example)
-    except Exception as exc:
-        raise UsageError(f"channel pruning: Torch-Pruning cannot trace this network "
-                         f"({type(exc).__name__}: {exc}); use $granularity unstructured") \
-            from exc
-    decouple_channel_broadcasts(graph)
-    return graph
-
-
 def _is_root(module: object) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
 
 
-def protected_layers(network: nn.Module, graph: object) -> list[str]:
-    """Layers whose output channels stay: those writing a network output or a 1-channel map.
+def _single_channel_slice(node: object) -> bool:
+    """Whether ``node`` takes one channel of its input (``gates[:, 1:2]``)."""
+    grad_fn = node.grad_fn
+    if grad_fn is None or not hasattr(grad_fn, "_saved_dim"):
+        return False
+    try:
+        dim, start, end = grad_fn._saved_dim, grad_fn._saved_start, grad_fn._saved_end
+        step = getattr(grad_fn, "_saved_step", 1)
+    except (AttributeError, RuntimeError):
+        return False
+    return dim == 1 and start is not None and end is not None and end - start == step
 
-    A layer writes an output when a path from it reaches the traced output without passing
-    another convolution or linear layer (e.g. ``post(x) + input``).
+
+def _layers_returning_outputs(network: nn.Module, example: torch.Tensor) -> set[str]:
+    """Convolution and linear layers whose result (of any call) the network returns as is."""
+    names = {module: name for name, module in network.named_modules() if _is_root(module)}
+    producers: dict[object, str] = {}
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            producers[output.grad_fn] = names[module]
+
+    hooks = [module.register_forward_hook(record) for module in names]
+    try:
+        with torch.enable_grad():
+            out = network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found, stack = set(), [out]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.grad_fn in producers:
+                found.add(producers[item.grad_fn])
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
+
+
+def protected_layers(network: nn.Module, graph: object, example: torch.Tensor) -> list[str]:
+    """Layers whose output channels stay: those writing a network output or 1-channel maps.
+
+    A layer writes an output when the network returns its result as is (PReNet's ablations,
+    GCANet) or when a path from it reaches a traced output without passing another
+    convolution or linear layer (e.g. ``post(x) + input``). It writes 1-channel maps when it
+    has one output channel, or when its result is only read one channel at a time (GCANet's
+    gate convolution: three gates ``g[:, 0:1]``, ``g[:, 1:2]``, ``g[:, 2:3]``).
     """
-    tp = _tp()
+    tp = torch_pruning()
     names = {module: name for name, module in network.named_modules()}
-    protected: set[str] = set()
+    protected = _layers_returning_outputs(network, example)
     for module, name in names.items():
         if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == 1 \
                 or isinstance(module, nn.Linear) and module.out_features == 1:
             protected.add(name)
-    stack = [node for node in graph.module2node.values() if node.type == tp.ops.OPTYPE.OUTPUT]
+    stack = []
+    for node in graph.module2node.values():
+        if _is_root(node.module) and node.module in names and node.outputs \
+                and all(out.type == tp.ops.OPTYPE.SLICE and _single_channel_slice(out)
+                        for out in node.outputs):
+            protected.add(names[node.module])
+        elif node.type == tp.ops.OPTYPE.OUTPUT:
+            stack.append(node)
     seen: set[int] = set()
     while stack:
         node = stack.pop()
@@ -195,13 +192,15 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         network: the bare network (not modified).
         example: tracing input (:func:`trace_input`).
         allocator: ``lamp`` scores channels with LAMP normalisation, the others with the
-            group-mean-normalised L2 magnitude.
+            group-mean-normalised L2 magnitude (``adaptive`` replaces these scores by
+            measured drift, :func:`~dreamprune_cli.prune.channel_drift.adaptive_scores`,
+            and keeps the magnitude order).
         exclude: module-name globs whose output channels stay too (``--exclude``).
 
     Raises:
         UsageError: an exclusion glob that matches no convolution or linear layer.
     """
-    tp = _tp()
+    tp = torch_pruning()
     network = copy.deepcopy(network).eval()
     unshare_modules(network)
     graph = build_graph(network, example)
@@ -211,7 +210,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         if not any(matches(name, [pattern]) for name in roots):
             raise UsageError(f"$exclude {pattern!r}: matches no Conv2d/ConvTranspose2d/Linear "
                              f"layer (their names look like: {', '.join(roots[:4])}, ...)")
-    protected = protected_layers(network, graph)
+    protected = protected_layers(network, graph, example)
     kept_names = set(protected) | {n for n in roots if matches(n, list(exclude))}
     modules = dict(network.named_modules())
     ignored = [modules[n] for n in sorted(kept_names)]
@@ -253,12 +252,20 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     return groups, sorted(kept_names | set(refused))
 
 
-def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]] | None:
+def _run(network: nn.Module, example: torch.Tensor) -> tuple[list[tuple[int, ...]] | None, str]:
+    """The shapes of ``network``'s outputs on ``example``, or ``None`` and why it failed
+    (naming the layer whose forward raised; with a hint when that layer is not PyTorch's)."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), failing_layer(network) as where:
             out = network(example)
-    except Exception:  # a pruned network that no longer runs
-        return None
+    except Exception as exc:  # a pruned network that no longer runs
+        modules = dict(network.named_modules())
+        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if not where or where[-1] not in modules:
+            return None, message
+        cls = type(modules[where[-1]])
+        hint = "" if cls.__module__.startswith("torch.") else _CHANNELWISE_HINT
+        return None, f"in layer {where[-1]} ({cls.__name__}): {message}{hint}"
     flat: list[torch.Tensor] = []
     stack = [out]
     while stack:
@@ -267,7 +274,7 @@ def _output_shapes(network: nn.Module, example: torch.Tensor) -> list[tuple[int,
             flat.append(item)
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-    return [tuple(t.shape) for t in flat]
+    return [tuple(t.shape) for t in flat], ""
 
 
 def shape_copy(network: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
@@ -276,13 +283,15 @@ def shape_copy(network: nn.Module, example: torch.Tensor) -> tuple[nn.Module, to
     Candidates are only counted and checked for output shapes, which a network whose
     parameters are meta tensors (shapes without storage) gives without arithmetic and without
     a second copy of the weights in memory; pruning functions slice meta tensors alike.
-    Networks with an operation that has no meta kernel get a real copy (and ``example``).
-    Returns the copy and the example to run it on.
+    Networks with an operation that has no meta kernel get the real network (and ``example``;
+    :func:`apply_channel_counts` copies it before pruning). Returns the copy and the example
+    to run it on.
     """
     with weights_on_meta(network):
         skeleton = copy.deepcopy(network).eval()
     meta_example = example.to("meta")
-    if _output_shapes(skeleton, meta_example) == _output_shapes(network, example):
+    shapes, _ = _run(skeleton, meta_example)
+    if shapes is not None and shapes == _run(network, example)[0]:
         return skeleton, meta_example
     log.debug("channel pruning: the network does not run on the meta device; trying "
               "candidates on real copies")
@@ -296,38 +305,47 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     Each group is thinned to half its channels (all together first, then halves of the list
     of groups where that fails, down to single groups): a group whose removal breaks the
     forward pass or changes an output's shape is one the library mis-traced (e.g. a channel
-    slice it miscounts); it is kept whole and named in the log.
+    slice it miscounts, a parameter outside standard layers whose channel dimension it
+    guesses wrong); it is kept whole and named in the log with the layer that failed.
     """
-    expected = _output_shapes(network, example)
+    expected, _ = _run(network, example)
     trial, trial_example = shape_copy(network, example)
+    reasons: dict[int, str] = {}
 
-    def survives(kept: list[int]) -> bool:
+    def survives(kept: list[int]) -> str:
+        """Why thinning to ``kept`` breaks the network ("" if it does not)."""
         try:
             thinner = apply_channel_counts(trial, groups, kept)
-        except Exception:  # the library failed to remove them
-            return False
-        return _output_shapes(thinner, trial_example) == expected
+        except Exception as exc:  # the library's pruning functions failed to remove them
+            return f"Torch-Pruning failed: {type(exc).__name__}: {exc}"
+        shapes, reason = _run(thinner, trial_example)
+        if shapes is None:
+            return reason
+        return "" if shapes == expected else f"output shapes {shapes}, expected {expected}"
 
     half = [max(1, g.channels - g.channels // 2) for g in groups]
 
     def failing(indices: list[int]) -> list[int]:
         """The groups among ``indices`` whose thinning breaks the network (halving)."""
         kept = [half[i] if i in indices else g.channels for i, g in enumerate(groups)]
-        if survives(kept):
+        reason = survives(kept)
+        if not reason:
             return []
         if len(indices) == 1:
+            reasons[indices[0]] = reason
             return indices
         middle = len(indices) // 2
         found = failing(indices[:middle]) + failing(indices[middle:])
-        return found or indices  # only together do they fail: keep them all whole
+        if not found:  # only together do they fail: keep them all whole
+            reasons.update({i: reason for i in indices})
+        return found or indices
 
-    bad = set(failing(list(range(len(groups))))) if groups else set()
+    bad = sorted(set(failing(list(range(len(groups)))))) if groups else []
     working = [g for i, g in enumerate(groups) if i not in bad]
-    refused = [g.root for i, g in enumerate(groups) if i in bad]
-    if refused:
-        log.warning("channel pruning: %d groups are kept whole because Torch-Pruning "
-                    "mis-traces them (roots: %s)", len(refused), ", ".join(refused[:8])
-                    + (", ..." if len(refused) > 8 else ""))
+    refused = [groups[i].root for i in bad]
+    for i in bad:
+        log.warning("channel pruning: the group of %s is kept whole: removing its channels "
+                    "breaks the network (%s)", groups[i].root, reasons.get(i, "?"))
     return working, refused
 
 
@@ -338,7 +356,8 @@ def apply_channel_counts(network: nn.Module, groups: Sequence[ChannelGroup],
     No new trace: every group's layers lose the channels that follow its dropped root
     channels, by the steps recorded when the unpruned network was traced once
     (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`). ``network`` must be the
-    unpruned network the groups were found on (or a copy of it, e.g. on the meta device).
+    unpruned network the groups were found on (or a copy of it, e.g. on the meta device); the
+    copy keeps its real weights when ``network`` has them.
 
     Raises:
         ValueError: ``kept`` and ``groups`` differ in length.
@@ -364,6 +383,7 @@ class ChannelPlan:
         macs, macs_dense: counted MACs of the result and of the teacher.
         within_tolerance: whether the target was met within :data:`CHANNEL_TOLERANCE`.
         tried: MAC fractions evaluated during the bisection (for reports).
+        drift: the groups' drift curves (``adaptive`` only).
     """
 
     network: nn.Module
@@ -375,6 +395,7 @@ class ChannelPlan:
     macs_dense: int
     within_tolerance: bool
     tried: list[tuple[float, float]] = field(default_factory=list)
+    drift: ChannelDrift | None = None
 
     @property
     def macs_ratio(self) -> float:
@@ -400,14 +421,31 @@ def round_kept(kept: int, channels: int, least: int, multiple: int) -> int:
     return min(rounded, channels)
 
 
+def _next_count(kept: int, channels: int, least: int, multiple: int, step: int) -> int | None:
+    """The next count a refinement step reaches from ``kept``: one channel fewer (``step``
+    -1) or more (+1), or the next multiple of ``multiple`` below or above for a group wider
+    than it (up to ``channels``, the group kept whole); ``None`` outside ``[least, channels]``.
+    """
+    if multiple <= 1 or channels <= multiple:
+        following = kept + step
+    elif step < 0:
+        following = (kept - 1) // multiple * multiple
+        if following < math.ceil(least / multiple) * multiple:
+            return None
+    else:
+        following = min(channels, (kept // multiple + 1) * multiple)
+    return following if least <= following <= channels and following != kept else None
+
+
 def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
                    min_keep: float, multiple: int = 1) -> list[int]:
     """Channels kept per group when the allocator prunes the fraction ``ratio``.
 
-    ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global`` and
-    ``lamp``: the ``round(ratio * total)`` lowest-scored channels of all groups leave. A group
-    keeps at least ``max(1, ceil(min_keep * n))`` channels either way, and with ``multiple``
-    above 1 a multiple of it (:func:`round_kept`).
+    ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global``,
+    ``lamp`` and ``adaptive``: the ``round(ratio * total)`` lowest-scored channels of all
+    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel_drift.
+    adaptive_scores`). A group keeps at least ``max(1, ceil(min_keep * n))`` channels either
+    way, and with ``multiple`` above 1 a multiple of it (:func:`round_kept`).
     """
     least = [_least_kept(g, min_keep) for g in groups]
     if multiple > 1:
@@ -417,7 +455,7 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
     if allocator == "uniform":
         return [max(low, g.channels - math.floor(ratio * g.channels + 1e-9))
                 for g, low in zip(groups, least)]
-    if allocator not in ("global", "lamp"):
+    if allocator not in ("global", "lamp", "adaptive"):
         raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
                          f"{', '.join(CHANNEL_ALLOCATORS)}")
     candidates = sorted((score, i) for i, g in enumerate(groups)
@@ -434,7 +472,10 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                       exclude: Sequence[str] = (), model_name: str = "model",
                       iterations: int = 40, refine_groups: int = 64,
                       refine_steps: int = 16, refine_evaluations: int = 48,
-                      multiple: int = 1) -> ChannelPlan:
+                      calibration: torch.Tensor | None = None,
+                      wrap: Callable[[nn.Module], nn.Module] | None = None,
+                      keep_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
+                      progress: ProgressSink | None = None, multiple: int = 1) -> ChannelPlan:
     """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
 
     The network is traced once (:func:`channel_groups`). Bisection on the allocator's pruning
@@ -443,15 +484,24 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     ``input_size``; only the chosen one is built from the real weights. When the two candidates
     around the target both miss it by more than 1% (narrow networks: one channel is a large
     step) and the network has at most ``refine_groups`` groups, single channels are then
-    taken from one group at a time (at most ``refine_steps`` steps and
-    ``refine_evaluations`` counted candidates), each where the count lands closest to the
-    target without passing 1% below it. The returned plan is the candidate closest to the target.
+    taken from one group at a time, each where the count lands closest to the
+    target without passing 1% below it, and if that fails, given back one group at a time
+    from the candidate below the target, each where it lands closest without passing 1%
+    above it (each direction at most ``refine_steps`` steps and ``refine_evaluations``
+    counted candidates). The returned plan is the candidate closest to the target.
     With ``multiple`` above 1 every group wider than it keeps a multiple of it
-    (:func:`round_kept`; steps of that many channels, so the target is met more coarsely).
+    (:func:`round_kept`; refinement steps of that many channels, so the target is met more
+    coarsely).
+
+    ``adaptive`` first measures every group's drift curve on ``calibration`` (``(B, 3, H, W)``
+    in [0, 1]; the thinner copies are built from the real weights of ``network`` with the
+    one trace's record and called through ``wrap``, bare network -> module taking RGB
+    images) at ``keep_levels``, once the target is known to be reachable.
 
     Raises:
         UsageError: unknown allocator, a target outside (0, 1], no prunable group, or a target
             below the smallest reachable fraction (named).
+        ValueError: ``adaptive`` without ``calibration`` or ``wrap``; ``multiple`` below 1.
     """
     if allocator not in CHANNEL_ALLOCATORS:
         raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
@@ -459,6 +509,10 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     if not (0.0 < flops_target <= 1.0):
         raise UsageError(f"$flops_target {flops_target!r}: expected a fraction of the MACs to "
                          "keep in (0, 1], e.g. 0.58")
+    if allocator == "adaptive" and (calibration is None or wrap is None):
+        raise ValueError("the adaptive channel allocator needs calibration images and wrap")
+    if multiple < 1:
+        raise ValueError(f"multiple: expected a channel count of at least 1, got {multiple}")
     dense = count_costs(network, input_size).macs_dense
     groups, protected = channel_groups(network, example, allocator, exclude)
     if not groups and flops_target < 1.0:
@@ -469,18 +523,19 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     trial, _ = shape_copy(network, example)
     cache: dict[tuple[int, ...], int] = {}
 
-    def macs_of(kept: tuple[int, ...]) -> int:
+    def counted(kept: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
         if kept not in cache:
             cache[kept] = count_costs(apply_channel_counts(trial, groups, kept), input_size).macs
-        return cache[kept]
+        return kept, cache[kept]
 
     def evaluate(ratio: float) -> tuple[tuple[int, ...], int]:
-        kept = tuple(kept_for_ratio(groups, allocator, ratio, min_keep, multiple))
-        return kept, macs_of(kept)
+        return counted(tuple(kept_for_ratio(groups, allocator, ratio, min_keep, multiple)))
 
     goal = flops_target * dense
-    full = evaluate(0.0)
-    smallest = evaluate(1.0)
+    least = [_least_kept(g, min_keep) for g in groups]
+    # what ratio 1 keeps, whatever the allocator
+    smallest = counted(tuple(round_kept(low, g.channels, low, multiple)
+                             for g, low in zip(groups, least)))
     if smallest[1] > goal * (1 + CHANNEL_TOLERANCE):
         reachable = math.ceil(smallest[1] / dense * 1e4) / 1e4
         raise UsageError(
@@ -488,6 +543,15 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
             f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
             f"of the MACs; the smallest reachable F is {reachable:.4f}")
+    drift = None
+    if allocator == "adaptive" and flops_target < 1.0:
+        assert calibration is not None and wrap is not None
+        drift = measure_channel_drift(
+            network, example, groups, least,
+            lambda kept: apply_channel_counts(network, groups, kept), wrap,
+            calibration, keep_levels, progress)
+        groups = adaptive_scores(groups, drift)
+    full = evaluate(0.0)
     low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
     tried = [(0.0, full[1] / dense), (1.0, smallest[1] / dense)]
     if full[1] <= goal:
@@ -507,33 +571,40 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within and len(groups) <= refine_groups:
         # The ratio's steps are coarse (one channel of a narrow group can be several percent
-        # of the MACs): from the candidate above the target, take single channels from one
-        # group at a time, each time the step that lands closest to the target without
-        # passing below the tolerance.
-        least = [_least_kept(g, min_keep) for g in groups]
-        current = low[1]
-        floor_macs = goal * (1 - CHANNEL_TOLERANCE)
-        budget = refine_evaluations
-        for _ in range(refine_steps):
-            options = []
-            for i in range(len(groups)):
-                step = multiple if groups[i].channels > multiple > 1 else 1
-                if current[0][i] - step < least[i]:
-                    continue
-                candidate = tuple(k - step * (j == i) for j, k in enumerate(current[0]))
-                if candidate not in cache:
-                    budget -= 1
-                    if budget < 0:
-                        break
-                if macs_of(candidate) >= floor_macs:
-                    options.append((candidate, cache[candidate]))
-            if not options:
-                break
-            current = min(options, key=lambda o: o[1])
-            tried.append((ratio, current[1] / dense))
-            if abs(current[1] - goal) < abs(macs - goal):
-                kept, macs = current
-            if current[1] <= goal * (1 + CHANNEL_TOLERANCE):
+        # of the MACs): from the candidate above the target, take single channels (or one
+        # multiple) from one group at a time, each time the step that lands closest to the
+        # target without passing below the tolerance; if that ends outside it, give them
+        # back from the candidate below the target the same way (the largest step that stays
+        # within the tolerance above).
+        bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
+        for step, start in ((-1, low[1]), (1, high[1])):
+            current = start
+            budget = refine_evaluations
+            for _ in range(refine_steps):
+                options = []
+                for i, group in enumerate(groups):
+                    following = _next_count(current[0][i], group.channels, least[i], multiple,
+                                            step)
+                    if following is None:
+                        continue
+                    candidate = tuple(following if j == i else k
+                                      for j, k in enumerate(current[0]))
+                    if candidate not in cache:
+                        budget -= 1
+                        if budget < 0:
+                            break
+                    option = counted(candidate)
+                    if (option[1] >= bounds[0]) if step < 0 else (option[1] <= bounds[1]):
+                        options.append(option)
+                if not options:
+                    break
+                current = (min if step < 0 else max)(options, key=lambda o: o[1])
+                tried.append((ratio, current[1] / dense))
+                if abs(current[1] - goal) < abs(macs - goal):
+                    kept, macs = current
+                if bounds[0] <= current[1] <= bounds[1]:
+                    break
+            if abs(macs - goal) <= CHANNEL_TOLERANCE * goal:
                 break
         within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within:
@@ -545,4 +616,4 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     macs = count_costs(pruned, input_size).macs
     return ChannelPlan(network=pruned, groups=groups, kept=list(kept), protected=protected,
                        scalar=ratio, macs=macs, macs_dense=dense, within_tolerance=within,
-                       tried=tried)
+                       tried=tried, drift=drift)

@@ -235,8 +235,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         if resume:
             log.info("resuming: %s holds no pruned student yet; pruning", out_dir)
         calibration = None  # pruning then uses synthetic images of the model's task
-        if allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
-                and pr.granularity == "unstructured":
+        if allocator == "adaptive" and s.pipeline.calibration_source == "dreams":
             tick = time.perf_counter()
             calibration = dream_images(teacher_adapter, ctx.clean_source,
                                        ctx.schedule.batch_size, s.pipeline.calibration_steps,

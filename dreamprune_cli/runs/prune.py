@@ -74,7 +74,11 @@ def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torc
     allocator = allocator_for(resolved)
     if pr.granularity == "channel":
         return prune_channels(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
-                              exclude=pr.exclude, min_keep=pr.min_keep)
+                              exclude=pr.exclude, min_keep=pr.min_keep,
+                              calibration=calibration,
+                              calibration_count=pr.calibration_count,
+                              calibration_size=pr.calibration_size, seed=seed,
+                              progress=progress)
     return prune_model(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
                        exclude=pr.exclude, calibration=calibration,
                        use_default_exclude=pr.default_exclude, device=device,

@@ -30,7 +30,9 @@ def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path:
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["granularity"] == "channel" and data["allocator"] == "lamp"
+    # the allocator's default, adaptive, has a channel form: drift measured per group
+    assert data["granularity"] == "channel" and data["allocator"] == "adaptive"
+    assert data["details"]["drift"]["groups"] and data["details"]["drift"]["images"] == 4
     assert abs(data["macs_ratio"] - 0.6) <= 0.01 * 0.6 or not data["details"]["within_tolerance"]
     assert set(data["files"]) == {"student", "report"}
     student = out / "student.safetensors"
@@ -65,7 +67,7 @@ def test_channel_refuses_an_explicit_allocator_without_channel_form(runner,
                                                                      tmp_path: Path) -> None:
     weights = _ffa_weights(tmp_path)
     result = runner.invoke(app, ["prune", "--weights", str(weights),
-                                 "--granularity", "channel", "--allocator", "adaptive",
+                                 "--granularity", "channel", "--allocator", "erk",
                                  "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and "--granularity channel" in result.output
     bad = runner.invoke(app, ["prune", "--weights", str(weights),
@@ -85,7 +87,9 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     data = json.loads(result.stdout)
     assert data["params_student"] < data["params_teacher"]
     report = json.loads((out / "report.json").read_text())
-    assert report["granularity"] == "channel" and report["allocator"] == "lamp"
+    assert report["granularity"] == "channel" and report["allocator"] == "adaptive"
+    # the adaptive channel allocator measured its drift on calibration dreams
+    assert "calibration_dreams" in report["phases"] and report["prune"]["details"]["drift"]
     assert not (out / "masks.safetensors").exists()
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity == "channel"
@@ -95,3 +99,88 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
                          + ["--resume", str(out), "--json"])
     assert more.exit_code == 0, more.output
     assert json.loads(more.stdout)["steps"] == 3
+
+
+@pytest.mark.parametrize("name", ["prenet", "gcanet"])
+def test_pipeline_channel_on_prenet_and_gcanet(runner, tmp_path: Path, name: str) -> None:
+    """The recurrent PReNet (LSTM gates) and GCANet (4-channel input, smoothed dilated
+    blocks, gated fusion) through the whole channel method; the student reloads alone."""
+    from dreamprune_cli.models.checkpoint import save_safetensors
+    from dreamprune_cli.models.registry import build_model, model_config
+
+    torch.manual_seed(0)
+    overrides = {"channels": 8} if name == "prenet" else {}
+    teacher = build_model(name, "tiny", **overrides)
+    weights = save_safetensors(tmp_path / f"{name}.safetensors", teacher.state_dict(), name,
+                               model_config(name, "tiny", **overrides))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["--json", "pipeline", "--model", name, "--weights",
+                                 str(weights), "--flops-target", "0.58", "--granularity",
+                                 "channel", "--steps", "2", "--flops-size", "32",
+                                 "--out", str(out), *TINY[2:]])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["macs_ratio"] == pytest.approx(0.58, rel=0.01)
+    assert report["params_student"] < report["params_teacher"]
+    student = load_model(None, weights=out / "student.safetensors")
+    assert student.name == name and student.granularity == "channel"
+
+
+USER_MODEL = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SharedSmooth(nn.Module):
+    """One 3x3 kernel shared by every channel (like GCANet's ShareSepConv)."""
+    {declare}
+
+    def __init__(self):
+        super().__init__()
+        kernel = torch.zeros(1, 1, 3, 3)
+        kernel[0, 0, 1, 1] = 1.0
+        self.weight = nn.Parameter(kernel)
+
+    def forward(self, x):
+        c = x.shape[1]
+        return F.conv2d(x, self.weight.expand(c, 1, 3, 3).contiguous(), None, 1, 1, 1, c)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 16, 3, padding=1)
+        self.smooth = SharedSmooth()
+        self.body = nn.Conv2d(16, 16, 3, padding=1)
+        self.tail = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = F.relu(self.body(self.smooth(F.relu(self.head(x)))))
+        return self.tail(y) + x
+'''
+
+
+def test_custom_layer_the_graph_mishandles_is_named(runner, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.py"
+    plain.write_text(USER_MODEL.format(declare=""))
+    declared = tmp_path / "declared.py"
+    declared.write_text(USER_MODEL.format(declare="preserves_channels = True"))
+    args = ["prune", "--granularity", "channel", "--flops-target", "0.5", "--flops-size", "32"]
+    # (a layer the library cannot trace at all is an error naming it: tests/prune/test_tracing)
+    # a shared-kernel layer the library prunes wrongly: its group is kept whole, named
+    kept = runner.invoke(app, [*args, "--model", f"{plain}:Net", "--out", str(tmp_path / "b")])
+    assert kept.exit_code == 0, kept.output
+    assert "group of head is kept whole" in kept.output
+    assert "in layer smooth (SharedSmooth)" in kept.output
+    assert "preserves_channels = True" in kept.output
+    # declared channel-preserving: the trunk is pruned through it
+    done = runner.invoke(app, [*args, "--model", f"{declared}:Net", "--out",
+                               str(tmp_path / "c"), "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["macs_ratio"] == pytest.approx(0.5, rel=0.02)
+    assert "kept whole" not in done.stderr
+    student = load_model(f"{declared}:Net", weights=tmp_path / "c" / "student.safetensors")
+    assert student.network.head.out_channels < 16
+    assert tuple(student.network.smooth.weight.shape) == (1, 1, 3, 3)
