@@ -116,8 +116,8 @@ def test_pipeline_channel_on_prenet_and_gcanet(runner, tmp_path: Path, name: str
     out = tmp_path / "run"
     result = runner.invoke(app, ["--json", "pipeline", "--model", name, "--weights",
                                  str(weights), "--flops-target", "0.58", "--granularity",
-                                 "channel", "--steps", "2", "--flops-size", "32",
-                                 "--out", str(out), *TINY[2:]])
+                                 "channel", "--allocator", "lamp", "--steps", "2",
+                                 "--flops-size", "32", "--out", str(out), *TINY[2:]])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["macs_ratio"] == pytest.approx(0.58, rel=0.01)
@@ -166,7 +166,8 @@ def test_custom_layer_the_graph_mishandles_is_named(runner, tmp_path: Path) -> N
     plain.write_text(USER_MODEL.format(declare=""))
     declared = tmp_path / "declared.py"
     declared.write_text(USER_MODEL.format(declare="preserves_channels = True"))
-    args = ["prune", "--granularity", "channel", "--flops-target", "0.5", "--flops-size", "32"]
+    args = ["prune", "--granularity", "channel", "--allocator", "lamp", "--flops-target", "0.5",
+            "--flops-size", "32"]
     # (a layer the library cannot trace at all is an error naming it: tests/prune/test_tracing)
     # a shared-kernel layer the library prunes wrongly: its group is kept whole, named
     kept = runner.invoke(app, [*args, "--model", f"{plain}:Net", "--out", str(tmp_path / "b")])
