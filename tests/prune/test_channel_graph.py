@@ -12,7 +12,8 @@ from torch import nn
 from dreamprune_cli.models.registry import build_model, get_model_info
 from dreamprune_cli.models.resize import unshare_modules
 from dreamprune_cli.prune.channel_graph import GroupStep, indexed_graph_class, remove_channels
-from dreamprune_cli.prune.channels import (ChannelGroup, apply_channel_counts, build_graph,
+from dreamprune_cli.prune.channels import (ChannelGroup, _next_count, allocate_channels,
+                                           apply_channel_counts, build_graph,
                                            channel_groups, kept_for_ratio, round_kept,
                                            shape_copy, trace_input)
 
@@ -146,3 +147,42 @@ def test_kept_for_ratio_keeps_multiples_of_the_channel_multiple() -> None:
     assert kept_for_ratio(groups, "uniform", 0.3, 0.1) == [45, 6]
     assert kept_for_ratio(groups, "uniform", 0.3, 0.1, multiple=16) == [48, 6]
     assert kept_for_ratio(groups, "uniform", 0.4, 0.1, multiple=16) == [32, 5]
+
+
+@pytest.mark.parametrize(("kept", "channels", "least", "multiple", "step", "expected"), [
+    (48, 64, 7, 16, 1, 64),     # up to the next multiple
+    (48, 64, 7, 16, -1, 32),    # down to the previous one
+    (16, 64, 7, 16, -1, None),  # 0 would be below least rounded up (16)
+    (64, 100, 10, 16, 1, 80),
+    (96, 100, 10, 16, 1, 100),  # the group kept whole is the last step up
+    (100, 100, 10, 16, -1, 96),
+    (5, 8, 1, 16, -1, 4),       # no wider than the multiple: single channels
+    (8, 8, 1, 1, 1, None),      # already whole
+    (1, 8, 1, 1, -1, None),     # already at least
+])
+def test_refinement_steps_move_by_the_channel_multiple(kept: int, channels: int, least: int,
+                                                       multiple: int, step: int,
+                                                       expected: int | None) -> None:
+    assert _next_count(kept, channels, least, multiple, step) == expected
+
+
+def test_adaptive_allocation_with_a_multiple_keeps_real_weights() -> None:
+    """Drift measured on copies with the real weights; every wider group keeps a multiple;
+    the plan's student is the trace-once removal from the real network."""
+    from dreamprune_cli.models.adapter import RestorationAdapter
+    from dreamprune_cli.models.registry import get_model_info as info_of
+
+    network, example = _tiny("ffa")
+    info = info_of("ffa")
+    images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    plan = allocate_channels(network, example, (3, 32, 32), 0.6, "adaptive", multiple=4,
+                             calibration=images, wrap=lambda n: RestorationAdapter(n, info),
+                             keep_levels=(0.5,))
+    assert plan.drift is not None and len(plan.drift.groups) == len(plan.groups)
+    assert any(d > 0 for curve in plan.drift.groups for d in curve.drift[1:])  # real weights
+    for group, kept in zip(plan.groups, plan.kept):
+        assert kept == group.channels or group.channels <= 4 or kept % 4 == 0
+    again = apply_channel_counts(network, plan.groups, plan.kept)
+    with torch.no_grad():
+        assert torch.equal(plan.network(example), again(example))
+    assert all(p.device.type == "cpu" for p in plan.network.parameters())
