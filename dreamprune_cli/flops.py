@@ -207,7 +207,7 @@ def _first_tensor(value: object) -> torch.Tensor | None:
 
 
 @contextmanager
-def _weights_on_meta(model: nn.Module) -> Iterator[None]:
+def weights_on_meta(model: nn.Module) -> Iterator[None]:
     """Temporarily swap every parameter and buffer for a meta tensor of the same shape.
 
     Done module by module (not with ``functional_call``) so that shared modules and
@@ -249,7 +249,7 @@ def _meta_shapes(model: nn.Module, input_size: tuple[int, ...],
     try:
         with torch.no_grad():
             try:
-                with _weights_on_meta(model):
+                with weights_on_meta(model):
                     model(torch.zeros((1, *input_size), device="meta"))
             except RuntimeError:  # includes ops without a meta kernel
                 for values in calls.values():

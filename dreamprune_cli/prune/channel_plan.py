@@ -74,7 +74,7 @@ def _positions(module: nn.Module, macs_dense: int) -> int:
 
 def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
                    flops_size: int = 256, exclude: Sequence[str] = (),
-                   min_keep: float = DEFAULT_MIN_KEEP,
+                   min_keep: float = DEFAULT_MIN_KEEP, channel_multiple: int = 1,
                    calibration: torch.Tensor | None = None, calibration_count: int = 4,
                    calibration_size: int = 64, seed: int = 0,
                    keep_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
@@ -90,6 +90,9 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
             ``size_multiple``).
         exclude: module-name globs whose output channels are kept (``--exclude``).
         min_keep: every group keeps at least this fraction of its channels (and one).
+        channel_multiple: every group wider than this keeps a multiple of it (1: any count;
+            16 suits CPU convolution kernels, see
+            :func:`~dreamprune_cli.prune.channels.round_kept`).
         calibration: ``(B, 3, H, W)`` degraded images in [0, 1] on which ``adaptive``
             measures drift (on the CPU); ``None`` uses ``calibration_count`` synthetic images
             of side ``calibration_size`` of the model's task, seeded by ``seed``.
@@ -122,7 +125,8 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
                              flops_target, allocator, min_keep, exclude, loaded.name,
                              calibration=calibration,
                              wrap=lambda network: RestorationAdapter(network, loaded.info),
-                             keep_levels=keep_levels, progress=progress)
+                             keep_levels=keep_levels, progress=progress,
+                             multiple=channel_multiple)
     student_network = plan.network.eval()
     for parameter in student_network.parameters():
         parameter.requires_grad_(True)
@@ -150,6 +154,7 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     details = {
         "granularity": "channel",
         "tolerance": CHANNEL_TOLERANCE,
+        "channel_multiple": channel_multiple,
         "within_tolerance": plan.within_tolerance,
         "protected_layers": plan.protected,
         "groups": [{"root": g.root, "layers": g.layers, "channels": g.channels, "kept": k}

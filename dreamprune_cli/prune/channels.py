@@ -3,14 +3,18 @@
 Whole output channels are removed, together with the matching inputs of every layer that
 consumes them: Torch-Pruning (``torch_pruning``) traces the network, couples the layers that
 must lose the same channels (residual additions, concatenations, attention products) into
-*groups*, ranks each group's channels with its importance criteria and performs the removal
-(:meth:`torch_pruning.dependency.Group.prune`). This module decides how many channels each
+*groups*, ranks each group's channels with its importance criteria, and its pruning
+functions perform the removal (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`).
+This module decides how many channels each
 group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
 reads the target.
 
 The library's graph is built and corrected by :func:`dreamprune_cli.prune.tracing.build_graph`
 (channel-broadcast products, concatenations with untraced operands, channel-preserving
-layers). A convolution that writes an output of the network (the restored image) or a
+layers; groups found by the indexed search of
+:func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class`). The network is traced once:
+each group records its layers' indices (:class:`~dreamprune_cli.prune.channel_graph.GroupStep`)
+and every candidate is pruned from that record (:func:`apply_channel_counts`). A convolution that writes an output of the network (the restored image) or a
 1-channel map keeps its output channels (:func:`protected_layers`); nothing else is kept
 dense.
 
@@ -42,9 +46,10 @@ import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.flops import count_costs
+from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.prune.channel_graph import GroupStep, group_steps, remove_channels
 from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
                                                 adaptive_scores, measure_channel_drift)
 from dreamprune_cli.prune.masks import matches
@@ -167,6 +172,8 @@ class ChannelGroup:
         channels: channels in the group.
         order: channel indices, least important first.
         scores: importance of each channel (index order), normalised within the group.
+        steps: every coupled layer's indices per root channel, from the one trace of the
+            unpruned network (:func:`apply_channel_counts` removes channels with them).
     """
 
     root: str
@@ -174,6 +181,7 @@ class ChannelGroup:
     channels: int
     order: list[int]
     scores: list[float]
+    steps: tuple[GroupStep, ...] = ()
 
 
 def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "uniform",
@@ -208,12 +216,20 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
     ignored = [modules[n] for n in sorted(kept_names)]
     importance = tp.importance.LAMPImportance(p=2) if allocator == "lamp" \
         else tp.importance.GroupMagnitudeImportance(p=2)
+    ids = {id(module): name for name, module in network.named_modules()}
+    ids.update({id(p): name for name, p in network.named_parameters()})
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored,
                                       root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
         root_module = group[0].dep.target.module
         if getattr(root_module, "groups", 1) > 1:
             log.debug("skipping the grouped convolution %s", names.get(root_module))
+            continue
+        if not getattr(group, "complete", True):  # index mappings that never close
+            log.warning("channel pruning: the group of %s is kept whole (Torch-Pruning's "
+                        "index mappings around it do not close: it mis-traces a channel "
+                        "slice)", names.get(root_module))
+            kept_names.add(names[root_module])
             continue
         try:
             with torch.no_grad():
@@ -231,7 +247,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         order = torch.sort(scores, stable=True).indices.tolist()
         groups.append(ChannelGroup(root=names[root_module], layers=layers,
                                    channels=int(scores.numel()), order=order,
-                                   scores=scores.tolist()))
+                                   scores=scores.tolist(), steps=tuple(group_steps(group, ids))))
     groups, refused = _working_groups(network, example, groups)
     return groups, sorted(kept_names | set(refused))
 
@@ -261,6 +277,27 @@ def _run(network: nn.Module, example: torch.Tensor) -> tuple[list[tuple[int, ...
     return [tuple(t.shape) for t in flat], ""
 
 
+def shape_copy(network: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """A copy of ``network`` for trying candidates: on the meta device when it runs there.
+
+    Candidates are only counted and checked for output shapes, which a network whose
+    parameters are meta tensors (shapes without storage) gives without arithmetic and without
+    a second copy of the weights in memory; pruning functions slice meta tensors alike.
+    Networks with an operation that has no meta kernel get the real network (and ``example``;
+    :func:`apply_channel_counts` copies it before pruning). Returns the copy and the example
+    to run it on.
+    """
+    with weights_on_meta(network):
+        skeleton = copy.deepcopy(network).eval()
+    meta_example = example.to("meta")
+    shapes, _ = _run(skeleton, meta_example)
+    if shapes is not None and shapes == _run(network, example)[0]:
+        return skeleton, meta_example
+    log.debug("channel pruning: the network does not run on the meta device; trying "
+              "candidates on real copies")
+    return network, example
+
+
 def _working_groups(network: nn.Module, example: torch.Tensor,
                     groups: list[ChannelGroup]) -> tuple[list[ChannelGroup], list[str]]:
     """The groups whose removal the network survives, and the roots of those it does not.
@@ -272,15 +309,16 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     guesses wrong); it is kept whole and named in the log with the layer that failed.
     """
     expected, _ = _run(network, example)
+    trial, trial_example = shape_copy(network, example)
     reasons: dict[int, str] = {}
 
     def survives(kept: list[int]) -> str:
         """Why thinning to ``kept`` breaks the network ("" if it does not)."""
         try:
-            thinner = apply_channel_counts(network, example, groups, kept)
-        except Exception as exc:  # the library failed to remove them
+            thinner = apply_channel_counts(trial, groups, kept)
+        except Exception as exc:  # the library's pruning functions failed to remove them
             return f"Torch-Pruning failed: {type(exc).__name__}: {exc}"
-        shapes, reason = _run(thinner, example)
+        shapes, reason = _run(thinner, trial_example)
         if shapes is None:
             return reason
         return "" if shapes == expected else f"output shapes {shapes}, expected {expected}"
@@ -311,24 +349,25 @@ def _working_groups(network: nn.Module, example: torch.Tensor,
     return working, refused
 
 
-def apply_channel_counts(network: nn.Module, example: torch.Tensor,
-                         groups: Sequence[ChannelGroup], kept: Sequence[int]) -> nn.Module:
+def apply_channel_counts(network: nn.Module, groups: Sequence[ChannelGroup],
+                         kept: Sequence[int]) -> nn.Module:
     """A copy of ``network`` in which group ``i`` keeps its ``kept[i]`` most important channels.
 
-    The copy is traced anew and pruned by the library group by group.
+    No new trace: every group's layers lose the channels that follow its dropped root
+    channels, by the steps recorded when the unpruned network was traced once
+    (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`). ``network`` must be the
+    unpruned network the groups were found on (or a copy of it, e.g. on the meta device); the
+    copy keeps its real weights when ``network`` has them.
+
+    Raises:
+        ValueError: ``kept`` and ``groups`` differ in length.
     """
+    if len(kept) != len(groups):
+        raise ValueError(f"kept: {len(kept)} counts for {len(groups)} groups")
     network = copy.deepcopy(network).eval()
     unshare_modules(network)
-    graph = build_graph(network, example)
-    modules = dict(network.named_modules())
-    for group, count in zip(groups, kept, strict=True):
-        drop = sorted(group.order[:group.channels - int(count)])
-        if not drop:
-            continue
-        root = modules[group.root]
-        pruning = graph.get_pruning_group(root, graph.get_pruner_of_module(root)
-                                          .prune_out_channels, drop)
-        pruning.prune()
+    remove_channels(network, [(group.steps, set(group.order[:group.channels - int(count)]))
+                              for group, count in zip(groups, kept)])
     return network
 
 
@@ -367,17 +406,52 @@ def _least_kept(group: ChannelGroup, min_keep: float) -> int:
     return max(1, math.ceil(min_keep * group.channels - 1e-9))
 
 
+def round_kept(kept: int, channels: int, least: int, multiple: int) -> int:
+    """``kept`` rounded to the nearest multiple of ``multiple`` within ``[least, channels]``.
+
+    A group of at most ``multiple`` channels, or one kept whole, is left as it is; the
+    rounded count is at least ``least`` rounded up to the multiple. CPU convolution kernels
+    (oneDNN) work on blocks of 8-16 channels: on one thread a 3x3 convolution of 49 channels
+    took as long as one of 64, one of 48 less than half (docs/RESULTS.md).
+    """
+    if multiple <= 1 or channels <= multiple or kept >= channels:
+        return kept
+    rounded = max(int(math.floor(kept / multiple + 0.5)) * multiple,
+                  math.ceil(least / multiple) * multiple)
+    return min(rounded, channels)
+
+
+def _next_count(kept: int, channels: int, least: int, multiple: int, step: int) -> int | None:
+    """The next count a refinement step reaches from ``kept``: one channel fewer (``step``
+    -1) or more (+1), or the next multiple of ``multiple`` below or above for a group wider
+    than it (up to ``channels``, the group kept whole); ``None`` outside ``[least, channels]``.
+    """
+    if multiple <= 1 or channels <= multiple:
+        following = kept + step
+    elif step < 0:
+        following = (kept - 1) // multiple * multiple
+        if following < math.ceil(least / multiple) * multiple:
+            return None
+    else:
+        following = min(channels, (kept // multiple + 1) * multiple)
+    return following if least <= following <= channels and following != kept else None
+
+
 def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
-                   min_keep: float) -> list[int]:
+                   min_keep: float, multiple: int = 1) -> list[int]:
     """Channels kept per group when the allocator prunes the fraction ``ratio``.
 
     ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global``,
     ``lamp`` and ``adaptive``: the ``round(ratio * total)`` lowest-scored channels of all
     groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel_drift.
     adaptive_scores`). A group keeps at least ``max(1, ceil(min_keep * n))`` channels either
-    way.
+    way, and with ``multiple`` above 1 a multiple of it (:func:`round_kept`).
     """
     least = [_least_kept(g, min_keep) for g in groups]
+    if multiple > 1:
+        kept = kept_for_ratio(groups, allocator, ratio, min_keep)
+        return [round_kept(k, g.channels, low, multiple)
+                for k, g, low in zip(kept, groups, least)]
     if allocator == "uniform":
         return [max(low, g.channels - math.floor(ratio * g.channels + 1e-9))
                 for g, low in zip(groups, least)]
@@ -401,11 +475,13 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                       calibration: torch.Tensor | None = None,
                       wrap: Callable[[nn.Module], nn.Module] | None = None,
                       keep_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
-                      progress: ProgressSink | None = None) -> ChannelPlan:
+                      progress: ProgressSink | None = None, multiple: int = 1) -> ChannelPlan:
     """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
 
-    Bisection on the allocator's pruning ratio ``r`` in ``[0, 1]``; every candidate is pruned
-    for real and counted with the project's counter at ``input_size``. When the two candidates
+    The network is traced once (:func:`channel_groups`). Bisection on the allocator's pruning
+    ratio ``r`` in ``[0, 1]``; every candidate is pruned (on a shape-only copy where the network
+    runs on the meta device, :func:`shape_copy`) and counted with the project's counter at
+    ``input_size``; only the chosen one is built from the real weights. When the two candidates
     around the target both miss it by more than 1% (narrow networks: one channel is a large
     step) and the network has at most ``refine_groups`` groups, single channels are then
     taken from one group at a time, each where the count lands closest to the
@@ -413,14 +489,19 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     from the candidate below the target, each where it lands closest without passing 1%
     above it (each direction at most ``refine_steps`` steps and ``refine_evaluations``
     counted candidates). The returned plan is the candidate closest to the target.
+    With ``multiple`` above 1 every group wider than it keeps a multiple of it
+    (:func:`round_kept`; refinement steps of that many channels, so the target is met more
+    coarsely).
 
     ``adaptive`` first measures every group's drift curve on ``calibration`` (``(B, 3, H, W)``
-    in [0, 1]; the thinner copies are called through ``wrap``, bare network -> module taking
-    RGB images) at ``keep_levels``, once the target is known to be reachable.
+    in [0, 1]; the thinner copies are built from the real weights of ``network`` with the
+    one trace's record and called through ``wrap``, bare network -> module taking RGB
+    images) at ``keep_levels``, once the target is known to be reachable.
 
     Raises:
         UsageError: unknown allocator, a target outside (0, 1], no prunable group, or a target
             below the smallest reachable fraction (named).
+        ValueError: ``adaptive`` without ``calibration`` or ``wrap``; ``multiple`` below 1.
     """
     if allocator not in CHANNEL_ALLOCATORS:
         raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
@@ -430,27 +511,33 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                          "keep in (0, 1], e.g. 0.58")
     if allocator == "adaptive" and (calibration is None or wrap is None):
         raise ValueError("the adaptive channel allocator needs calibration images and wrap")
+    if multiple < 1:
+        raise ValueError(f"multiple: expected a channel count of at least 1, got {multiple}")
     dense = count_costs(network, input_size).macs_dense
     groups, protected = channel_groups(network, example, allocator, exclude)
     if not groups and flops_target < 1.0:
         raise UsageError(f"$flops_target {flops_target:g} cannot be met for {model_name} at "
                          "$granularity channel: no channel group may be pruned")
-    cache: dict[tuple[int, ...], tuple[nn.Module, int]] = {}
+    # Candidates are pruned on one copy of the network (shapes only where it runs on the meta
+    # device) and only their MACs are kept; the chosen one is then built from the real weights.
+    trial, _ = shape_copy(network, example)
+    cache: dict[tuple[int, ...], int] = {}
 
-    def counted(kept: tuple[int, ...]) -> tuple[tuple[int, ...], nn.Module, int]:
+    def counted(kept: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
         if kept not in cache:
-            pruned = apply_channel_counts(network, example, groups, kept)
-            cache[kept] = (pruned, count_costs(pruned, input_size).macs)
-        return (kept, *cache[kept])
+            cache[kept] = count_costs(apply_channel_counts(trial, groups, kept), input_size).macs
+        return kept, cache[kept]
 
-    def evaluate(ratio: float) -> tuple[tuple[int, ...], nn.Module, int]:
-        return counted(tuple(kept_for_ratio(groups, allocator, ratio, min_keep)))
+    def evaluate(ratio: float) -> tuple[tuple[int, ...], int]:
+        return counted(tuple(kept_for_ratio(groups, allocator, ratio, min_keep, multiple)))
 
     goal = flops_target * dense
     least = [_least_kept(g, min_keep) for g in groups]
-    smallest = counted(tuple(least))  # what ratio 1 keeps, whatever the allocator
-    if smallest[2] > goal * (1 + CHANNEL_TOLERANCE):
-        reachable = math.ceil(smallest[2] / dense * 1e4) / 1e4
+    # what ratio 1 keeps, whatever the allocator
+    smallest = counted(tuple(round_kept(low, g.channels, low, multiple)
+                             for g, low in zip(groups, least)))
+    if smallest[1] > goal * (1 + CHANNEL_TOLERANCE):
+        reachable = math.ceil(smallest[1] / dense * 1e4) / 1e4
         raise UsageError(
             f"$flops_target {flops_target:g} cannot be met for {model_name} at $granularity "
             f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
@@ -461,13 +548,13 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
         assert calibration is not None and wrap is not None
         drift = measure_channel_drift(
             network, example, groups, least,
-            lambda kept: apply_channel_counts(network, example, groups, kept), wrap,
+            lambda kept: apply_channel_counts(network, groups, kept), wrap,
             calibration, keep_levels, progress)
         groups = adaptive_scores(groups, drift)
     full = evaluate(0.0)
     low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
-    tried = [(0.0, full[2] / dense), (1.0, smallest[2] / dense)]
-    if full[2] <= goal:
+    tried = [(0.0, full[1] / dense), (1.0, smallest[1] / dense)]
+    if full[1] <= goal:
         high = low
     else:
         for _ in range(iterations):
@@ -475,19 +562,19 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                 break
             middle = (low[0] + high[0]) / 2
             result = evaluate(middle)
-            tried.append((middle, result[2] / dense))
-            if result[2] >= goal:
+            tried.append((middle, result[1] / dense))
+            if result[1] >= goal:
                 low = (middle, result)
             else:
                 high = (middle, result)
-    ratio, (kept, pruned, macs) = min((low, high), key=lambda c: abs(c[1][2] - goal))
+    ratio, (kept, macs) = min((low, high), key=lambda c: abs(c[1][1] - goal))
     within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within and len(groups) <= refine_groups:
         # The ratio's steps are coarse (one channel of a narrow group can be several percent
-        # of the MACs): from the candidate above the target, take single channels from one
-        # group at a time, each time the step that lands closest to the target without
-        # passing below the tolerance; if that ends outside it, give single channels back
-        # from the candidate below the target the same way (the largest step that stays
+        # of the MACs): from the candidate above the target, take single channels (or one
+        # multiple) from one group at a time, each time the step that lands closest to the
+        # target without passing below the tolerance; if that ends outside it, give them
+        # back from the candidate below the target the same way (the largest step that stays
         # within the tolerance above).
         bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
         for step, start in ((-1, low[1]), (1, high[1])):
@@ -496,25 +583,26 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             for _ in range(refine_steps):
                 options = []
                 for i, group in enumerate(groups):
-                    if not least[i] <= current[0][i] + step <= group.channels:
+                    following = _next_count(current[0][i], group.channels, least[i], multiple,
+                                            step)
+                    if following is None:
                         continue
-                    trial = tuple(k + step * (j == i) for j, k in enumerate(current[0]))
-                    if trial not in cache:
+                    candidate = tuple(following if j == i else k
+                                      for j, k in enumerate(current[0]))
+                    if candidate not in cache:
                         budget -= 1
                         if budget < 0:
                             break
-                        thinner = apply_channel_counts(network, example, groups, trial)
-                        cache[trial] = (thinner, count_costs(thinner, input_size).macs)
-                    if (cache[trial][1] >= bounds[0]) if step < 0 \
-                            else (cache[trial][1] <= bounds[1]):
-                        options.append((trial, *cache[trial]))
+                    option = counted(candidate)
+                    if (option[1] >= bounds[0]) if step < 0 else (option[1] <= bounds[1]):
+                        options.append(option)
                 if not options:
                     break
-                current = (min if step < 0 else max)(options, key=lambda o: o[2])
-                tried.append((ratio, current[2] / dense))
-                if abs(current[2] - goal) < abs(macs - goal):
-                    kept, pruned, macs = current
-                if bounds[0] <= current[2] <= bounds[1]:
+                current = (min if step < 0 else max)(options, key=lambda o: o[1])
+                tried.append((ratio, current[1] / dense))
+                if abs(current[1] - goal) < abs(macs - goal):
+                    kept, macs = current
+                if bounds[0] <= current[1] <= bounds[1]:
                     break
             if abs(macs - goal) <= CHANNEL_TOLERANCE * goal:
                 break
@@ -522,8 +610,10 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     if not within:
         log.warning("--flops-target %g: whole channels reach %.4f or %.4f of the MACs of %s "
                     "here, not within 1%%; using %.4f (channel steps are coarse)",
-                    flops_target, low[1][2] / dense, high[1][2] / dense, model_name,
+                    flops_target, low[1][1] / dense, high[1][1] / dense, model_name,
                     macs / dense)
+    pruned = apply_channel_counts(network, groups, kept)
+    macs = count_costs(pruned, input_size).macs
     return ChannelPlan(network=pruned, groups=groups, kept=list(kept), protected=protected,
                        scalar=ratio, macs=macs, macs_dense=dense, within_tolerance=within,
                        tried=tried, drift=drift)

@@ -231,11 +231,17 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
 
     ``network`` (a copy: its parameters are set to require gradients, which the library's
     autograd tracing needs; a teacher frozen for dreaming has none) is left in eval mode.
+    The graph's group search is the indexed one of
+    :func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class` (the library's groups, in
+    time linear in their size).
 
     Raises:
         UsageError: naming the layer (and its class) whose forward the library cannot trace,
             or the operation when it fails outside any layer.
     """
+    # imported here: channel_graph builds on this module's torch_pruning()
+    from dreamprune_cli.prune.channel_graph import indexed_graph_class
+
     tp = torch_pruning()
     network.eval()
     for parameter in network.parameters():
@@ -244,7 +250,7 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
     pruner = _channelwise_pruner(tp) if channelwise else None
     try:
         with failing_layer(network) as failed, torch.enable_grad():  # traced via autograd
-            graph = tp.DependencyGraph().build_dependency(
+            graph = indexed_graph_class()().build_dependency(
                 network, example_inputs=example, verbose=False,
                 customized_pruners={cls: pruner for cls in channelwise})
     except Exception as exc:

@@ -83,7 +83,7 @@ def test_measured_drift_is_the_thinner_network_output_error() -> None:
     groups = groups[:2]
     images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     wrap = lambda net: RestorationAdapter(net, loaded.info)  # noqa: E731
-    prune = lambda kept: apply_channel_counts(loaded.network, example, groups, kept)  # noqa
+    prune = lambda kept: apply_channel_counts(loaded.network, groups, kept)  # noqa: E731
     drift = measure_channel_drift(loaded.network, example, groups, [1, 1], prune, wrap, images,
                                   keep_levels=(0.5,))
     first = drift.groups[0]

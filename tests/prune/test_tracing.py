@@ -64,7 +64,7 @@ def _outputs(network: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def _remove_dead_channel(network: nn.Module, x: torch.Tensor, root: str,
                          channel: int, *more: tuple[str, int]) -> nn.Module:
     """Remove channel ``channel`` of the group rooted at ``root`` (and of further
-    ``(root, channel)`` pairs, all in one pass of the library)."""
+    ``(root, channel)`` pairs, all in one pass from the recorded trace)."""
     groups, _ = channel_groups(network, x)
     dead = dict([(root, channel), *more])
     for group in groups:
@@ -72,7 +72,7 @@ def _remove_dead_channel(network: nn.Module, x: torch.Tensor, root: str,
             first = dead[group.root]
             group.order = [first] + [c for c in range(group.channels) if c != first]
     kept = [g.channels - (g.root in dead) for g in groups]
-    return apply_channel_counts(network, x, groups, kept)
+    return apply_channel_counts(network, groups, kept)
 
 
 @pytest.mark.parametrize("name", ["prenet", "prenet_x"])
