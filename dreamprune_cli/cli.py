@@ -234,6 +234,7 @@ def handle_errors(command: F) -> F:
                 f"stopped by {signal.Signals(stop.signal_number).name}"
             ui.fail(what + _resume_hint(stop.checkpoint, stop.resume_dir), stop.exit_code,
                     checkpoint=stop.checkpoint, resume=stop.resume_dir)
+            distributed.abandon(stop.exit_code)  # a rank of a group: exit now, no teardown
             raise typer.Exit(stop.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise

@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import sys
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -407,6 +408,21 @@ def _spawned(rank: int, world_size: int, port: int, body: Callable[..., None],
         body(sync, *args)
     finally:
         leave()
+
+
+def abandon(exit_code: int) -> None:
+    """End an interrupted process of a group at once, without tearing the group down.
+
+    After Ctrl-C another rank may still be inside a collective; Gloo's teardown (and the
+    interpreter's, with its worker threads alive) then aborts the process with SIGABRT
+    ("terminate called without an active exception") instead of the interrupt's exit code.
+    Output is flushed first; checkpoints were already written atomically. Does nothing
+    outside a process group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
 
 
 def leave() -> None:
