@@ -338,7 +338,9 @@ def run(args: argparse.Namespace) -> None:
     for target, name in planned_rows(args.targets, best):
         steps = 0 if name == "teacher" or name.startswith("prune/") else args.steps
         label = variant_label(variant) if name.startswith("dream_distill/") else ""
-        if (spec.model, target, name, steps, label) in done or (wanted and name not in wanted):
+        key = _key({"teacher": spec.model, "target": target, "row": name, "steps": steps,
+                    "variant": label})
+        if key in done or (wanted and name not in wanted):
             continue
         if variant and not label:  # a variant only concerns the dreaming rows
             continue
