@@ -105,7 +105,8 @@ class GlobalOptions:
 
 _DECLS = {"model": ("--model", "-m"), "weights": ("--weights", "-w"),
           "random_weights": ("--random-weights",), "non_strict": ("--non-strict/--strict",)}
-_EXTRA: dict[str, dict[str, Any]] = {"threads": {"min": 1}, "exclude": {"metavar": "GLOB"}}
+_EXTRA: dict[str, dict[str, Any]] = {"threads": {"min": 1}, "exclude": {"metavar": "GLOB"},
+                                     "channel_multiple": {"metavar": "N"}}
 
 
 def _option_type(annotation: Any) -> Any:
@@ -368,9 +369,9 @@ def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     _render(ui, export.run(resolved, out, onnx_size))
 
 
-@_command("prune", *LOADING, "flops_target", "allocator", "granularity", "out", "flops_size",
-          "exclude", "default_exclude", "calibration", "calibration_count", "min_keep",
-          "calibration_size", *TRUST, "overwrite", *RUNTIME,
+@_command("prune", *LOADING, "flops_target", "allocator", "granularity", "channel_multiple",
+          "out", "flops_size", "exclude", "default_exclude", "calibration", "calibration_count",
+          "min_keep", "calibration_size", *TRUST, "overwrite", *RUNTIME,
           out="Output folder: student.safetensors, masks.safetensors, report.json. "
               "[required]")
 def prune_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
@@ -406,8 +407,9 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     _run(ctx, flags, "distill", resumable=True)
 
 
-@_command("pipeline", *LOADING, "flops_target", "allocator", "granularity", "flops_size",
-          "exclude", "steps", "batch_size", "size", "round_steps", "min_keep",
+@_command("pipeline", *LOADING, "flops_target", "allocator", "granularity",
+          "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
+          "round_steps", "min_keep",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
           *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "checkpoint_every",
           "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,

@@ -37,7 +37,7 @@ DEFINING: dict[str, tuple[str, ...]] = {
     "dream": (*_MODEL, *_DREAMING, "count", "steps"),
     "distill": (*_MODEL, *_DREAMING, *_DISTILLING, "student", "dreams"),
     "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "granularity", "allocator",
-                 "flops_size",
+                 "channel_multiple", "flops_size",
                  "exclude", "default_exclude", "min_keep", "calibration_source",
                  "calibration_steps"),
 }

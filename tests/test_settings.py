@@ -77,6 +77,26 @@ def test_list_from_env() -> None:
     assert r.settings.prune.exclude == ["x"]
 
 
+def test_channel_multiple_from_config_env_and_flag(tmp_path: Path) -> None:
+    """``channel_multiple`` is an ordinary field: config file < environment < flag."""
+    assert Settings().prune.channel_multiple == 1
+    config = tmp_path / "c.toml"
+    config.write_text("[prune]\nchannel_multiple = 8\n")
+    r = resolve_settings({}, config=config, env={})
+    assert r.settings.prune.channel_multiple == 8
+    assert r.sources["channel_multiple"] == f"config {config}"
+    env = {"DREAMPRUNE_CHANNEL_MULTIPLE": "16"}
+    r = resolve_settings({}, config=config, env=env)
+    assert r.settings.prune.channel_multiple == 16
+    assert r.sources["channel_multiple"] == "env DREAMPRUNE_CHANNEL_MULTIPLE"
+    r = resolve_settings({"channel_multiple": 4}, config=config, env=env)
+    assert r.settings.prune.channel_multiple == 4
+    assert r.sources["channel_multiple"] == "flag --channel-multiple"
+    top_level = tmp_path / "top.toml"
+    top_level.write_text("channel_multiple = 32\n")
+    assert resolve_settings({}, config=top_level, env={}).settings.prune.channel_multiple == 32
+
+
 @pytest.mark.parametrize("flags, env, config_text, expected", [
     ({}, {"DREAMPRUNE_FLOPS_TARGET": "1.5"}, None,
      "invalid flops_target='1.5' (from env DREAMPRUNE_FLOPS_TARGET)"),
@@ -85,6 +105,11 @@ def test_list_from_env() -> None:
     ({"model": "nonexistent"}, {}, None, "invalid model='nonexistent' (from flag --model)"),
     ({"device": "gpu"}, {}, None, "invalid device='gpu' (from flag --device)"),
     ({"min_keep": 1.5}, {}, None, "invalid min_keep=1.5 (from flag --min-keep)"),
+    ({"channel_multiple": 0}, {}, None,
+     "invalid channel_multiple=0 (from flag --channel-multiple)"),
+    ({}, {"DREAMPRUNE_CHANNEL_MULTIPLE": "sixteen"}, None,
+     "invalid channel_multiple='sixteen' (from env DREAMPRUNE_CHANNEL_MULTIPLE)"),
+    ({}, {}, "[prune]\nchannel_multiple = 2.5\n", "invalid channel_multiple=2.5 (from config"),
     ({}, {}, "[prune]\nflops_target = 2\n", "invalid flops_target=2 (from config"),
     ({}, {}, 'noise_lr = "fast"\n', "invalid noise_lr='fast' (from config"),
     ({}, {}, "bogus = 1\n", "unknown key 'bogus'"),

@@ -331,6 +331,8 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
         "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
         "dreamprune.prune.exclude": json.dumps(result.exclude),
     }
+    if result.granularity == "channel":
+        extra["dreamprune.prune.channel_multiple"] = str(result.details["channel_multiple"])
     paths = write_student(result.student, out_dir, extra, overwrite=overwrite)
     paths["report"] = out_dir / REPORT_FILE
     write_json_atomic(paths["report"], {**result.as_dict(),

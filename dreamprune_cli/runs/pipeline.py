@@ -43,7 +43,7 @@ from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, reco
                                          training_context)
 from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
-from dreamprune_cli.runs.prune import allocator_for, prune_teacher
+from dreamprune_cli.runs.prune import allocator_for, channel_multiple_for, prune_teacher
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class PipelineResult:
     model: str = ""
     allocator: str = ""
     granularity: str = "unstructured"
+    channel_multiple: int = 1
     flops_target: float = 1.0
     device: str = "cpu"
 
@@ -98,7 +99,10 @@ class PipelineResult:
                 for label, e in (("teacher", self.teacher),
                                  ("pruned (no distillation)", self.pruned),
                                  ("dream + distill", self.student))]
-        channel = ", channel" if self.granularity == "channel" else ""
+        channel = ""
+        if self.granularity == "channel":
+            channel = ", channel" + (f" (multiple {self.channel_multiple})"
+                                     if self.channel_multiple > 1 else "")
         return ResultTable(
             f"pipeline {self.model}: {self.macs_ratio:.3f} of the MACs, {self.allocator}"
             f"{channel}, {self.joint.steps} steps, {self.seconds:.0f} s",
@@ -189,6 +193,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     s = resolved.settings
     pr = s.prune
     allocator = allocator_for(resolved)
+    channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
     ctx = training_context(resolved)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
@@ -274,12 +279,15 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                               student=student_eval, joint=joint,
                               seconds=time.perf_counter() - start, phases=phases,
                               model=teacher.name, allocator=allocator,
-                              granularity=pr.granularity, flops_target=pr.flops_target,
+                              granularity=pr.granularity, channel_multiple=channel_multiple,
+                              flops_target=pr.flops_target,
                               device=str(device))
     extra = {"dreamprune.pipeline.flops_target": repr(pr.flops_target),
              "dreamprune.pipeline.allocator": allocator,
              "dreamprune.pipeline.granularity": pr.granularity,
              "dreamprune.pipeline.steps": str(joint.steps)}
+    if pr.granularity == "channel":
+        extra["dreamprune.pipeline.channel_multiple"] = str(channel_multiple)
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, "joint dream + distill")
     _comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval])
@@ -291,10 +299,11 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                             teacher=teacher_eval, pruned=pruned_eval, student=student_eval,
                             joint=joint, seconds=time.perf_counter() - start + earlier_seconds,
                             phases=phases, model=teacher.name, allocator=allocator,
-                            granularity=pr.granularity, flops_target=pr.flops_target,
+                            granularity=pr.granularity, channel_multiple=channel_multiple,
+                            flops_target=pr.flops_target,
                             device=str(device))
     report = {**result.summary(), "model": teacher.name, "allocator": allocator,
-              "granularity": pr.granularity,
+              "granularity": pr.granularity, "channel_multiple": channel_multiple,
               "flops_target": pr.flops_target, "flops_size": pr.flops_size,
               "seed": s.common.seed, "device": str(device), "versions": versions(),
               "settings": resolved.flat(), "teacher": teacher_eval.as_dict(),

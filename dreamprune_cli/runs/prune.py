@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from dreamprune_cli.data.calibration import calibration_from_dir
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
@@ -38,8 +39,10 @@ class PruneRun:
     def layer_table(self) -> ResultTable:
         """One row per layer: what pruning kept of it."""
         r = self.result
+        multiple = r.details.get("channel_multiple", 1)
+        granularity = r.granularity + (f" (multiple {multiple})" if multiple > 1 else "")
         return ResultTable(
-            f"layers of {r.student.name} ({r.allocator}, {r.granularity}, "
+            f"layers of {r.student.name} ({r.allocator}, {granularity}, "
             f"MACs at 3x{r.flops_size}x{r.flops_size})",
             ["layer", "kind", "shape", "pruned", "weights", "kept", "keep", "MACs", "MACs kept"],
             [[layer.name, layer.kind, "x".join(map(str, layer.shape)),
@@ -65,16 +68,43 @@ def allocator_for(resolved: ResolvedSettings) -> str:
     return channel_allocator(pr.allocator, resolved.sources.get("allocator", "default"))
 
 
+def channel_multiple_for(resolved: ResolvedSettings) -> int:
+    """The channel multiple the run uses: the setting at ``granularity = "channel"``, 1 (no
+    rounding) for unstructured pruning.
+
+    A multiple above 1 given explicitly (config file, ``DREAMPRUNE_CHANNEL_MULTIPLE``, flag)
+    with unstructured pruning contradicts it (a weight mask has no channel blocks); one from a
+    preset or the record of a resumed run is ignored, as for the channel allocator
+    (:func:`~dreamprune_cli.prune.channel_plan.channel_allocator`).
+
+    Raises:
+        UsageError: an explicit ``channel_multiple`` above 1 with unstructured pruning.
+    """
+    pr = resolved.settings.prune
+    if pr.granularity == "channel":
+        return pr.channel_multiple
+    source = resolved.sources.get("channel_multiple", "default")
+    if pr.channel_multiple > 1 and not (source == "default"
+                                        or source.startswith(("preset", "run"))):
+        raise UsageError(f"$channel_multiple {pr.channel_multiple} (from {source}) applies "
+                         f"only at $granularity channel (now {pr.granularity!r}, from "
+                         f"{resolved.sources.get('granularity', 'default')}): drop it, or "
+                         "add $granularity channel")
+    return 1
+
+
 def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
                   calibration: torch.Tensor | None = None,
                   progress: ProgressSink | None = None) -> PruneResult:
     """Prune ``teacher`` as the prune settings say (granularity, allocator, target, size,
-    exclusions, adaptive calibration: ``calibration`` images, else synthetic ones)."""
+    exclusions, channel multiple, adaptive calibration: ``calibration`` images, else synthetic
+    ones)."""
     pr, seed = resolved.settings.prune, resolved.settings.common.seed
     allocator = allocator_for(resolved)
     if pr.granularity == "channel":
         return prune_channels(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
                               exclude=pr.exclude, min_keep=pr.min_keep,
+                              channel_multiple=channel_multiple_for(resolved),
                               calibration=calibration,
                               calibration_count=pr.calibration_count,
                               calibration_size=pr.calibration_size, seed=seed,
@@ -92,11 +122,12 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
     ``masks.safetensors`` (unstructured) and ``report.json`` into ``out``.
 
     Raises:
-        UsageError: no ``out``, a non-empty folder without ``overwrite`` (before any work),
-            bad weights, an unreachable target.
+        UsageError: no ``out``, a non-empty folder without ``overwrite``, a channel multiple
+            with unstructured pruning (before any work), bad weights, an unreachable target.
     """
     s = resolved.settings
     common, pr = s.common, s.prune
+    channel_multiple_for(resolved)  # contradictory settings: refused before any work
     out = require(common.out, "out", ": the folder for student.safetensors, "
                                      "masks.safetensors and report.json")
     if out.exists():  # refuse a non-empty folder before any work

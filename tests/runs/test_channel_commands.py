@@ -101,6 +101,89 @@ def test_pipeline_channel_end_to_end(runner, tmp_path: Path, pair_dirs) -> None:
     assert json.loads(more.stdout)["steps"] == 3
 
 
+def _groups_in_multiples(report: dict, multiple: int) -> bool:
+    """Every channel group keeps a multiple of ``multiple``, is no wider, or is kept whole;
+    and at least one wider group was thinned (the check is not vacuous)."""
+    groups = report["details"]["groups"]
+    thinned = [g for g in groups if g["channels"] > multiple and g["kept"] < g["channels"]]
+    return bool(thinned) and all(g["kept"] % multiple == 0 or g["channels"] <= multiple
+                                 or g["kept"] == g["channels"] for g in groups)
+
+
+def test_prune_channel_multiple_flag_env_and_config(runner, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    weights = _ffa_weights(tmp_path)
+    args = ["prune", "--weights", str(weights), "--granularity", "channel", "--allocator",
+            "lamp", "--flops-target", "0.6", "--flops-size", "32", "--json"]
+    out = tmp_path / "flag"
+    result = runner.invoke(app, [*args, "--channel-multiple", "4", "--out", str(out)],
+                           env={"DREAMPRUNE_CHANNEL_MULTIPLE": "8"})  # the flag wins
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["details"]["channel_multiple"] == 4 and _groups_in_multiples(data, 4)
+    with safe_open(str(out / "student.safetensors"), "pt") as f:
+        assert f.metadata()["dreamprune.prune.channel_multiple"] == "4"
+    # the student rebuilds from its file alone, with the planned widths
+    student = load_model(None, weights=out / "student.safetensors")
+    assert student.network.pre[0].out_channels % 4 == 0
+    assert student.network.pre[0].out_channels < 16
+
+    config = tmp_path / "c.toml"
+    config.write_text("[prune]\nchannel_multiple = 4\n")
+    by_env = runner.invoke(app, ["--config", str(config), *args, "--out", str(tmp_path / "e")],
+                           env={"DREAMPRUNE_CHANNEL_MULTIPLE": "8"})  # env above config
+    assert by_env.exit_code == 0, by_env.output
+    assert json.loads(by_env.stdout)["details"]["channel_multiple"] == 8
+    by_config = runner.invoke(app, ["--config", str(config), *args, "--out",
+                                    str(tmp_path / "c")])
+    assert by_config.exit_code == 0, by_config.output
+    assert json.loads(by_config.stdout)["details"]["channel_multiple"] == 4
+
+
+@pytest.mark.parametrize("command", ["prune", "pipeline"])
+def test_channel_multiple_without_channel_granularity_is_a_usage_error(
+        runner, tmp_path: Path, command: str) -> None:
+    weights = _ffa_weights(tmp_path)
+    out = tmp_path / "out"
+    for extra, env, source in ((["--channel-multiple", "16"], {}, "flag --channel-multiple"),
+                               ([], {"DREAMPRUNE_CHANNEL_MULTIPLE": "16"},
+                                "env DREAMPRUNE_CHANNEL_MULTIPLE")):
+        result = runner.invoke(app, [command, "--weights", str(weights), "--allocator",
+                                     "lamp", "--out", str(out), *extra], env=env)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (
+            f"error: --channel-multiple 16 (from {source}) applies only at --granularity "
+            "channel (now 'unstructured', from default): drop it, or add --granularity "
+            "channel")
+        assert not out.exists()  # refused before any work
+    if command == "prune":  # 1, the default, is no contradiction
+        fine = runner.invoke(app, ["prune", "--weights", str(weights), "--allocator", "lamp",
+                                   "--flops-size", "32", "--channel-multiple", "1", "--out",
+                                   str(out)])
+        assert fine.exit_code == 0, fine.output
+
+
+def test_pipeline_records_the_channel_multiple(runner, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    args = ["pipeline", "--weights", str(_ffa_weights(tmp_path)), "--flops-target", "0.6",
+            "--granularity", "channel", "--allocator", "lamp", "--steps", "1",
+            "--flops-size", "32", "--out", str(out), *TINY[2:]]
+    result = runner.invoke(app, [*args, "--channel-multiple", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["channel_multiple"] == 4 and report["settings"]["channel_multiple"] == 4
+    assert _groups_in_multiples(report["prune"], 4)
+    assert json.loads((out / "run.json").read_text())["settings"]["channel_multiple"] == 4
+    with safe_open(str(out / "student.safetensors"), "pt") as f:
+        assert f.metadata()["dreamprune.pipeline.channel_multiple"] == "4"
+    # the multiple defines the run: a resumed run keeps it
+    changed = runner.invoke(app, [*args, "--channel-multiple", "8", "--resume", str(out)])
+    assert changed.exit_code == 2 and "channel_multiple was 4" in changed.output
+
+
 @pytest.mark.parametrize("name", ["prenet", "gcanet"])
 def test_pipeline_channel_on_prenet_and_gcanet(runner, tmp_path: Path, name: str) -> None:
     """The recurrent PReNet (LSTM gates) and GCANet (4-channel input, smoothed dilated

@@ -77,6 +77,54 @@ def test_prune_run_writes_the_student_files(tmp_path: Path) -> None:
     assert done.layer_table().rows and done.summary()["output"] == tmp_path / "p"
 
 
+def _kept_in_multiples(groups: list[dict], multiple: int) -> bool:
+    """Every group keeps a multiple of ``multiple``, is no wider than it, or is kept whole."""
+    return all(g["kept"] % multiple == 0 or g["channels"] <= multiple
+               or g["kept"] == g["channels"] for g in groups)
+
+
+def test_prune_run_channel_multiple_reaches_the_plan_and_the_files(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    weights = _tiny_ffa(tmp_path)
+    done = prune.run(_settings(model="ffa", weights=weights, granularity="channel",
+                               channel_multiple=4, allocator="lamp", flops_target=0.6,
+                               flops_size=32, out=tmp_path / "p"))
+    groups = done.result.details["groups"]
+    assert done.result.details["channel_multiple"] == 4
+    assert _kept_in_multiples(groups, 4)
+    # not vacuous: a group wider than 4 was thinned, to a multiple of 4
+    assert any(g["channels"] > 4 and 0 < g["kept"] < g["channels"] for g in groups)
+    assert "multiple 4" in done.layer_table().title
+    with safe_open(str(done.files["student"]), "pt") as f:
+        assert f.metadata()["dreamprune.prune.channel_multiple"] == "4"
+    report = json.loads(done.files["report"].read_text())
+    assert report["details"]["channel_multiple"] == 4
+
+
+def test_channel_multiple_applies_only_at_channel_granularity(tmp_path: Path) -> None:
+    from dreamprune_cli.settings import ResolvedSettings
+
+    channel = _settings(granularity="channel", channel_multiple=16)
+    assert prune.channel_multiple_for(channel) == 16
+    assert prune.channel_multiple_for(_settings()) == 1
+    explicit = _settings(channel_multiple=16)
+    with pytest.raises(UsageError) as info:
+        prune.channel_multiple_for(explicit)
+    assert str(info.value).startswith("channel_multiple 16 (from flag --channel-multiple) "
+                                      "applies only at granularity channel")
+    # from a preset or a resumed run's record it is not the user's contradiction: ignored
+    for source in ("preset presets/ffa.toml", "run runs/x/run.json"):
+        quiet = ResolvedSettings(explicit.settings, {**explicit.sources,
+                                                     "channel_multiple": source})
+        assert prune.channel_multiple_for(quiet) == 1
+    # refused before any work: the weights are not read, no folder is made
+    with pytest.raises(UsageError, match="channel_multiple"):
+        prune.run(_settings(model="ffa", weights=tmp_path / "missing.safetensors",
+                            channel_multiple=8, out=tmp_path / "p"))
+    assert not (tmp_path / "p").exists()
+
+
 def test_resolve_run_settings_takes_the_model_from_the_weights(tmp_path: Path) -> None:
     weights = _tiny_ffa(tmp_path)
     resolved = resolve_run_settings({"weights": weights}, env={}, default_model="hinet")
