@@ -13,7 +13,9 @@ Why: on the 12-image test set the gap's standard error is as large as the gaps t
 (docs/RESULTS.md, question 5, "How precisely are the targets measured?"), so a verdict needs
 a larger set and an interval.
 
-Each row is printed and appended to ``bench/results/targets.jsonl``; the Markdown table is
+Each row (with the date and the first 16 hex digits of the teacher file's sha256, which tell
+the teachers of different releases apart) is printed and appended to
+``bench/results/targets.jsonl``; the Markdown table is
 printed at the end. Pipeline outputs go to ``--runs`` (default: a temporary folder).
 
 Usage::
@@ -25,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -45,7 +48,7 @@ from dreamprune_cli.engine.evaluate import (EvaluationResult, ImageScore, evalua
                                             psnr_gap)
 from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.models.registry import get_model_info
-from dreamprune_cli.models.teachers import bundled_teachers
+from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "targets.jsonl"
 TARGET_TEXT = {0.58: "within 0.3 dB", 0.4: "within 1.0 dB, 80%"}
@@ -162,7 +165,11 @@ def main() -> None:
         for target in args.targets:
             row = run_one(model, target, held, runs / f"{model}-{target}", args.resamples,
                           args.steps)
-            row.update(eval_count=args.eval_count, eval_seed=args.eval_seed,
+            weights = bundled_teacher_path(model)
+            row.update(date=time.strftime("%Y-%m-%d", time.gmtime()),
+                       teacher_sha256=hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+                       if weights else None,
+                       eval_count=args.eval_count, eval_seed=args.eval_seed,
                        threads=torch.get_num_threads(),
                        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                        machine=platform.machine(), torch=torch.__version__,

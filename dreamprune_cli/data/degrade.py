@@ -12,8 +12,12 @@ degradation looks the same on a crop and on a whole photograph.
 * :func:`raindrops`: adherent drops on glass as in the RainDrop set of AGANet (Qian et al.
   2018): each drop is a small lens showing a blurred, inverted, magnified view of the scene,
   with a dark outline, a bright rim and a specular highlight, out of focus.
+* :func:`kornia_rain`: a second, cruder rain renderer on kornia's ``RandomRain`` (straight
+  aliased lines of one length and slant per image), softened and added with a random opacity;
+  training teachers on both renderers keeps them from learning one synthesizer's look.
 * :func:`haze`: the atmospheric scattering model used by RESIDE,
-  ``I = J t + A (1 - t)`` with ``t = exp(-beta d)`` over a smooth random depth ``d``.
+  ``I = J t + A (1 - t)`` with ``t = exp(-beta d)`` over a smooth random depth ``d``;
+  :func:`scene_depth` gives a depth whose steps follow the scene's objects, as real depth does.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import torch.nn.functional as F
 
 from dreamprune_cli.data.clean import fractal_noise
 
-__all__ = ["haze", "random_depth", "raindrops", "rain_streaks", "transmission", "Params",
-           "RAIN_RANGES", "DROP_RANGES", "HAZE_RANGES"]
+__all__ = ["haze", "kornia_rain", "random_depth", "raindrops", "rain_streaks", "scene_depth",
+           "transmission", "Params", "RAIN_RANGES", "KORNIA_RAIN_RANGES", "DROP_RANGES",
+           "HAZE_RANGES"]
 
 Params = dict[str, list]
 Value = float | Sequence[float] | torch.Tensor | None
@@ -43,6 +48,13 @@ RAIN_RANGES: dict[str, tuple[float, float]] = {
     "brightness": (0.2, 0.8),    # peak opacity of a streak (screen blend)
     "veil": (0.0, 0.25),         # rain-accumulation veil: I = (1 - veil) I + veil A
     "layers": (1, 3),            # streak layers (directions jittered by up to 10 degrees)
+}
+KORNIA_RAIN_RANGES: dict[str, tuple[float, float]] = {
+    "drops": (0.5, 6.0),         # drops per 1000 pixels (log)
+    "length": (4.0, 48.0),       # drop height in pixels (capped below the image height)
+    "slant": (-0.5, 0.5),        # horizontal run per pixel of height (0: vertical)
+    "brightness": (0.15, 0.7),   # peak opacity of a drop (screen blend)
+    "softness": (0.0, 1.0),      # Gaussian sigma (px) of the drops' edges (0: aliased lines)
 }
 DROP_RANGES: dict[str, tuple[float, float]] = {
     "drops": (0.6, 4.0),         # drops per 1000 pixels (log)
@@ -165,6 +177,67 @@ def rain_streaks(images: torch.Tensor, generator: torch.Generator | None = None,
     return out.clamp(0.0, 1.0), params
 
 
+def kornia_rain(images: torch.Tensor, generator: torch.Generator | None = None, *,
+                drops: Value = None, length: Value = None, slant: Value = None,
+                brightness: Value = None, softness: Value = None
+                ) -> tuple[torch.Tensor, Params]:
+    """Add rain drawn by kornia's ``RandomRain`` (kornia.augmentation), made additive.
+
+    ``RandomRain`` writes straight one-pixel lines of a constant grey; here it draws them on a
+    black layer, which becomes a 0/1 streak mask: ``drops`` per 1000 pixels, each ``length``
+    pixels tall with a horizontal run of ``slant * length`` pixels, softened by a Gaussian of
+    sigma ``softness`` (renormalised to peak 1), scaled by ``brightness`` and screen-blended
+    like :func:`rain_streaks` (no veil). kornia draws from torch's global generator; this
+    function seeds it from ``generator`` inside ``torch.random.fork_rng``, so the result is
+    fixed by ``generator`` and the caller's global state is left untouched.
+
+    Args:
+        images: clean RGB ``(N, 3, H, W)`` in [0, 1], ``H, W >= 8``.
+        generator: source of every random draw.
+        drops, length, slant, brightness, softness: see :data:`KORNIA_RAIN_RANGES`.
+
+    Returns:
+        The rainy images (same shape, in [0, 1]) and the parameters per image.
+
+    Raises:
+        ValueError: images not ``(N, 3, H, W)`` or smaller than 8 pixels, or a negative length.
+    """
+    from kornia.augmentation import RandomRain
+
+    _check_images(images)
+    n, _, height, width = images.shape
+    if min(height, width) < 8:
+        raise ValueError(f"kornia_rain: images must be at least 8 x 8, got {height} x {width}")
+    g = generator
+    p = {name: _per_image(value, n, name, KORNIA_RAIN_RANGES, g) for name, value in
+         (("drops", drops), ("length", length), ("slant", slant), ("brightness", brightness),
+          ("softness", softness))}
+    if (p["length"] < 1).any() or (p["softness"] < 0).any():
+        raise ValueError("kornia_rain: length must be >= 1 and softness >= 0")
+    seeds = torch.randint(0, 2**31 - 1, (n,), generator=g)
+    masks = []
+    for i in range(n):
+        tall = int(min(max(1.0, round(float(p["length"][i]))), height - 1))
+        run = int(round(float(p["slant"][i]) * tall))
+        run = max(-(width - 1), min(width - 1, run))
+        count = max(1, int(round(float(p["drops"][i]) * height * width / 1000.0)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seeds[i]))
+            rain = RandomRain(p=1.0, number_of_drops=(count, count), drop_height=(tall, tall),
+                              drop_width=(run, run))
+            layer = rain(torch.zeros(1, 1, height, width))
+        mask = (layer > 0).float()
+        sigma = float(p["softness"][i])
+        if sigma > 0.3:
+            ksize = 2 * math.ceil(3 * sigma) + 1
+            mask = kornia.filters.gaussian_blur2d(mask, (ksize, ksize), (sigma, sigma))
+            mask = mask / mask.amax().clamp_min(1e-6)
+        masks.append(mask)
+    streaks = torch.cat(masks) * p["brightness"].view(n, 1, 1, 1)
+    out = 1.0 - (1.0 - images) * (1.0 - streaks.clamp(0.0, 1.0))
+    return out.clamp(0.0, 1.0), {name: _as_list(value) for name, value in p.items()}
+
+
 def raindrops(images: torch.Tensor, generator: torch.Generator | None = None, *,
               drops: Value = None, radius: Value = None, refraction: Value = None,
               blur: Value = None, rim: Value = None,
@@ -270,6 +343,44 @@ def random_depth(count: int, height: int, width: int, generator: torch.Generator
     high = depth.amax(dim=(-2, -1), keepdim=True)
     depth = (depth - low) / (high - low).clamp_min(1e-6)
     nv = near_t.view(count, 1, 1, 1)
+    return nv + (1.0 - nv) * depth, near_t
+
+
+def scene_depth(images: torch.Tensor, generator: torch.Generator | None = None,
+                near: Value = None, scene_weight: Value = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth maps ``(N, 1, H, W)`` in ``[near, 1]`` whose steps follow the scene's objects.
+
+    Real depth jumps at object boundaries and is nearly constant across an object's texture;
+    :func:`random_depth` is smooth everywhere. Here a random colour projection of the clean
+    ``images`` is median-filtered (kornia, 5 x 5: removes fine texture, keeps edges) and mixed
+    with :func:`random_depth`'s smooth field, ``scene_weight`` (default U(0.3, 0.8)) of the
+    mixture coming from the scene, then normalised per image to ``[near, 1]``.
+
+    Args:
+        images: clean RGB ``(N, 3, H, W)`` in [0, 1].
+
+    Returns:
+        The depth maps and ``near`` per image ``(N,)``.
+    """
+    _check_images(images)
+    n, _, height, width = images.shape
+    g = generator
+    smooth, near_t = random_depth(n, height, width, g, near)
+    weight = torch.as_tensor(scene_weight, dtype=torch.float32).expand(n).clone() \
+        if scene_weight is not None else 0.3 + 0.5 * torch.rand((n,), generator=g)
+    mix = torch.rand((n, 3), generator=g) * 2.0 - 1.0
+    projection = (images * mix.view(n, 3, 1, 1)).sum(dim=1, keepdim=True)
+    structure = kornia.filters.median_blur(projection, (5, 5))
+    low = structure.amin(dim=(-2, -1), keepdim=True)
+    high = structure.amax(dim=(-2, -1), keepdim=True)
+    structure = (structure - low) / (high - low).clamp_min(1e-6)
+    w = weight.view(n, 1, 1, 1)
+    depth = (1.0 - w) * smooth + w * structure
+    low = depth.amin(dim=(-2, -1), keepdim=True)
+    high = depth.amax(dim=(-2, -1), keepdim=True)
+    depth = (depth - low) / (high - low).clamp_min(1e-6)
+    nv = near_t.view(n, 1, 1, 1)
     return nv + (1.0 - nv) * depth, near_t
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dreamprune_cli.data.clean import procedural_images
-from dreamprune_cli.data.degrade import (haze, rain_streaks, raindrops, random_depth,
-                                         transmission)
+from dreamprune_cli.data.degrade import (haze, kornia_rain, rain_streaks, raindrops,
+                                         random_depth, scene_depth, transmission)
 
 
 
@@ -148,3 +148,60 @@ def test_drops_change_local_regions_deterministically(scenes: torch.Tensor) -> N
 def test_drops_reject_bad_radius(scenes: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="radius"):
         raindrops(scenes, _gen(), radius=1.0)
+
+
+# ----------------------------------------------------------------------------- kornia rain
+def test_kornia_rain_draws_lines_of_the_given_opacity_on_black() -> None:
+    black = torch.zeros(1, 3, 64, 64)
+    out, params = kornia_rain(black, _gen(5), drops=2.0, length=20, slant=0.0,
+                              brightness=0.5, softness=0.0)
+    values = set(torch.unique(out).tolist())
+    assert values == {0.0, 0.5}  # screen blend on black: the streak layer itself
+    lit = (out[0, 0] > 0).float()
+    drops = round(2.0 * 64 * 64 / 1000)  # 8 drops of 20 px at most
+    assert 20 <= lit.sum() <= drops * 20
+    # Vertical lines: intensity changes across columns, hardly along them.
+    dx = (lit[:, 1:] - lit[:, :-1]).abs().sum()
+    dy = (lit[1:, :] - lit[:-1, :]).abs().sum()
+    assert dx > 3 * dy
+    assert params["length"] == [20.0] and params["brightness"] == [0.5]
+
+
+def test_kornia_rain_only_brightens_and_is_fixed_by_the_generator(scenes: torch.Tensor) -> None:
+    state = torch.get_rng_state()
+    first, params = kornia_rain(scenes, _gen(6))
+    assert torch.equal(torch.get_rng_state(), state)  # kornia's draws leave ours untouched
+    second, _ = kornia_rain(scenes, _gen(6))
+    assert torch.equal(first, second)
+    assert (first >= scenes - 1e-6).all() and not torch.equal(first, scenes)
+    assert set(params) == {"drops", "length", "slant", "brightness", "softness"}
+    assert all(len(values) == 3 for values in params.values())
+
+
+def test_kornia_rain_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 8 x 8"):
+        kornia_rain(torch.zeros(1, 3, 6, 32))
+    with pytest.raises(ValueError, match="length must be >= 1"):
+        kornia_rain(torch.zeros(1, 3, 32, 32), length=0.0)
+
+
+# ----------------------------------------------------------------------------- scene depth
+def test_scene_depth_steps_at_object_edges() -> None:
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 16:] = 1.0  # two objects: dark left half, bright right half
+    depth, near = scene_depth(image, _gen(7), near=0.2, scene_weight=1.0)
+    assert near.tolist() == pytest.approx([0.2])
+    left, right = depth[0, 0, :, :16], depth[0, 0, :, 16:]
+    # All of the depth comes from the scene: constant on each object, the full range between.
+    assert torch.allclose(left, left[0, 0]) and torch.allclose(right, right[0, 0])
+    assert sorted([float(left[0, 0]), float(right[0, 0])]) == pytest.approx([0.2, 1.0])
+
+
+def test_scene_depth_range_and_haze(scenes: torch.Tensor) -> None:
+    depth, near = scene_depth(scenes, _gen(8))
+    assert depth.shape == (3, 1, 48, 48)
+    for i in range(3):
+        assert float(depth[i].min()) == pytest.approx(float(near[i]), abs=1e-5)
+        assert float(depth[i].max()) == pytest.approx(1.0, abs=1e-5)
+    hazy, params = haze(scenes, _gen(9), depth=depth)
+    assert hazy.shape == scenes.shape and len(params["t_mean"]) == 3
