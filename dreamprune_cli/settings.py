@@ -429,8 +429,9 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
         name = next((str(p) for p in reversed(error["loc"]) if str(p) in FIELD_SECTION),
                     str(error["loc"][-1]))
         value = merged.get(name, error.get("input"))
+        message = str(error["msg"]).removeprefix("Value error, ")  # pydantic's own prefix
         raise UsageError(f"invalid {name}={value!r} (from {sources.get(name, 'default')}): "
-                         f"{error['msg']}") from None
+                         f"{message}") from None
     resolved = ResolvedSettings(settings=settings, sources=sources)
     if run_record is not None:
         _check_unchanged(resolved, run_record)

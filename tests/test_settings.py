@@ -126,6 +126,7 @@ def test_invalid_values_one_line(tmp_path: Path, flags: dict, env: dict,
         resolve_settings(flags, config=config, env=env)
     message = str(info.value)
     assert expected in message and "\n" not in message
+    assert "Value error" not in message  # pydantic's prefix is not shown to users
     assert info.value.exit_code == 2
 
 
