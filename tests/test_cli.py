@@ -128,7 +128,9 @@ def test_evaluate_save_dir_no_clobber(runner, pair_dirs, tmp_path: Path) -> None
     inputs, targets = pair_dirs
     args = ["evaluate", "--model", "identity", "--input-dir", str(inputs), "--target-dir",
             str(targets), "--save-dir", str(tmp_path / "out")]
-    assert runner.invoke(app, args).exit_code == 0
+    first = runner.invoke(app, args + ["--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["save_dir"] == str(tmp_path / "out")  # says where
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png",
                                                                     "img2.png"]
     again = runner.invoke(app, args)

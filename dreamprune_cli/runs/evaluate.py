@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.report import ResultTable
 from dreamprune_cli.runs.context import evaluation_pairs, load_teacher, runtime
 from dreamprune_cli.settings import ResolvedSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,7 +35,7 @@ class EvaluateRun:
         """The ``--json`` object."""
         return {"model": self.model, "weights": self.weights, "device": str(self.device),
                 **self.result.as_dict(), "pairing": self.pairing, "input_dir": self.input_dir,
-                "target_dir": self.target_dir}
+                "target_dir": self.target_dir, "save_dir": self.out_dir}
 
     def tables(self) -> list[ResultTable]:
         r = self.result
@@ -61,6 +64,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Eva
     result = evaluate_pairs(loaded.adapter(), pairs, device=device, save_dir=common.save_dir,
                             overwrite=common.overwrite, progress=progress, **protocol,
                             sync=sync)
+    if common.save_dir is not None:
+        log.info("wrote %d restored images to %s", result.count, common.save_dir)
     return EvaluateRun(model=loaded.name, weights=loaded.weights, device=device, result=result,
                        pairing=ev.pairing, input_dir=pairs[0].input_path.parent,
                        target_dir=pairs[0].target_path.parent, out_dir=common.save_dir)
