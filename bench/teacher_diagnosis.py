@@ -64,9 +64,8 @@ def error_parts(output: torch.Tensor, clean: torch.Tensor, degraded: torch.Tenso
 
     All tensors ``(1, 3, H, W)`` RGB in [0, 1]; shifts are in 8-bit levels (0..255).
     """
-    o, y = to_metric_space(output, space), to_metric_space(clean, space)
-    scale = 1.0 if o.amax() > 2.0 else 255.0  # Y comes in 0..255, RGB in 0..1
-    error = (o - y) * scale
+    o, y = to_metric_space(output, space), to_metric_space(clean, space)  # 0..255 scale
+    error = o - y
     mse = float(error.pow(2).mean())
     rain = ((degraded - clean).mean(dim=1, keepdim=True) > RAIN_THRESHOLD).float()
     high_o, high_y = (o - low_pass(o)), (y - low_pass(y))

@@ -131,26 +131,15 @@ def scene_haze(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.T
     return haze(clean, generator, depth=depth)
 
 
-def full_range_rain(clean: torch.Tensor, generator: torch.Generator
-                    ) -> tuple[torch.Tensor, Params]:
-    """dreamprune's rain synthesizer over its full range (``RAIN_RANGES``)."""
-    return rain_streaks(clean, generator)
-
-
-def full_range_haze(clean: torch.Tensor, generator: torch.Generator
-                    ) -> tuple[torch.Tensor, Params]:
-    """dreamprune's haze synthesizer over its full range, smooth random depth."""
-    return haze(clean, generator)
-
-
 # task -> mixture name -> [(renderer, probability)]: each training crop is degraded by one
-# renderer drawn with these probabilities. "plain" is the task's synthesizer over its full
-# range (the recipe of the first bundled teachers).
+# renderer drawn with these probabilities. ``rain_streaks`` and ``haze`` called with only a
+# generator are the task's synthesizer over its full range; "plain" is that alone (the recipe
+# of the first bundled teachers).
 MIXTURES: dict[str, dict[str, list[tuple[Callable[..., tuple[torch.Tensor, Params]], float]]]] = {
-    "derain": {"plain": [(full_range_rain, 1.0)],
-               "varied": [(full_range_rain, 0.4), (light_rain, 0.35), (kornia_rain, 0.25)]},
-    "dehaze": {"plain": [(full_range_haze, 1.0)],
-               "varied": [(full_range_haze, 0.5), (scene_haze, 0.5)]},
+    "derain": {"plain": [(rain_streaks, 1.0)],
+               "varied": [(rain_streaks, 0.4), (light_rain, 0.35), (kornia_rain, 0.25)]},
+    "dehaze": {"plain": [(haze, 1.0)],
+               "varied": [(haze, 0.5), (scene_haze, 0.5)]},
 }
 
 

@@ -68,6 +68,7 @@ HAZE_RANGES: dict[str, tuple[float, float]] = {
     "beta": (0.3, 2.5),          # scattering coefficient (depth normalised to [0, 1])
     "airlight": (0.7, 1.0),      # atmospheric light A (grey level; tinted by +-0.04 per channel)
     "near": (0.0, 0.4),          # depth of the nearest point (the farthest is 1)
+    "scene_weight": (0.3, 0.8),  # scene_depth: share of the depth that follows the scene
 }
 _LOG_PARAMS = {"density", "drops"}
 
@@ -322,6 +323,13 @@ def raindrops(images: torch.Tensor, generator: torch.Generator | None = None, *,
     return out.clamp(0.0, 1.0), params
 
 
+def _unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``(N, 1, H, W)`` rescaled to [0, 1] (min to 0, max to 1)."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(1e-6)
+
+
 def random_depth(count: int, height: int, width: int, generator: torch.Generator | None = None,
                  near: Value = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Smooth random depth maps ``(count, 1, H, W)`` in ``[near, 1]``, and ``near``.
@@ -339,9 +347,7 @@ def random_depth(count: int, height: int, width: int, generator: torch.Generator
     w_noise = 0.2 + 0.6 * torch.rand((count, 1, 1, 1), generator=g)
     noise = fractal_noise(count, 1, side, g, slope=2.2)[..., :height, :width]
     depth = w_vertical * rows + w_horizontal * cols + w_noise * noise
-    low = depth.amin(dim=(-2, -1), keepdim=True)
-    high = depth.amax(dim=(-2, -1), keepdim=True)
-    depth = (depth - low) / (high - low).clamp_min(1e-6)
+    depth = _unit_range(depth)
     nv = near_t.view(count, 1, 1, 1)
     return nv + (1.0 - nv) * depth, near_t
 
@@ -367,19 +373,14 @@ def scene_depth(images: torch.Tensor, generator: torch.Generator | None = None,
     n, _, height, width = images.shape
     g = generator
     smooth, near_t = random_depth(n, height, width, g, near)
-    weight = torch.as_tensor(scene_weight, dtype=torch.float32).expand(n).clone() \
-        if scene_weight is not None else 0.3 + 0.5 * torch.rand((n,), generator=g)
+    weight = _per_image(scene_weight, n, "scene_weight", HAZE_RANGES, g)
     mix = torch.rand((n, 3), generator=g) * 2.0 - 1.0
     projection = (images * mix.view(n, 3, 1, 1)).sum(dim=1, keepdim=True)
     structure = kornia.filters.median_blur(projection, (5, 5))
-    low = structure.amin(dim=(-2, -1), keepdim=True)
-    high = structure.amax(dim=(-2, -1), keepdim=True)
-    structure = (structure - low) / (high - low).clamp_min(1e-6)
+    structure = _unit_range(structure)
     w = weight.view(n, 1, 1, 1)
     depth = (1.0 - w) * smooth + w * structure
-    low = depth.amin(dim=(-2, -1), keepdim=True)
-    high = depth.amax(dim=(-2, -1), keepdim=True)
-    depth = (depth - low) / (high - low).clamp_min(1e-6)
+    depth = _unit_range(depth)
     nv = near_t.view(n, 1, 1, 1)
     return nv + (1.0 - nv) * depth, near_t
 
