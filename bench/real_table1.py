@@ -11,7 +11,11 @@ For PReNet6 (the authors' Rain100L weights) on the 100 Rain100L test pairs (Y) a
 * ``noise_distill/<best>`` and ``synth_distill/<best>``: the same masks, steps, batch and
   learning rate, distilled on plain uniform noise (no dreaming) and on the project's synthetic
   degraded images (``dreamprune synth``'s generator: procedural scenes with synthetic rain or
-  haze; no real degraded image).
+  haze; no real degraded image);
+* with ``--granularity channel``: ``channel_prune/<allocator>`` (whole channels removed with
+  Torch-Pruning, ``dreamprune prune --granularity channel``; the channel allocators) and
+  ``channel_dream_distill/<allocator>`` (that thinner student distilled on dreams) for the
+  best channel allocator, chosen the same way.
 
 Nothing in the compression sees a real degraded or clean image: dreams start from noise and
 aim at procedural clean scenes. The **best allocator** is chosen before any real score is read:
@@ -56,6 +60,7 @@ VARIANT_KEYS = {"noise_lr": float, "lambda_orth": float, "lambda_tv": float,
                 "lambda_far": float, "round_steps": int, "representation": str, "init": str,
                 "student_lr": float}
 ALLOCATORS = ("uniform", "erk", "lamp", "global", "adaptive")
+CHANNEL_ALLOCATORS = ("uniform", "global", "lamp", "adaptive")
 VALIDATION_COUNT, VALIDATION_SIZE, VALIDATION_SEED = 16, 128, 1234
 
 
@@ -209,46 +214,56 @@ class Bench:
         torch.save(result.dreams, path)
         return result.dreams
 
-    def pruned(self, target: float, allocator: str) -> tuple[Any, float]:
-        """The pruned student (masks), from the cache or pruned now; and the seconds spent."""
+    def pruned(self, target: float, allocator: str, channel: bool = False) -> tuple[Any, float]:
+        """The pruned student (masks, or whole channels removed when ``channel``), from the
+        cache or pruned now; and the seconds spent."""
         from dreamprune_cli import load_student, prune_model, save_student
+        from dreamprune_cli.prune.channel_plan import prune_channels
 
-        folder = self.work / f"prune_{target}_{allocator}"
+        folder = self.work / f"prune{'_channel' if channel else ''}_{target}_{allocator}"
         if (folder / "student.safetensors").exists():
             return load_student(folder / "student.safetensors", self.teacher.name), 0.0
         start = time.perf_counter()
         calibration = self.calibration() if allocator == "adaptive" else None
-        result = prune_model(self.teacher, target, allocator, flops_size=256,
-                             calibration=calibration, drift=self._drift,
-                             min_keep=self.settings.prune.min_keep, seed=self.seed)
-        if allocator == "adaptive":
+        if channel:
+            result = prune_channels(self.teacher, target, allocator, flops_size=256,
+                                    min_keep=self.settings.prune.min_keep,
+                                    calibration=calibration, seed=self.seed)
+        else:
+            result = prune_model(self.teacher, target, allocator, flops_size=256,
+                                 calibration=calibration, drift=self._drift,
+                                 min_keep=self.settings.prune.min_keep, seed=self.seed)
+        if allocator == "adaptive" and not channel:
             self._drift = result.drift
         folder.mkdir(parents=True, exist_ok=True)
         save_student(result.student, folder)
         return result.student, time.perf_counter() - start
 
-    def selection(self, target: float) -> dict[str, float]:
+    def selection(self, target: float, channel: bool = False) -> dict[str, float]:
         """Validation fidelity (dB) of every allocator's pruned student at ``target``: the
         choice of the best allocator, made before any real image is scored (cached)."""
-        path = self.work / f"selection_{target}.json"
+        path = self.work / f"selection{'_channel' if channel else ''}_{target}.json"
         if path.exists():
             return json.loads(path.read_text())
-        scores = {a: self.fidelity(self.pruned(target, a)[0]) for a in ALLOCATORS}
+        allocators = CHANNEL_ALLOCATORS if channel else ALLOCATORS
+        scores = {a: self.fidelity(self.pruned(target, a, channel)[0]) for a in allocators}
         path.write_text(json.dumps(scores, indent=2))
         return scores
 
-    def distilled(self, target: float, allocator: str, inputs: str) -> tuple[Any, float]:
-        """The student of ``allocator`` distilled ``self.steps`` steps on ``inputs``
-        (``dreams``, ``noise`` or ``synth``), from the cache or distilled now (dreams with
-        ``self.variant``'s values in place of the preset's); seconds spent distilling."""
+    def distilled(self, target: float, allocator: str, inputs: str,
+                  channel: bool = False) -> tuple[Any, float]:
+        """The student of ``allocator`` (``channel``: its channel-pruned student) distilled
+        ``self.steps`` steps on ``inputs`` (``dreams``, ``noise`` or ``synth``), from the cache
+        or distilled now (dreams with ``self.variant``'s values in place of the preset's);
+        seconds spent distilling."""
         from dreamprune_cli import distill, load_student, save_student
 
         label = variant_label(self.variant) if inputs == "dreams" else ""
-        folder = self.work / f"distill_{target}_{allocator}_{inputs}_{self.steps}" \
-            f"{'_' + label if label else ''}"
+        folder = self.work / f"distill{'_channel' if channel else ''}_{target}_{allocator}_" \
+            f"{inputs}_{self.steps}{'_' + label if label else ''}"
         if (folder / "student.safetensors").exists():
             return load_student(folder / "student.safetensors", self.teacher.name), 0.0
-        student, _ = self.pruned(target, allocator)
+        student, _ = self.pruned(target, allocator, channel)
         plan = self.schedule()
         if inputs == "dreams":
             plan.update(self.variant)
@@ -282,17 +297,21 @@ class Bench:
         the real pairs."""
         row: dict[str, Any] = {"teacher": self.spec.model, "target": target, "row": name,
                                "steps": 0, "prune_seconds": 0.0, "distill_seconds": 0.0}
+        kind, _, allocator = name.partition("/")
+        channel = kind.startswith("channel_")
+        kind = kind.removeprefix("channel_")
+        if channel:
+            row["granularity"] = "channel"
         if name == "teacher":
             model = self.teacher
-        elif name.startswith("prune/"):
-            allocator = name.split("/", 1)[1]
-            model, row["prune_seconds"] = self.pruned(target, allocator)  # type: ignore
+        elif kind == "prune":
+            model, row["prune_seconds"] = self.pruned(target, allocator, channel)  # type: ignore
             row["allocator"] = allocator
         else:
-            kind, allocator = name.split("/", 1)
             inputs = {"dream_distill": "dreams", "noise_distill": "noise",
                       "synth_distill": "synth"}[kind]
-            model, row["distill_seconds"] = self.distilled(target, allocator, inputs)  # type: ignore
+            model, row["distill_seconds"] = self.distilled(target, allocator, inputs,  # type: ignore
+                                                           channel)
             row.update(allocator=allocator, steps=self.steps, **self.schedule())
             if inputs == "dreams" and self.variant:
                 row.update(self.variant, variant=variant_label(self.variant))
@@ -302,12 +321,18 @@ class Bench:
         return row
 
 
-def planned_rows(targets: list[float], best: dict[float, str]) -> list[tuple]:
+def planned_rows(targets: list[float], best: dict[float, str],
+                 channel: bool = False) -> list[tuple]:
     """(target, row) in the order they run: the most telling rows first, so that a run
     stopped early has the method, its best baseline and the references."""
     rows: list[tuple] = [(None, "teacher")]
     for target in targets:
         chosen = best[target]
+        if channel:
+            first = [f"channel_prune/{chosen}", f"channel_dream_distill/{chosen}"]
+            rest = [f"channel_prune/{a}" for a in CHANNEL_ALLOCATORS]
+            rows += [(target, name) for name in dict.fromkeys(first + rest)]
+            continue
         first = [f"dream_distill/{chosen}", f"prune/{chosen}", "prune/lamp",
                  "dream_distill/lamp", f"noise_distill/{chosen}", f"synth_distill/{chosen}"]
         rest = [f"prune/{a}" for a in ALLOCATORS]
@@ -327,7 +352,8 @@ def run(args: argparse.Namespace) -> None:
                "torch": torch.__version__, "limit": args.limit,
                "command": "python bench/real_table1.py " + " ".join(sys.argv[1:])}
     done = {_key(row): row for row in _load_rows(SCREEN_RESULTS if args.screen else RESULTS)}
-    selections = {t: bench.selection(t) for t in args.targets}
+    channel = args.granularity == "channel"
+    selections = {t: bench.selection(t, channel) for t in args.targets}
     best = {t: max(scores, key=scores.get) for t, scores in selections.items()}
     for target, scores in selections.items():
         print(f"F={target}: validation fidelity " + ", ".join(
@@ -335,9 +361,9 @@ def run(args: argparse.Namespace) -> None:
             file=sys.stderr, flush=True)
     if args.select_only:
         return
-    for target, name in planned_rows(args.targets, best):
-        steps = 0 if name == "teacher" or name.startswith("prune/") else args.steps
-        label = variant_label(variant) if name.startswith("dream_distill/") else ""
+    for target, name in planned_rows(args.targets, best, channel):
+        steps = 0 if name == "teacher" or "prune/" in name else args.steps
+        label = variant_label(variant) if "dream_distill/" in name else ""
         key = _key({"teacher": spec.model, "target": target, "row": name, "steps": steps,
                     "variant": label})
         if key in done or (wanted and name not in wanted):
@@ -374,7 +400,8 @@ def gap(row: dict[str, Any], teacher: dict[str, Any]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(diffs))
 
 
-KINDS = ("prune", "dream_distill", "noise_distill", "synth_distill")
+KINDS = ("prune", "dream_distill", "noise_distill", "synth_distill", "channel_prune",
+         "channel_dream_distill")
 
 
 def _table_order(row: dict[str, Any]) -> tuple:
@@ -388,7 +415,8 @@ def _table_order(row: dict[str, Any]) -> tuple:
 
 LABELS = {"prune": "no distillation", "dream_distill": "dream + distill (the method)",
           "noise_distill": "distill on plain noise", "synth_distill": "distill on synthetic "
-          "degraded images"}
+          "degraded images", "channel_prune": "channels removed, no distillation",
+          "channel_dream_distill": "channels removed, dream + distill"}
 
 
 def screen_markdown() -> list[str]:
@@ -469,6 +497,10 @@ def main() -> None:
     parser.add_argument("--variant", nargs="+", metavar="KEY=VALUE",
                         help="dreaming values in place of the preset's for the dream + distill "
                              f"rows ({', '.join(VARIANT_KEYS)}); only those rows run")
+    parser.add_argument("--granularity", choices=("unstructured", "channel"),
+                        default="unstructured",
+                        help="channel: the channel_prune and channel_dream_distill rows "
+                             "(whole channels removed, a thinner and faster student)")
     parser.add_argument("--screen", action="store_true",
                         help="distil and score on the synthetic validation only (no real "
                              "image), into bench/results/real_dream_variants.jsonl: how a "
