@@ -47,3 +47,21 @@ def test_gap_is_the_mean_paired_difference_with_its_standard_error(bench) -> Non
     mean, error = bench.gap(row, teacher)  # differences -1, 0, -1 (paired by name)
     assert mean == pytest.approx(-2 / 3)
     assert error == pytest.approx(math.sqrt((1 / 9 + 4 / 9 + 1 / 9) / 2 / 3))
+
+
+def test_channel_rows_run_the_best_channel_allocator_first_without_repeats(bench) -> None:
+    rows = bench.planned_rows([0.58], {0.58: "lamp"}, channel=True)
+    assert rows[:3] == [(None, "teacher"), (0.58, "channel_prune/lamp"),
+                        (0.58, "channel_dream_distill/lamp")]
+    names = [name for _, name in rows]
+    assert len(names) == len(set(names))
+    assert {f"channel_prune/{a}" for a in bench.CHANNEL_ALLOCATORS} <= set(names)
+    assert not any(name.startswith(("prune/", "dream_distill/")) for name in names)
+
+
+def test_channel_rows_sort_after_the_unstructured_rows_of_their_target(bench) -> None:
+    rows = [{"row": "channel_prune/lamp", "target": 0.58, "steps": 0},
+            {"row": "dream_distill/lamp", "target": 0.58, "steps": 200},
+            {"row": "prune/lamp", "target": 0.58, "steps": 0}]
+    ordered = [row["row"] for row in sorted(rows, key=bench._table_order)]
+    assert ordered == ["prune/lamp", "dream_distill/lamp", "channel_prune/lamp"]
