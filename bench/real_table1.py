@@ -428,7 +428,8 @@ def screen_markdown() -> list[str]:
              "| teacher | F | allocator | dreaming | steps | fidelity on synthetic val., "
              "pruned -> trained (dB) | distill (s) | load |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['teacher']} | {row['target']} | {row['allocator']} | "
+        channel = " (channel)" if row.get("granularity") == "channel" else ""
+        lines.append(f"| {row['teacher']} | {row['target']} | {row['allocator']}{channel} | "
                      f"{row.get('variant') or 'preset'} | {row['steps']} | "
                      f"{row['validation_fidelity']:.2f} -> {row['student_fidelity']:.2f} | "
                      f"{row['distill_seconds']:.0f} | {row['load_before']:.1f} |")

@@ -21,7 +21,8 @@ printed at the end. Pipeline outputs go to ``--runs`` (default: a temporary fold
 Usage::
 
     OMP_NUM_THREADS=1 python bench/targets.py [--models ffa hinet mprnet] \\
-        [--targets 0.58 0.4] [--eval-count 96] [--eval-seed 7] [--steps 800] [--runs DIR]
+        [--targets 0.58 0.4] [--eval-count 96] [--eval-seed 7] [--steps 800] [--runs DIR] \\
+        [--granularity channel]
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ def evaluation_from_report(entry: dict[str, Any]) -> EvaluationResult:
 
 
 def run_one(model: str, target: float, held: tuple[Path, Path], run_dir: Path,
-            resamples: int, steps: int | None = None) -> dict[str, Any]:
-    """One default pipeline run (``steps`` joint steps if given) scored on the held-out set,
-    then on the test set."""
+            resamples: int, steps: int | None = None,
+            granularity: str = "unstructured") -> dict[str, Any]:
+    """One default pipeline run (``steps`` joint steps if given; ``granularity`` channel:
+    whole channels removed) scored on the held-out set, then on the test set."""
     command = ["dreamprune", "--quiet", "pipeline", "--model", model, "--flops-target",
                str(target), "--out", str(run_dir), "--eval-input-dir", str(held[0]),
-               "--eval-target-dir", str(held[1]), "--json"]
+               "--eval-target-dir", str(held[1]), "--granularity", granularity, "--json"]
     if steps is not None:
         command += ["--steps", str(steps)]
     start = time.perf_counter()
@@ -117,7 +119,7 @@ def run_one(model: str, target: float, held: tuple[Path, Path], run_dir: Path,
     space, border = report["teacher"]["metric_space"], report["teacher"]["crop_border"]
     test_scores = [evaluate_pairs(m, test_pairs, space, border, torch.device("cpu"))
                    for m in models]
-    return {"model": model, "target": target, "seconds": seconds,
+    return {"model": model, "target": target, "granularity": granularity, "seconds": seconds,
             "macs_ratio": report["macs_ratio"], "steps": report["steps"],
             "held": set_row(*held_scores, resamples=resamples),
             "test": set_row(*test_scores, resamples=resamples)}
@@ -128,15 +130,16 @@ def percent(value: float) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | F | steps | set | teacher | pruned | student | student - teacher (s.e.) "
-             "| recovery (90% interval) | target |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | F | granularity | steps | set | teacher | pruned | student | student - teacher (s.e.) "
+             "| recovery (90% interval) | target |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for key, label in (("test", f"test ({TEST_SET_COUNT})"),
                            ("held", f"held out ({row['eval_count']})")):
             r = row[key]
             se = f"{r['gap_se']:.2f}" if r["gap_se"] is not None else "n/a"
             lines.append(
-                f"| {row['model']} | {row['target']} | {row['steps']} | {label} | "
+                f"| {row['model']} | {row['target']} | "
+                f"{row.get('granularity', 'unstructured')} | {row['steps']} | {label} | "
                 f"{r['teacher']:.2f} | "
                 f"{r['pruned']:.2f} | {r['student']:.2f} | {r['gap']:+.2f} ({se}) | "
                 f"{percent(r['recovery'])} ({percent(r['recovery_90'][0])} to "
@@ -154,6 +157,9 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=None,
                         help="joint steps (default: the pipeline's, 400)")
+    parser.add_argument("--granularity", choices=("unstructured", "channel"),
+                        default="unstructured",
+                        help="channel: students with whole channels removed (real speed)")
     parser.add_argument("--runs", type=Path, default=None,
                         help="keep the pipeline outputs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -163,8 +169,8 @@ def main() -> None:
         held = synthetic_test_set(get_model_info(model).task, count=args.eval_count,
                                   seed=args.eval_seed)
         for target in args.targets:
-            row = run_one(model, target, held, runs / f"{model}-{target}", args.resamples,
-                          args.steps)
+            row = run_one(model, target, held, runs / f"{model}-{target}-{args.granularity}",
+                          args.resamples, args.steps, args.granularity)
             weights = bundled_teacher_path(model)
             row.update(date=time.strftime("%Y-%m-%d", time.gmtime()),
                        teacher_sha256=hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
