@@ -93,14 +93,18 @@ def evaluation_from_report(entry: dict[str, Any]) -> EvaluationResult:
 
 def run_one(model: str, target: float, held: tuple[Path, Path], run_dir: Path,
             resamples: int, steps: int | None = None,
-            granularity: str = "unstructured") -> dict[str, Any]:
-    """One default pipeline run (``steps`` joint steps if given; ``granularity`` channel:
-    whole channels removed) scored on the held-out set, then on the test set."""
+            granularity: str = "unstructured",
+            student_lr: float | None = None) -> dict[str, Any]:
+    """One default pipeline run (``steps`` joint steps and ``student_lr`` if given;
+    ``granularity`` channel: whole channels removed) scored on the held-out set, then on the
+    test set."""
     command = ["dreamprune", "--quiet", "pipeline", "--model", model, "--flops-target",
                str(target), "--out", str(run_dir), "--eval-input-dir", str(held[0]),
                "--eval-target-dir", str(held[1]), "--granularity", granularity, "--json"]
     if steps is not None:
         command += ["--steps", str(steps)]
+    if student_lr is not None:
+        command += ["--student-lr", str(student_lr)]
     start = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -119,10 +123,18 @@ def run_one(model: str, target: float, held: tuple[Path, Path], run_dir: Path,
     space, border = report["teacher"]["metric_space"], report["teacher"]["crop_border"]
     test_scores = [evaluate_pairs(m, test_pairs, space, border, torch.device("cpu"))
                    for m in models]
-    return {"model": model, "target": target, "granularity": granularity, "seconds": seconds,
+    return {"model": model, "target": target, "granularity": granularity,
+            "student_lr": report["settings"]["student_lr"], "seconds": seconds,
             "macs_ratio": report["macs_ratio"], "steps": report["steps"],
             "held": set_row(*held_scores, resamples=resamples),
             "test": set_row(*test_scores, resamples=resamples)}
+
+
+def target_text(row: dict[str, Any]) -> str:
+    """The issue's target for a row: channel students must recover 80% of their drop."""
+    if row.get("granularity") == "channel":
+        return "80% recovered"
+    return TARGET_TEXT.get(row["target"], "")
 
 
 def percent(value: float) -> str:
@@ -135,15 +147,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         for key, label in (("test", f"test ({TEST_SET_COUNT})"),
                            ("held", f"held out ({row['eval_count']})")):
-            r = row[key]
+            r, lr = row[key], row.get("student_lr")
             se = f"{r['gap_se']:.2f}" if r["gap_se"] is not None else "n/a"
             lines.append(
                 f"| {row['model']} | {row['target']} | "
-                f"{row.get('granularity', 'unstructured')} | {row['steps']} | {label} | "
+                f"{row.get('granularity', 'unstructured')} | {row['steps']}"
+                f"{'' if lr is None else f' (lr {lr:g})'} | "
+                f"{label} | "
                 f"{r['teacher']:.2f} | "
                 f"{r['pruned']:.2f} | {r['student']:.2f} | {r['gap']:+.2f} ({se}) | "
                 f"{percent(r['recovery'])} ({percent(r['recovery_90'][0])} to "
-                f"{percent(r['recovery_90'][1])}) | {TARGET_TEXT.get(row['target'], '')} |")
+                f"{percent(r['recovery_90'][1])}) | {target_text(row)} |")
     return "\n".join(lines)
 
 
@@ -157,6 +171,8 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=None,
                         help="joint steps (default: the pipeline's, 400)")
+    parser.add_argument("--student-lr", type=float, default=None,
+                        help="the student's learning rate (default: the preset's)")
     parser.add_argument("--granularity", choices=("unstructured", "channel"),
                         default="unstructured",
                         help="channel: students with whole channels removed (real speed)")
@@ -169,8 +185,9 @@ def main() -> None:
         held = synthetic_test_set(get_model_info(model).task, count=args.eval_count,
                                   seed=args.eval_seed)
         for target in args.targets:
-            row = run_one(model, target, held, runs / f"{model}-{target}-{args.granularity}",
-                          args.resamples, args.steps, args.granularity)
+            row = run_one(model, target, held, runs / f"{model}-{target}-{args.granularity}"
+                          f"-{args.steps}-{args.student_lr}-{args.eval_seed}",
+                          args.resamples, args.steps, args.granularity, args.student_lr)
             weights = bundled_teacher_path(model)
             row.update(date=time.strftime("%Y-%m-%d", time.gmtime()),
                        teacher_sha256=hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
