@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from dreamprune_cli.engine.latency import paired_latency
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import write_text_atomic
 from dreamprune_cli.flops import count_costs
@@ -124,43 +124,21 @@ def unstructured_student(teacher: LoadedModel, target: float, size: int,
 
 def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor,
                   repeats: int, warmup: int = 2) -> dict[str, object]:
-    """Median times (s) and the median per-pair ratio student / teacher, interleaved.
-
-    ``warmup`` forwards of each first (not timed); then ``repeats`` pairs, the order within a
-    pair alternating (teacher first, then student first). All per-pair times are returned too,
-    and ``latency_ratio_min``, the ratio of the fastest runs (the least disturbed by other
-    jobs on a shared machine). ``cpu_ratio`` is the median per-pair ratio of the process's CPU
-    time: at one thread it leaves out the time other jobs held the core, so on a loaded
-    machine it estimates the idle machine's latency ratio more steadily than wall time
-    (at several threads it sums the threads and is not a latency).
-    """
-    with torch.inference_mode():
-        for _ in range(warmup):
-            teacher(x)
-            student(x)
-        times: dict[str, list[float]] = {"teacher": [], "student": []}
-        cpu: dict[str, list[float]] = {"teacher": [], "student": []}
-        for index in range(repeats):
-            order = [("teacher", teacher), ("student", student)]
-            if index % 2:
-                order.reverse()
-            for name, network in order:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                network(x)
-                times[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-    ratios = [s / t for s, t in zip(times["student"], times["teacher"])]
-    cpu_ratios = [s / t for s, t in zip(cpu["student"], cpu["teacher"])]
-    return {"teacher_s": statistics.median(times["teacher"]),
-            "student_s": statistics.median(times["student"]),
-            "latency_ratio": statistics.median(ratios),
-            "latency_ratio_min": min(times["student"]) / min(times["teacher"]),
-            "pair_ratios": [round(r, 4) for r in ratios],
-            "teacher_times_s": [round(t, 6) for t in times["teacher"]],
-            "student_times_s": [round(t, 6) for t in times["student"]],
-            "cpu_ratio": statistics.median(cpu_ratios),
-            "teacher_cpu_s": [round(t, 6) for t in cpu["teacher"]],
-            "student_cpu_s": [round(t, 6) for t in cpu["student"]]}
+    """Median times (s) and the median per-pair ratio student / teacher, interleaved
+    (:func:`dreamprune_cli.engine.latency.paired_latency`, which ``dreamprune pipeline`` uses
+    too), in this benchmark's record format: all per-pair times, ``latency_ratio_min`` (the
+    ratio of the fastest runs, the least disturbed by other jobs) and ``cpu_ratio`` (the
+    median per-pair ratio of process CPU time: at one thread it leaves out the time other
+    jobs held the core; at several threads it sums the threads and is not a latency)."""
+    timing = paired_latency(teacher, student, x, pairs=repeats, warmup=warmup)
+    return {"teacher_s": timing.teacher_seconds, "student_s": timing.student_seconds,
+            "latency_ratio": timing.ratio, "latency_ratio_min": timing.ratio_fastest,
+            "pair_ratios": [round(r, 4) for r in timing.pair_ratios],
+            "teacher_times_s": [round(t, 6) for t in timing.teacher_times],
+            "student_times_s": [round(t, 6) for t in timing.student_times],
+            "cpu_ratio": timing.cpu_ratio,
+            "teacher_cpu_s": [round(t, 6) for t in timing.teacher_cpu_times],
+            "student_cpu_s": [round(t, 6) for t in timing.student_cpu_times]}
 
 
 def op_family(name: str) -> str:

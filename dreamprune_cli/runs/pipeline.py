@@ -10,6 +10,7 @@ Output folder::
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
     dreams.png (the last round's dreams | teacher | student | clean target),
     losses.csv, losses.png
+    (report.json's "latency": teacher against student forward time, interleaved pairs)
     run.json            the settings that define the run (checked on --resume) and the
                         time of its one-time phases
 """
@@ -32,6 +33,7 @@ from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import Dreamer, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resumable_steps
+from dreamprune_cli.engine.latency import PairedLatency, paired_latency
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
@@ -66,6 +68,7 @@ class PipelineResult:
     channel_multiple: int = 1
     flops_target: float = 1.0
     device: str = "cpu"
+    latency: PairedLatency | None = None
 
     @cached_property
     def student_gap(self) -> PairedGap:
@@ -90,7 +93,17 @@ class PipelineResult:
             "metric_space": self.student.metric_space,
             "ssim_variant": self.student.ssim_variant,
             "quantization": self.student.quantization, "eval_count": self.student.count,
+            "latency_teacher_s": self.latency.teacher_seconds if self.latency else None,
+            "latency_student_s": self.latency.student_seconds if self.latency else None,
+            "latency_ratio": self.latency.ratio if self.latency else None,
         }
+
+    def caption(self) -> str:
+        """The student's PSNR gap to its teacher and, when measured, its relative time."""
+        lines = [self.student_gap.describe("student - teacher")]
+        if self.latency is not None:
+            lines.append(self.latency.describe())
+        return "\n".join(lines)
 
 
     def table(self) -> ResultTable:
@@ -107,7 +120,7 @@ class PipelineResult:
             f"pipeline {self.model}: {self.macs_ratio:.3f} of the MACs, {self.allocator}"
             f"{channel}, {self.joint.steps} steps, {self.seconds:.0f} s",
             ["model", f"PSNR ({self.student.metric_space})", "SSIM", "GMACs@256", "params"],
-            rows, caption=self.student_gap.describe("student - teacher"))
+            rows, caption=self.caption())
 
     def tables(self) -> list[ResultTable]:
         return [self.table()]
@@ -125,6 +138,7 @@ class PipelineResult:
                 f"quantized by {student.quantization}:\n\n"
                 + self.table().markdown()
                 + f"\n{self.student_gap.describe('Student - teacher')}.\n"
+                + (f"\n{self.latency.describe()}.\n" if self.latency else "")
                 + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
                   "student | target.\n\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
                   "dreams.png: the last round's dreams | teacher output | student output | "
@@ -269,6 +283,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     phases["dream_distill"] = joint.seconds  # every session's training time
 
     student_eval = evaluate(student_adapter, "evaluate_student")
+    latency = None if not is_writer(sync) else measure_latency(
+        teacher_adapter, student_adapter, pr.flops_size, device, s.common.seed, phases)
 
     for name, seconds in once.items():  # one-time phases of the first session, on resume
         phases.setdefault(name, seconds)
@@ -301,20 +317,41 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                             phases=phases, model=teacher.name, allocator=allocator,
                             granularity=pr.granularity, channel_multiple=channel_multiple,
                             flops_target=pr.flops_target,
-                            device=str(device))
+                            device=str(device), latency=latency)
     report = {**result.summary(), "model": teacher.name, "allocator": allocator,
               "granularity": pr.granularity, "channel_multiple": channel_multiple,
               "flops_target": pr.flops_target, "flops_size": pr.flops_size,
               "seed": s.common.seed, "device": str(device), "versions": versions(),
               "settings": resolved.flat(), "teacher": teacher_eval.as_dict(),
               "pruned": pruned_eval.as_dict(), "distilled": student_eval.as_dict(),
-              "prune": prune_report, "resumed": resume}
+              "prune": prune_report, "resumed": resume,
+              "latency": latency.as_dict() if latency else None}
     write_json_atomic(out_dir / "report.json", report, overwrite=True)
     write_text_atomic(out_dir / "report.md", result.markdown(), overwrite=True)
     return result
 
 
 run_pipeline = run  # the name the package exports
+
+LATENCY_PAIRS, LATENCY_SECONDS = 5, 2.0
+"""At least this many interleaved teacher/student pairs timed at the end of a pipeline run,
+and more (up to 100) until the timed runs took this many seconds."""
+
+
+def measure_latency(teacher: torch.nn.Module, student: torch.nn.Module, size: int,
+                    device: torch.device, seed: int, phases: dict[str, float]) -> PairedLatency:
+    """Teacher against student forward time on one seeded 1x3x``size``x``size`` image
+    (the MAC-counting size), :data:`LATENCY_PAIRS` or more interleaved pairs after one warm-up, on
+    the run's device and threads; the seconds spent go to ``phases["latency"]``."""
+    tick = time.perf_counter()
+    x = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
+    teacher.eval()
+    student.eval()
+    timing = paired_latency(teacher, student, x.to(device), pairs=LATENCY_PAIRS, warmup=1,
+                            min_seconds=LATENCY_SECONDS)
+    phases["latency"] = time.perf_counter() - tick
+    log.info("%s", timing.describe())
+    return timing
 
 
 def _read_prune_report(path: Path) -> dict[str, Any] | None:

@@ -123,6 +123,8 @@ def test_pipeline_end_to_end_and_resume(runner, tmp_path: Path, pair_dirs) -> No
     assert data["psnr_student_minus_teacher"] == pytest.approx(
         data["psnr_student"] - data["psnr_teacher"], abs=1e-9)
     assert data["psnr_student_minus_teacher_se"] >= 0
+    # teacher against student forward time at the MAC-counting size, in interleaved pairs
+    assert data["latency_ratio"] > 0 and data["latency_teacher_s"] > 0
     for name in ("report.json", "report.md", "grid.png", "losses.png", "losses.csv",
                  "student.safetensors", "masks.safetensors", "checkpoint.pt",
                  "prune/report.json"):
@@ -130,6 +132,9 @@ def test_pipeline_end_to_end_and_resume(runner, tmp_path: Path, pair_dirs) -> No
     report = json.loads((out / "report.json").read_text())
     assert report["allocator"] == "adaptive" and report["steps"] == 4
     assert "Student - teacher: " in (out / "report.md").read_text()
+    assert "student time: " in (out / "report.md").read_text()
+    assert report["latency"]["input_shape"] == [1, 3, 64, 64]
+    assert report["latency"]["pairs"] >= 5
     # continuing a finished run to more steps resumes from its checkpoint
     more = runner.invoke(app, [a if a != "4" else "6" for a in args[:-1]]
                          + ["--resume", str(out), "--json"])
