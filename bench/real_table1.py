@@ -15,7 +15,8 @@ For PReNet6 (the authors' Rain100L weights) on the 100 Rain100L test pairs (Y) a
 * with ``--granularity channel``: ``channel_prune/<allocator>`` (whole channels removed with
   Torch-Pruning, ``dreamprune prune --granularity channel``; the channel allocators) and
   ``channel_dream_distill/<allocator>`` (that thinner student distilled on dreams) for the
-  best channel allocator, chosen the same way.
+  best channel allocator, chosen the same way, then its ``channel_noise_distill`` and
+  ``channel_synth_distill`` references.
 
 Nothing in the compression sees a real degraded or clean image: dreams start from noise and
 aim at procedural clean scenes. The **best allocator** is chosen before any real score is read:
@@ -330,7 +331,8 @@ def planned_rows(targets: list[float], best: dict[float, str],
         chosen = best[target]
         if channel:
             first = [f"channel_prune/{chosen}", f"channel_dream_distill/{chosen}"]
-            rest = [f"channel_prune/{a}" for a in CHANNEL_ALLOCATORS]
+            rest = [f"channel_prune/{a}" for a in CHANNEL_ALLOCATORS] + [
+                f"channel_noise_distill/{chosen}", f"channel_synth_distill/{chosen}"]
             rows += [(target, name) for name in dict.fromkeys(first + rest)]
             continue
         first = [f"dream_distill/{chosen}", f"prune/{chosen}", "prune/lamp",
@@ -401,7 +403,7 @@ def gap(row: dict[str, Any], teacher: dict[str, Any]) -> tuple[float, float]:
 
 
 KINDS = ("prune", "dream_distill", "noise_distill", "synth_distill", "channel_prune",
-         "channel_dream_distill")
+         "channel_dream_distill", "channel_noise_distill", "channel_synth_distill")
 
 
 def _table_order(row: dict[str, Any]) -> tuple:
@@ -416,7 +418,9 @@ def _table_order(row: dict[str, Any]) -> tuple:
 LABELS = {"prune": "no distillation", "dream_distill": "dream + distill (the method)",
           "noise_distill": "distill on plain noise", "synth_distill": "distill on synthetic "
           "degraded images", "channel_prune": "channels removed, no distillation",
-          "channel_dream_distill": "channels removed, dream + distill"}
+          "channel_dream_distill": "channels removed, dream + distill",
+          "channel_noise_distill": "channels removed, distill on plain noise",
+          "channel_synth_distill": "channels removed, distill on synthetic degraded images"}
 
 
 def screen_markdown() -> list[str]:

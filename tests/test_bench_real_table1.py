@@ -56,6 +56,7 @@ def test_channel_rows_run_the_best_channel_allocator_first_without_repeats(bench
     names = [name for _, name in rows]
     assert len(names) == len(set(names))
     assert {f"channel_prune/{a}" for a in bench.CHANNEL_ALLOCATORS} <= set(names)
+    assert names[-2:] == ["channel_noise_distill/lamp", "channel_synth_distill/lamp"]
     assert not any(name.startswith(("prune/", "dream_distill/")) for name in names)
 
 
