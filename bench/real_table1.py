@@ -423,6 +423,16 @@ LABELS = {"prune": "no distillation", "dream_distill": "dream + distill (the met
           "channel_synth_distill": "channels removed, distill on synthetic degraded images"}
 
 
+def _screen_inputs(row: dict[str, Any]) -> str:
+    """What a screened row distilled on: the dreaming variant, or a reference's inputs."""
+    kind = row["row"].split("/", 1)[0].removeprefix("channel_")
+    if kind == "noise_distill":
+        return "plain noise (reference)"
+    if kind == "synth_distill":
+        return "synthetic degraded images (reference)"
+    return row.get("variant") or "preset"
+
+
 def screen_markdown() -> list[str]:
     """The dreaming variants screened on the synthetic validation (``--screen``)."""
     rows = _load_rows(SCREEN_RESULTS)
@@ -434,7 +444,7 @@ def screen_markdown() -> list[str]:
     for row in rows:
         channel = " (channel)" if row.get("granularity") == "channel" else ""
         lines.append(f"| {row['teacher']} | {row['target']} | {row['allocator']}{channel} | "
-                     f"{row.get('variant') or 'preset'} | {row['steps']} | "
+                     f"{_screen_inputs(row)} | {row['steps']} | "
                      f"{row['validation_fidelity']:.2f} -> {row['student_fidelity']:.2f} | "
                      f"{row['distill_seconds']:.0f} | {row['load_before']:.1f} |")
     return lines + [""]
