@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "DreamSchedule": "dreamprune_cli.engine.dream",
     "evaluate_pairs": "dreamprune_cli.engine.evaluate",
     "EvaluationResult": "dreamprune_cli.engine.evaluate",
+    "paired_latency": "dreamprune_cli.engine.latency",
+    "PairedLatency": "dreamprune_cli.engine.latency",
     "run_pipeline": "dreamprune_cli.runs.pipeline",
     "resolve_settings": "dreamprune_cli.settings",
     "Settings": "dreamprune_cli.settings",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from dreamprune_cli.prune.student import load_student, save_student
     from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
     from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
+    from dreamprune_cli.engine.latency import PairedLatency, paired_latency
     from dreamprune_cli.runs.pipeline import run_pipeline
     from dreamprune_cli.settings import ResolvedSettings, Settings, resolve_settings
     from dreamprune_cli.engine.threads import apply_threads
