@@ -137,6 +137,11 @@ def _append(row: dict[str, Any], path: Path | None = None) -> None:
         handle.write(json.dumps(row) + "\n")
 
 
+def _channel_tag(channel: bool) -> str:
+    """The part of a cached file's name that tells channel students from masked ones."""
+    return "_channel" if channel else ""
+
+
 class Bench:
     """Runs the rows of one teacher; every expensive artefact is cached on disk."""
 
@@ -221,7 +226,7 @@ class Bench:
         from dreamprune_cli import load_student, prune_model, save_student
         from dreamprune_cli.prune.channel_plan import prune_channels
 
-        folder = self.work / f"prune{'_channel' if channel else ''}_{target}_{allocator}"
+        folder = self.work / f"prune{_channel_tag(channel)}_{target}_{allocator}"
         if (folder / "student.safetensors").exists():
             return load_student(folder / "student.safetensors", self.teacher.name), 0.0
         start = time.perf_counter()
@@ -243,7 +248,7 @@ class Bench:
     def selection(self, target: float, channel: bool = False) -> dict[str, float]:
         """Validation fidelity (dB) of every allocator's pruned student at ``target``: the
         choice of the best allocator, made before any real image is scored (cached)."""
-        path = self.work / f"selection{'_channel' if channel else ''}_{target}.json"
+        path = self.work / f"selection{_channel_tag(channel)}_{target}.json"
         if path.exists():
             return json.loads(path.read_text())
         allocators = CHANNEL_ALLOCATORS if channel else ALLOCATORS
@@ -260,7 +265,7 @@ class Bench:
         from dreamprune_cli import distill, load_student, save_student
 
         label = variant_label(self.variant) if inputs == "dreams" else ""
-        folder = self.work / f"distill{'_channel' if channel else ''}_{target}_{allocator}_" \
+        folder = self.work / f"distill{_channel_tag(channel)}_{target}_{allocator}_" \
             f"{inputs}_{self.steps}{'_' + label if label else ''}"
         if (folder / "student.safetensors").exists():
             return load_student(folder / "student.safetensors", self.teacher.name), 0.0
@@ -311,8 +316,8 @@ class Bench:
         else:
             inputs = {"dream_distill": "dreams", "noise_distill": "noise",
                       "synth_distill": "synth"}[kind]
-            model, row["distill_seconds"] = self.distilled(target, allocator, inputs,  # type: ignore
-                                                           channel)
+            model, row["distill_seconds"] = self.distilled(  # type: ignore
+                target, allocator, inputs, channel)
             row.update(allocator=allocator, steps=self.steps, **self.schedule())
             if inputs == "dreams" and self.variant:
                 row.update(self.variant, variant=variant_label(self.variant))

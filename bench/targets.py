@@ -142,8 +142,9 @@ def percent(value: float) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | F | granularity | steps | set | teacher | pruned | student | student - teacher (s.e.) "
-             "| recovery (90% interval) | target |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | F | granularity | steps | set | teacher | pruned | student | "
+             "student - teacher (s.e.) | recovery (90% interval) | target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for key, label in (("test", f"test ({TEST_SET_COUNT})"),
                            ("held", f"held out ({row['eval_count']})")):
