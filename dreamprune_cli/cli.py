@@ -371,7 +371,8 @@ def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 @_command("prune", *LOADING, "flops_target", "allocator", "granularity", "channel_multiple",
           "out", "flops_size", "exclude", "default_exclude", "calibration", "calibration_count",
-          "min_keep", "calibration_size", *TRUST, "overwrite", *RUNTIME,
+          "min_keep", "calibration_size", "depth_calibration_size", *TRUST, "overwrite",
+          *RUNTIME,
           out="Output folder: student.safetensors, masks.safetensors, report.json. "
               "[required]")
 def prune_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
@@ -409,7 +410,7 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 @_command("pipeline", *LOADING, "flops_target", "allocator", "granularity",
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
-          "round_steps", "min_keep",
+          "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
           *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "checkpoint_every",
           "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,

@@ -147,13 +147,17 @@ class PruneSettings(_Section):
         description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
     allocator: Allocator = Field(
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
-    granularity: Literal["unstructured", "channel"] = Field(
+    granularity: Literal["unstructured", "channel", "depth", "depth+channel"] = Field(
         "unstructured",
-        description="unstructured (weight masks, the default) or channel (remove whole channels: "
-                    "a thinner, faster network; allocators uniform, global, lamp, adaptive).")
+        description="unstructured (weight masks, the default), channel (remove whole channels: "
+                    "a thinner, faster network; allocators uniform, global, lamp, adaptive), "
+                    "depth (remove whole residual blocks and repeated stages, chosen by "
+                    "measured drift) or depth+channel (both, the split chosen by drift; the "
+                    "allocator is the channel part's).")
     channel_multiple: int = Field(
         1, ge=1,
-        description="Only with --granularity channel: every channel group wider than N keeps a "
+        description="Only with --granularity channel or depth+channel: every channel group "
+                    "wider than N keeps a "
                     "multiple of N channels, so that oneDNN/cuDNN channel blocks are full (16: "
                     "FFA-Net's students ran at 1.09x their MAC ratio, not 1.68x); 1: any count.")
     flops_size: int = Field(
@@ -170,6 +174,11 @@ class PruneSettings(_Section):
     calibration_count: int = Field(
         4, ge=1, description="Calibration patches for the adaptive allocator.")
     calibration_size: int = Field(64, ge=8, description="Side of the calibration patches.")
+    depth_calibration_size: int = Field(
+        256, ge=8,
+        description="Side of the calibration images on which --granularity depth and "
+                    "depth+channel measure drift (default 256: small crops misrank blocks of "
+                    "networks with instance norms).")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
 

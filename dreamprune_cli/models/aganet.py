@@ -184,4 +184,7 @@ register_model(ModelInfo(
     crop_border=0,
     input_range_note=("BGR in [0, 1] (OpenCV); output unclamped, last element of the returned "
                       "tuple"),
+    # depth pruning: the attention's residual branches relu(det_convN(x) + x), its steps
+    depth_branches=("det_conv[1-9]",),
+    depth_repeats=("iterations",),
 ))

@@ -9,7 +9,11 @@ a built-in family, a custom model may declare as attributes of its class (or ins
 * ``output_index`` (int): which element of a returned list/tuple is the restored image;
 * ``task`` (``derain``, ``raindrop``, ``dehaze``): the synthetic sets it is scored and
   calibrated on (default ``derain``);
-* ``metric_space`` (``y``, ``rgb``): the default metric space (default ``rgb``).
+* ``metric_space`` (``y``, ``rgb``): the default metric space (default ``rgb``);
+* ``depth_blocks``, ``depth_branches`` (tuples of module-name globs) and ``depth_repeats``
+  (constructor keys of stages repeated with shared weights, read back from the attribute of
+  the same name): what ``--granularity depth`` may remove beyond the residual blocks it finds
+  by tracing (see :class:`~dreamprune_cli.models.registry.ModelInfo`).
 
 A *layer* class of a custom model may declare ``preserves_channels = True`` (output channel
 ``i`` from input channel ``i`` alone, no parameter with a channel dimension) so that channel
@@ -35,7 +39,8 @@ from dreamprune_cli.models.registry import MetricSpace, ModelInfo, Task
 
 log = logging.getLogger(__name__)
 
-DECLARABLE = ("size_multiple", "penultimate_layer", "output_index", "task", "metric_space")
+DECLARABLE = ("size_multiple", "penultimate_layer", "output_index", "task", "metric_space",
+              "depth_blocks", "depth_branches", "depth_repeats")
 _CHOICES = {"task": typing.get_args(Task), "metric_space": typing.get_args(MetricSpace)}
 
 
@@ -103,6 +108,15 @@ def _declared_value(spec: str, network: nn.Module, name: str) -> Any:
                 or value < (1 if name == "size_multiple" else 0):
             raise UsageError(f"{where}: expected an integer >= "
                              f"{1 if name == 'size_multiple' else 0}")
+    elif name in ("depth_blocks", "depth_branches", "depth_repeats"):
+        if isinstance(value, str) or not isinstance(value, (tuple, list)) \
+                or not all(isinstance(item, str) for item in value):
+            raise UsageError(f"{where}: expected a tuple of strings")
+        if name == "depth_repeats" and not all(
+                isinstance(getattr(network, key, None), int) for key in value):
+            raise UsageError(f"{where}: each key must also be an integer attribute of the "
+                             "network (its current count)")
+        return tuple(value)
     elif name == "penultimate_layer":
         if not isinstance(value, str) or value not in dict(network.named_modules()):
             raise UsageError(f"{where}: expected the dotted name of one of its modules")

@@ -13,6 +13,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
 from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
+from dreamprune_cli.models.depth import depth_metadata, read_removed, remove_modules
 from dreamprune_cli.models.registry import ModelInfo, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teacher_path
 from dreamprune_cli.models.resize import (GRANULARITY_KEY, architecture_metadata,
@@ -30,11 +31,31 @@ class LoadedModel:
     network: nn.Module
     config: dict[str, Any]
     weights: Path | None
-    granularity: str = "unstructured"  # "channel": thinner layers than the architecture's
+    granularity: str = "unstructured"  # see STRUCTURED: thinner or fewer layers
+
+    @property
+    def structured(self) -> bool:
+        """Whether whole channels, blocks or stages were removed (no weight masks)."""
+        return self.granularity in STRUCTURED
 
     def adapter(self) -> RestorationAdapter:
         """The network wrapped to take and return RGB [0, 1] of any size."""
         return RestorationAdapter(self.network, self.info)
+
+    def file_metadata(self) -> dict[str, str]:
+        """What a file of this network's state dict must record to be rebuilt: thinner
+        layers (:func:`~dreamprune_cli.models.resize.architecture_metadata`), removed blocks
+        (:func:`~dreamprune_cli.models.depth.depth_metadata`) and the granularity."""
+        state = self.network.state_dict()
+        metadata = {**architecture_metadata(state, self.info.factory, self.config),
+                    **depth_metadata(self.network)}
+        if self.structured:
+            metadata[GRANULARITY_KEY] = self.granularity
+        return metadata
+
+
+STRUCTURED: tuple[str, ...] = ("channel", "depth", "depth+channel")
+"""Granularities whose students are smaller networks (files record how to rebuild them)."""
 
 
 def resolve_info(name: str) -> ModelInfo:
@@ -109,9 +130,12 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
     except TypeError as exc:
         raise UsageError(f"model {name!r}: bad constructor arguments {config}: {exc}") from exc
     granularity = "unstructured"
-    if checkpoint is not None and checkpoint.metadata.get(GRANULARITY_KEY) == "channel":
-        resize_to_state_dict(network, checkpoint.state_dict)  # a channel-pruned student
-        granularity = "channel"
+    if checkpoint is not None and checkpoint.metadata.get(GRANULARITY_KEY) in STRUCTURED:
+        granularity = checkpoint.metadata[GRANULARITY_KEY]
+        where = f"${weights_field} {weights}"
+        remove_modules(network, read_removed(checkpoint.metadata, where))  # depth-pruned
+        if granularity != "depth":  # thinner layers
+            resize_to_state_dict(network, checkpoint.state_dict)
     if checkpoint is not None:
         skipped = load_weights(network, checkpoint, strict=strict)
         for problem in skipped:
@@ -141,11 +165,10 @@ def save_model(loaded: LoadedModel, path: str | Path, extra: dict[str, str] | No
                overwrite: bool = False) -> Path:
     """Save the network's state dict as safetensors naming the model and its config.
 
-    The file loads again with ``load_model(None, weights=path)``; a channel-pruned network
-    is marked as such in the metadata, so that loading resizes the layers to its tensors.
+    The file loads again with ``load_model(None, weights=path)``; a channel- or depth-pruned
+    network is marked as such in the metadata (:meth:`LoadedModel.file_metadata`), so that
+    loading removes its blocks and resizes its layers to its tensors.
     """
-    state = loaded.network.state_dict()
-    extra = {**architecture_metadata(state, loaded.info.factory, loaded.config),
-             **(extra or {})}
-    return save_safetensors(path, state, loaded.name, loaded.config, extra=extra,
-                            overwrite=overwrite)
+    extra = {**loaded.file_metadata(), **(extra or {})}
+    return save_safetensors(path, loaded.network.state_dict(), loaded.name, loaded.config,
+                            extra=extra, overwrite=overwrite)

@@ -211,6 +211,10 @@ def _register_family() -> None:
             quantization="truncate",
             input_range_note=("RGB in [0, 1]; returns (last stage, every stage): the first "
                               "element is the restored image"),
+            # depth pruning: fewer stages (weights shared), fewer distinct residual blocks;
+            # a recursive variant repeats its one shared block `blocks` times
+            depth_branches=() if config.get("recursive") else ("res_conv*",),
+            depth_repeats=("stages", "blocks") if config.get("recursive") else ("stages",),
         ))
 
 

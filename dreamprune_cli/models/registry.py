@@ -67,6 +67,14 @@ class ModelInfo:
             order, network) -> restored image on the [0, 1] scale``, for networks whose
             output is not the image itself (GCANet: 0-255 scale, residual); ``None``: as is.
         input_range_note: free text about input conventions (README model table).
+        depth_blocks: module-name globs of residual blocks (``x + f(x)`` computed inside)
+            that depth pruning may replace by the identity, beyond those it finds by tracing
+            (:mod:`dreamprune_cli.prune.depth`).
+        depth_branches: module-name globs of residual branches ``f`` whose output the parent
+            adds to their input (PReNet's ``relu(res_conv(x) + x)``); removed, they return
+            zeros.
+        depth_repeats: constructor keys counting stages repeated with shared weights (PReNet's
+            ``stages``); depth pruning may lower them (to 1 at least).
     """
 
     name: str
@@ -93,6 +101,9 @@ class ModelInfo:
     input_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
     output_decoder: Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor] | None = None
     input_range_note: str = "RGB in [0, 1]"
+    depth_blocks: tuple[str, ...] = ()
+    depth_branches: tuple[str, ...] = ()
+    depth_repeats: tuple[str, ...] = ()
 
     @property
     def preset(self) -> str:

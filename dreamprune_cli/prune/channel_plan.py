@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dreamprune_cli.data.calibration import synthetic_calibration
-from dreamprune_cli.prune.plan import LayerReport, PruneResult
+from dreamprune_cli.prune.plan import PruneResult, structured_layers
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
@@ -58,18 +58,6 @@ def channel_allocator(allocator: str, source: str) -> str:
         return DEFAULT_CHANNEL_ALLOCATOR
     raise UsageError(f"$allocator {allocator!r} (from {source}) at $granularity channel: "
                      f"expected one of {', '.join(CHANNEL_ALLOCATORS)}")
-
-
-def _positions(module: nn.Module, macs_dense: int) -> int:
-    """MACs per weight element of a dense layer (output pixels of a convolution)."""
-    numel = module.weight.numel()
-    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
-        per_pixel = numel + (module.out_channels if module.bias is not None else 0)
-        return macs_dense // per_pixel if per_pixel else 0
-    if isinstance(module, nn.Linear):
-        per_row = numel + (module.out_features if module.bias is not None else 0)
-        return macs_dense // per_row if per_row else 0
-    return macs_dense // numel if numel else 0
 
 
 def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
@@ -131,23 +119,7 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
     for parameter in student_network.parameters():
         parameter.requires_grad_(True)
     after = count_costs(student_network, input_size)
-    teacher_modules = dict(teacher.named_modules())
-    student_modules = dict(student_network.named_modules())
-    layers = []
-    for name, module in teacher_modules.items():
-        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-            continue
-        dense_cost = before.layer(name) if any(c.name == name for c in before.layers) else None
-        if dense_cost is None or dense_cost.calls == 0:
-            continue
-        thinner = student_modules[name]
-        cost = after.layer(name)
-        layers.append(LayerReport(
-            name=name, kind=type(module).__name__, shape=list(thinner.weight.shape),
-            pruned=tuple(thinner.weight.shape) != tuple(module.weight.shape),
-            params=module.weight.numel(), params_kept=thinner.weight.numel(),
-            macs_dense=dense_cost.macs_dense, macs_kept=cost.macs,
-            positions=_positions(module, dense_cost.macs_dense)))
+    layers = structured_layers(teacher, student_network, before, after)
     student = LoadedModel(name=loaded.name, info=loaded.info, network=student_network,
                           config=dict(loaded.config), weights=loaded.weights,
                           granularity="channel")

@@ -87,7 +87,7 @@ class PruneResult:
     seconds: float
     drift: DriftCurves | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    granularity: str = "unstructured"  # or "channel" (prune/channel_plan.py)
+    granularity: str = "unstructured"  # channel, depth, depth+channel (models.loading.STRUCTURED)
 
     @property
     def macs_ratio(self) -> float:
@@ -115,6 +115,51 @@ class PruneResult:
             if self.drift is not None:
                 data["drift"] = self.drift.as_dict()
         return data
+
+
+def _positions(module: torch.nn.Module, macs_dense: int) -> int:
+    """MACs per weight element of a dense layer (output pixels of a convolution)."""
+    numel = module.weight.numel()
+    if isinstance(module, torch.nn.modules.conv._ConvNd) and not module.transposed:
+        per_pixel = numel + (module.out_channels if module.bias is not None else 0)
+        return macs_dense // per_pixel if per_pixel else 0
+    if isinstance(module, torch.nn.Linear):
+        per_row = numel + (module.out_features if module.bias is not None else 0)
+        return macs_dense // per_row if per_row else 0
+    return macs_dense // numel if numel else 0
+
+
+def structured_layers(teacher: torch.nn.Module, student: torch.nn.Module,
+                      before: CostReport, after: CostReport) -> list[LayerReport]:
+    """One report per convolution/linear layer the teacher calls, for a student with
+    thinner layers (channel pruning) or fewer of them (depth pruning).
+
+    ``before``/``after``: the counter's reports of teacher and student at the same size. A
+    layer the student no longer has (inside a removed block) or no longer calls keeps 0
+    weights and 0 MACs; a layer run fewer times (fewer stages) keeps its weights and fewer
+    MACs. ``pruned`` says whether anything of the layer was removed.
+    """
+    student_modules = dict(student.named_modules())
+    student_costs = {cost.name: cost for cost in after.layers}
+    layers = []
+    for cost in before.layers:
+        module = teacher.get_submodule(cost.name)
+        if not isinstance(module, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)) \
+                or cost.calls == 0:
+            continue
+        kept = student_costs.get(cost.name)
+        thinner = student_modules.get(cost.name)
+        params_kept = thinner.weight.numel() if thinner is not None and kept is not None \
+            and kept.calls else 0
+        macs_kept = kept.macs if kept is not None else 0
+        layers.append(LayerReport(
+            name=cost.name, kind=type(module).__name__,
+            shape=list(thinner.weight.shape) if params_kept else [],
+            pruned=params_kept != module.weight.numel() or macs_kept != cost.macs_dense,
+            params=module.weight.numel(), params_kept=params_kept,
+            macs_dense=cost.macs_dense, macs_kept=macs_kept,
+            positions=_positions(module, cost.macs_dense)))
+    return layers
 
 
 @dataclass
@@ -331,7 +376,7 @@ def write_prune_outputs(result: PruneResult, out_dir: Path,
         "dreamprune.prune.macs_ratio": repr(result.macs_ratio),
         "dreamprune.prune.exclude": json.dumps(result.exclude),
     }
-    if result.granularity == "channel":
+    if "channel_multiple" in result.details:
         extra["dreamprune.prune.channel_multiple"] = str(result.details["channel_multiple"])
     paths = write_student(result.student, out_dir, extra, overwrite=overwrite)
     paths["report"] = out_dir / REPORT_FILE

@@ -23,7 +23,6 @@ from safetensors.torch import load_file
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.checkpoint import read_model_name, save_safetensors
 from dreamprune_cli.models.loading import LoadedModel, load_model
-from dreamprune_cli.models.resize import architecture_metadata
 from dreamprune_cli.prune.masks import (PRUNABLE_MODULES, attach_masks, get_masks,
                                         plain_state_dict, set_masks)
 
@@ -48,12 +47,11 @@ def write_student(student: LoadedModel, out_dir: Path, extra: Mapping[str, str] 
         ``{"student": path, "masks": path}`` (no ``masks`` for a channel-pruned student).
     """
     state = plain_state_dict(student.network)
-    metadata = {**architecture_metadata(state, student.info.factory, student.config),
-                **(extra or {})}
+    metadata = {**student.file_metadata(), **(extra or {})}
     out_dir = Path(out_dir)
     paths = {"student": save_safetensors(out_dir / STUDENT_FILE, state, student.name,
                                          student.config, extra=metadata, overwrite=overwrite)}
-    if student.granularity != "channel":
+    if not student.structured:
         paths["masks"] = save_safetensors(out_dir / MASKS_FILE, get_masks(student.network),
                                           student.name, student.config, extra=metadata,
                                           overwrite=overwrite)
@@ -84,7 +82,7 @@ def load_student(student_path: str | Path, model: str | None = None,
         raise UsageError(f"$student {student_path}: a pruned {named!r}, but the teacher is "
                          f"{model!r} (the student must be a pruned copy of the teacher)")
     loaded = load_model(model, weights=student_path, trust=trust, weights_field="student")
-    if loaded.granularity == "channel":  # thinner layers: every weight is trainable
+    if loaded.structured:  # thinner or fewer layers: every weight is trainable
         return loaded
     modules = dict(loaded.network.named_modules())
     masks_path = student_path.parent / MASKS_FILE

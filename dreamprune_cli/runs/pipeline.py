@@ -113,9 +113,9 @@ class PipelineResult:
                                  ("pruned (no distillation)", self.pruned),
                                  ("dream + distill", self.student))]
         channel = ""
-        if self.granularity == "channel":
-            channel = ", channel" + (f" (multiple {self.channel_multiple})"
-                                     if self.channel_multiple > 1 else "")
+        if self.granularity != "unstructured":
+            channel = f", {self.granularity}" + (f" (multiple {self.channel_multiple})"
+                                                 if self.channel_multiple > 1 else "")
         return ResultTable(
             f"pipeline {self.model}: {self.macs_ratio:.3f} of the MACs, {self.allocator}"
             f"{channel}, {self.joint.steps} steps, {self.seconds:.0f} s",
@@ -254,7 +254,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         if resume:
             log.info("resuming: %s holds no pruned student yet; pruning", out_dir)
         calibration = None  # pruning then uses synthetic images of the model's task
-        if allocator == "adaptive" and s.pipeline.calibration_source == "dreams":
+        if allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
+                and pr.granularity in ("unstructured", "channel"):  # depth: full-size images
             tick = time.perf_counter()
             calibration = dream_images(teacher_adapter, ctx.clean_source,
                                        ctx.schedule.batch_size, s.pipeline.calibration_steps,
@@ -302,7 +303,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
              "dreamprune.pipeline.allocator": allocator,
              "dreamprune.pipeline.granularity": pr.granularity,
              "dreamprune.pipeline.steps": str(joint.steps)}
-    if pr.granularity == "channel":
+    if pr.granularity in ("channel", "depth+channel"):
         extra["dreamprune.pipeline.channel_multiple"] = str(channel_multiple)
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, "joint dream + distill")

@@ -16,6 +16,7 @@ from dreamprune_cli.fileio import ensure_output_dir
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_plan import channel_allocator, prune_channels
+from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 from dreamprune_cli.prune.plan import PruneResult, prune_model, write_prune_outputs
 from dreamprune_cli.report import ResultTable
 from dreamprune_cli.runs.context import load_teacher, require, runtime
@@ -60,12 +61,26 @@ class PruneRun:
 
 
 def allocator_for(resolved: ResolvedSettings) -> str:
-    """The allocator the run uses: the setting, or at ``granularity = "channel"`` its channel
-    form (:func:`~dreamprune_cli.prune.channel_plan.channel_allocator`)."""
+    """The allocator the run uses: the setting; at ``granularity = "channel"`` or
+    ``"depth+channel"`` its channel form
+    (:func:`~dreamprune_cli.prune.channel_plan.channel_allocator`); at ``"depth"``
+    ``drift`` (blocks are chosen by measured drift per MAC saved).
+
+    Raises:
+        UsageError: an explicit allocator at ``granularity = "depth"``, or one without a
+            channel form at a channel granularity.
+    """
     pr = resolved.settings.prune
+    source = resolved.sources.get("allocator", "default")
     if pr.granularity == "unstructured":
         return pr.allocator
-    return channel_allocator(pr.allocator, resolved.sources.get("allocator", "default"))
+    if pr.granularity == "depth":
+        if not (source == "default" or source.startswith(("preset", "run"))):
+            raise UsageError(f"$allocator {pr.allocator!r} (from {source}) at $granularity "
+                             "depth: depth pruning chooses blocks by measured drift; drop "
+                             "$allocator, or use $granularity depth+channel")
+        return "drift"
+    return channel_allocator(pr.allocator, source)
 
 
 def channel_multiple_for(resolved: ResolvedSettings) -> int:
@@ -81,13 +96,14 @@ def channel_multiple_for(resolved: ResolvedSettings) -> int:
         UsageError: an explicit ``channel_multiple`` above 1 with unstructured pruning.
     """
     pr = resolved.settings.prune
-    if pr.granularity == "channel":
+    if pr.granularity in ("channel", "depth+channel"):
         return pr.channel_multiple
     source = resolved.sources.get("channel_multiple", "default")
     if pr.channel_multiple > 1 and not (source == "default"
                                         or source.startswith(("preset", "run"))):
         raise UsageError(f"$channel_multiple {pr.channel_multiple} (from {source}) applies "
-                         f"only at $granularity channel (now {pr.granularity!r}, from "
+                         f"only at $granularity channel or depth+channel (now "
+                         f"{pr.granularity!r}, from "
                          f"{resolved.sources.get('granularity', 'default')}): drop it, or "
                          "add $granularity channel")
     return 1
@@ -98,9 +114,24 @@ def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torc
                   progress: ProgressSink | None = None) -> PruneResult:
     """Prune ``teacher`` as the prune settings say (granularity, allocator, target, size,
     exclusions, channel multiple, adaptive calibration: ``calibration`` images, else synthetic
-    ones)."""
+    ones; depth calibration: ``calibration``, else synthetic images of
+    ``depth_calibration_size``)."""
     pr, seed = resolved.settings.prune, resolved.settings.common.seed
     allocator = allocator_for(resolved)
+    if pr.granularity == "depth":
+        return prune_depth(teacher, pr.flops_target, flops_size=pr.flops_size,
+                           calibration=calibration, calibration_count=pr.calibration_count,
+                           calibration_size=pr.depth_calibration_size, seed=seed,
+                           progress=progress)
+    if pr.granularity == "depth+channel":
+        return prune_depth_channel(teacher, pr.flops_target, allocator,
+                                   flops_size=pr.flops_size,
+                                   channel_multiple=channel_multiple_for(resolved),
+                                   exclude=pr.exclude, min_keep=pr.min_keep,
+                                   calibration=calibration,
+                                   calibration_count=pr.calibration_count,
+                                   calibration_size=pr.depth_calibration_size, seed=seed,
+                                   progress=progress)
     if pr.granularity == "channel":
         return prune_channels(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
                               exclude=pr.exclude, min_keep=pr.min_keep,
@@ -128,13 +159,17 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
     s = resolved.settings
     common, pr = s.common, s.prune
     channel_multiple_for(resolved)  # contradictory settings: refused before any work
+    allocator_for(resolved)
     out = require(common.out, "out", ": the folder for student.safetensors, "
                                      "masks.safetensors and report.json")
     if out.exists():  # refuse a non-empty folder before any work
         ensure_output_dir(out, common.overwrite)
     images = None
     if pr.calibration is not None:
-        if pr.allocator == "adaptive":
+        if pr.granularity in ("depth", "depth+channel"):
+            images = calibration_from_dir(pr.calibration, pr.calibration_count,
+                                          pr.depth_calibration_size, common.seed)
+        elif pr.allocator == "adaptive":
             images = calibration_from_dir(pr.calibration, pr.calibration_count,
                                           pr.calibration_size, common.seed)
         else:
