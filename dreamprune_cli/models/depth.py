@@ -41,8 +41,12 @@ class ZeroBranch(nn.Module):
         return torch.zeros_like(x)
 
 
-class RemovedBlock(nn.Identity):
-    """A removed residual block: returns its first input unchanged (``nn.Identity``)."""
+class RemovedBlock(nn.Module):
+    """A removed residual block: returns its input unchanged; a block of several inputs (a
+    DuRB's ``(x, res)``) returns them all as a tuple. No parameters, no MACs."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return inputs[0] if len(inputs) == 1 else inputs
 
 
 def replacement(kind: str) -> nn.Module:

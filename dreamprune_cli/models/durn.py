@@ -327,6 +327,7 @@ register_model(ModelInfo(
     crop_border=0,
     input_range_note=("RGB in [0, 1]; all strides 1 (any size, >= 16 px for the reflection "
                       "pads); output = tanh(...) + input"),
+    depth_blocks=("block*",),  # a DuRB maps (x, res) to residual updates of both
 ))
 
 register_model(ModelInfo(
@@ -366,4 +367,5 @@ register_model(ModelInfo(
     crop_border=0,
     input_range_note=("BGR in [0, 1] (read with OpenCV); sizes a multiple of 4; "
                       "output = input - tanh(...)"),
+    depth_blocks=("rud*",),  # a DuRB maps (x, res) to residual updates of both
 ))

@@ -96,18 +96,28 @@ def is_residual_block(module: nn.Module) -> bool:
     return is_sum and placeholders[0] in node.args[:2]
 
 
+def _keeps_shapes(args: tuple, output: object) -> bool:
+    """Whether a call's output has its inputs' structure: one tensor of the input's shape, or
+    a tuple of tensors shaped like the inputs (a block of several streams, DuRN's DuRB)."""
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        return False
+    if len(args) == 1:
+        return isinstance(output, torch.Tensor) and output.shape == args[0].shape
+    return isinstance(output, tuple) and len(output) == len(args) and all(
+        isinstance(o, torch.Tensor) and o.shape == a.shape for o, a in zip(output, args))
+
+
 def _shape_keeping_calls(network: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the submodules a forward pass on ``example`` calls with one tensor and that
-    return a tensor of the same shape (every call), in first-call order."""
+    """Names of the submodules a forward pass on ``example`` calls with tensors and that
+    return tensors of the same shapes (every call, :func:`_keeps_shapes`), in first-call
+    order."""
     names = {module: name for name, module in network.named_modules() if name}
     order: list[str] = []
     broken: set[str] = set()
 
     def hook(module: nn.Module, args: tuple, output: object) -> None:
         name = names[module]
-        keeps = (len(args) == 1 and isinstance(args[0], torch.Tensor)
-                 and isinstance(output, torch.Tensor) and output.shape == args[0].shape)
-        if not keeps:
+        if not _keeps_shapes(args, output):
             broken.add(name)
         if name not in order:
             order.append(name)
@@ -132,6 +142,11 @@ def glob_matches(name: str, pattern: str) -> bool:
 
 def _matching(names: list[str], patterns: tuple[str, ...]) -> list[str]:
     return [name for name in names if any(glob_matches(name, p) for p in patterns)]
+
+
+def _inside(name: str, blocks: list[str]) -> bool:
+    """Whether ``name`` lies inside one of ``blocks`` (a declared block is removed whole)."""
+    return any(name.startswith(block + ".") for block in blocks)
 
 
 def _contains(block: str, layer: str) -> bool:
@@ -162,6 +177,7 @@ def find_depth_space(loaded: LoadedModel, example: torch.Tensor) -> DepthSpace:
 
     declared_blocks = _matching(called, info.depth_blocks)
     traced = [name for name in called if name not in declared_blocks
+              and not _inside(name, declared_blocks)
               and any(True for _ in modules[name].children()) and is_residual_block(modules[name])]
     blocks = [name for name in called if (name in declared_blocks or name in traced)
               and allowed(name)]

@@ -1,0 +1,146 @@
+"""Depth students of the authors' real networks, scored once on the real test sets.
+
+For PReNet6 (Rain100L weights, 100 Rain100L pairs, Y) and GCANet (dehazing weights, 50
+SOTS-indoor pairs, RGB), at each MAC target F: ``dreamprune prune --granularity depth`` and
+``--granularity depth+channel`` (channel part: LAMP), no distillation. Which blocks and stages
+go is chosen by drift on synthetic degraded images of the task (``depth_calibration_size``
+px, default 256); no real image touches the choice. Each row records the removed blocks, the
+MAC ratio, the paired gap to the teacher (from ``bench/results/real_table1.jsonl``'s teacher
+row, same protocol), the student's measured latency against the teacher's (1 thread, one
+image of the set's size, interleaved pairs: ``dreamprune_cli.paired_latency``) and the
+machine's load. Rows go to ``bench/results/depth_real.jsonl``; rows already there are
+skipped (resumable). ``--markdown`` prints the table for docs/RESULTS.md.
+
+Usage::
+
+    python bench/depth_real.py --teacher prenet --targets 0.67 0.58 0.40
+    python bench/depth_real.py --teacher gcanet --granularities depth+channel --targets 0.70
+    python bench/depth_real.py --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "depth_real.jsonl"
+LATENCY_SIZES = {"prenet": (321, 481), "gcanet": (460, 620)}
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _teacher_row(model: str) -> dict[str, Any]:
+    for row in _rows(TABLE1):
+        if row["teacher"] == model and row["row"] == "teacher":
+            return row
+    raise SystemExit(f"no teacher row for {model} in {TABLE1}: run bench/real_table1.py first")
+
+
+def _latency(teacher: Any, student: Any, size: tuple[int, int]) -> dict[str, float]:
+    from dreamprune_cli.engine.latency import paired_latency
+
+    example = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    measured = paired_latency(teacher.adapter().eval(), student.adapter().eval(), example,
+                              pairs=3, min_seconds=0.0)
+    return {"latency_ratio": measured.ratio, "latency_teacher_s": measured.teacher_seconds,
+            "latency_student_s": measured.student_seconds,
+            "latency_cpu_ratio": measured.cpu_ratio}
+
+
+def run(args: argparse.Namespace) -> None:
+    from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
+
+    torch.set_num_threads(args.threads)
+    spec = TEACHERS[args.teacher]
+    bench = Bench(spec, steps=0, seed=args.seed, work_dir=Path(args.work_dir), limit=None)
+    teacher_row = _teacher_row(args.teacher)
+    done = {(r["teacher"], r["granularity"], r["target"], r.get("calibration_size"))
+            for r in _rows(RESULTS)}
+    for granularity in args.granularities:
+        for target in args.targets:
+            key = (args.teacher, granularity, target, args.calibration_size)
+            if key in done:
+                print(f"skip {key}: already in {RESULTS.name}", file=sys.stderr)
+                continue
+            start = time.perf_counter()
+            if granularity == "depth":
+                result = prune_depth(bench.teacher, target, flops_size=256,
+                                     calibration_size=args.calibration_size, seed=args.seed)
+            else:
+                result = prune_depth_channel(bench.teacher, target, "lamp", flops_size=256,
+                                             calibration_size=args.calibration_size,
+                                             seed=args.seed)
+            prune_seconds = time.perf_counter() - start
+            scores = bench.evaluate(result.student)
+            row = {"teacher": args.teacher, "granularity": result.granularity,
+                   "asked": granularity, "target": target,
+                   "calibration_size": args.calibration_size, "macs_ratio": result.macs_ratio,
+                   "removed": result.details["removed"], "repeats": result.details["repeats"],
+                   "path": result.details["path"],
+                   "splits": result.details.get("splits"),
+                   "prune_seconds": prune_seconds, **scores,
+                   **_latency(bench.teacher, result.student, LATENCY_SIZES[args.teacher]),
+                   "threads": args.threads, "load": os.getloadavg(),
+                   "date": time.strftime("%Y-%m-%d %H:%M")}
+                   # the asked granularity keys the resume
+            row["granularity"] = granularity
+            row["student_granularity"] = result.granularity
+            delta, se = gap(row, teacher_row)
+            row["gap_db"], row["gap_se"] = delta, se
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with RESULTS.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(f"{args.teacher} {granularity} F={target}: {result.macs_ratio:.3f} of the "
+                  f"MACs, {row['psnr']:.2f} dB ({delta:+.2f}, s.e. {se:.2f}), latency "
+                  f"{row['latency_ratio']:.3f}, removed {row['removed']} {row['repeats']}",
+                  file=sys.stderr)
+
+
+def markdown() -> None:
+    print("| teacher | granularity | F | MACs kept | removed | PSNR | gap (s.e.) | "
+          "latency ratio | latency / MAC ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in _rows(RESULTS):
+        removed = ", ".join(row["removed"]) or ""
+        removed += "".join(f" {k} {a}->{b}" for k, (a, b) in row["repeats"].items() if a != b)
+        print(f"| {row['teacher']} | {row['granularity']} | {row['target']} | "
+              f"{row['macs_ratio']:.3f} | {removed.strip() or '-'} | {row['psnr']:.2f} | "
+              f"{row['gap_db']:+.2f} ({row['gap_se']:.2f}) | {row['latency_ratio']:.3f} | "
+              f"{row['latency_ratio'] / row['macs_ratio']:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="prenet")
+    parser.add_argument("--granularities", nargs="+", default=["depth", "depth+channel"],
+                        choices=["depth", "depth+channel"])
+    parser.add_argument("--targets", nargs="+", type=float, default=[0.67, 0.58, 0.40])
+    parser.add_argument("--calibration-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work-dir", default="runs/depth_real")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    if args.markdown:
+        markdown()
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
