@@ -1,0 +1,33 @@
+"""The documentation's structure: the README's and bench/README's relative links resolve,
+and every page under docs/ is in mkdocs.yml's nav (``mkdocs build --strict`` in .ci/run
+checks the site's own links)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", ["README.md", "bench/README.md"])
+def test_relative_links_resolve(page: str) -> None:
+    source = ROOT / page
+    targets = [t.split("#")[0] for t in LINK.findall(source.read_text(encoding="utf-8"))
+               if not re.match(r"[a-z]+:", t)]
+    missing = [t for t in targets if t and not (source.parent / t).exists()]
+    assert not missing, f"{page} links to missing files: {missing}"
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    missing = [p for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", nav, re.M)]
+    assert not missing, f"docs pages missing from mkdocs.yml's nav: {missing}"
+
+
+def test_readme_is_a_front_page() -> None:
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 300
