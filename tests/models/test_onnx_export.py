@@ -84,13 +84,17 @@ def test_cli_exports_a_teacher_with_dynamic_shapes(runner, tmp_path: Path) -> No
 
 @needs_onnx
 @pytest.mark.slow
-@pytest.mark.parametrize("granularity", ["unstructured", "channel"])
+@pytest.mark.parametrize("granularity", ["unstructured", "channel", "depth"])
 def test_students_export_and_match(granularity: str, tmp_path: Path) -> None:
     import onnx
+
+    from dreamprune_cli.prune.depth.plan import prune_depth
 
     teacher = _tiny_ffa()
     if granularity == "channel":
         student = prune_channels(teacher, 0.6, "uniform", flops_size=32).student
+    elif granularity == "depth":
+        student = prune_depth(teacher, 0.6, flops_size=32, calibration_size=32).student
     else:
         student = prune_model(teacher, 0.6, "uniform", flops_size=32).student
     out = tmp_path / "student.onnx"
@@ -103,7 +107,7 @@ def test_students_export_and_match(granularity: str, tmp_path: Path) -> None:
     assert metadata["dreamprune.granularity"] == granularity
     stored = sum(int(torch.tensor(list(t.dims)).prod()) for t in model.graph.initializer)
     dense = sum(p.numel() for p in teacher.network.parameters())
-    if granularity == "channel":  # thinner tensors in the file
+    if granularity in ("channel", "depth"):  # thinner tensors, or fewer, in the file
         assert stored < 0.9 * dense
     else:  # zeros are stored like any weight
         assert stored >= 0.9 * dense
