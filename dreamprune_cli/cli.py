@@ -369,7 +369,7 @@ def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     _render(ui, export.run(resolved, out, onnx_size))
 
 
-@_command("prune", *LOADING, "flops_target", "allocator", "granularity", "channel_multiple",
+@_command("prune", *LOADING, "flops_target", "latency_target", "allocator", "granularity", "channel_multiple",
           "out", "flops_size", "exclude", "default_exclude", "calibration", "calibration_count",
           "min_keep", "calibration_size", "depth_calibration_size", *TRUST, "overwrite",
           *RUNTIME,
@@ -408,7 +408,7 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     _run(ctx, flags, "distill", resumable=True)
 
 
-@_command("pipeline", *LOADING, "flops_target", "allocator", "granularity",
+@_command("pipeline", *LOADING, "flops_target", "latency_target", "allocator", "granularity",
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",

@@ -36,7 +36,8 @@ _DISTILLING = ("round_steps", "student_lr", "lambda_kd")
 DEFINING: dict[str, tuple[str, ...]] = {
     "dream": (*_MODEL, *_DREAMING, "count", "steps"),
     "distill": (*_MODEL, *_DREAMING, *_DISTILLING, "student", "dreams"),
-    "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "granularity", "allocator",
+    "pipeline": (*_MODEL, *_DREAMING, *_DISTILLING, "flops_target", "latency_target",
+                 "granularity", "allocator",
                  "channel_multiple", "flops_size",
                  "exclude", "default_exclude", "min_keep", "calibration_source",
                  "calibration_steps"),

@@ -145,6 +145,12 @@ class PruneSettings(_Section):
     flops_target: float = Field(
         0.58, gt=0.0, le=1.0,
         description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
+    latency_target: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="Instead of --flops-target, with a structured --granularity (channel, depth, "
+                    "depth+channel): the student's measured time over the teacher's, on this "
+                    "machine, at 1x3xSxS (S = --flops-size); planned on MACs, then measured and "
+                    "re-planned until at or below it.")
     allocator: Allocator = Field(
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
     granularity: Literal["unstructured", "channel", "depth", "depth+channel"] = Field(

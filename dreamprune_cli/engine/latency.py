@@ -136,3 +136,20 @@ def paired_latency(teacher: nn.Module, student: nn.Module, x: torch.Tensor, pair
         student_times=tuple(t for t, _ in times["student"]),
         teacher_cpu_times=tuple(c for _, c in times["teacher"]),
         student_cpu_times=tuple(c for _, c in times["student"]))
+
+
+LATENCY_PAIRS, LATENCY_SECONDS = 5, 2.0
+"""Least interleaved pairs, and least seconds of timed runs, of :func:`square_latency`."""
+
+
+def square_latency(teacher: nn.Module, student: nn.Module, size: int, device: torch.device,
+                   seed: int) -> PairedLatency:
+    """Teacher against student on one seeded ``1 x 3 x size x size`` image in [0, 1] (the
+    MAC-counting size): :data:`LATENCY_PAIRS` or more interleaved pairs after one warm-up,
+    until :data:`LATENCY_SECONDS` of timed runs, on ``device`` and the current threads.
+    Both modules are put in ``eval()`` mode."""
+    x = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
+    teacher.eval()
+    student.eval()
+    return paired_latency(teacher, student, x.to(device), pairs=LATENCY_PAIRS, warmup=1,
+                          min_seconds=LATENCY_SECONDS)

@@ -33,7 +33,7 @@ from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import Dreamer, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resumable_steps
-from dreamprune_cli.engine.latency import PairedLatency, paired_latency
+from dreamprune_cli.engine.latency import PairedLatency, square_latency
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
@@ -45,7 +45,8 @@ from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, reco
                                          training_context)
 from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
-from dreamprune_cli.runs.prune import allocator_for, channel_multiple_for, prune_teacher
+from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
+                                      prune_teacher)
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     pr = s.prune
     allocator = allocator_for(resolved)
     channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
+    check_latency_target(resolved)
     ctx = training_context(resolved)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
@@ -334,22 +336,12 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
 
 run_pipeline = run  # the name the package exports
 
-LATENCY_PAIRS, LATENCY_SECONDS = 5, 2.0
-"""At least this many interleaved teacher/student pairs timed at the end of a pipeline run,
-and more (up to 100) until the timed runs took this many seconds."""
-
-
 def measure_latency(teacher: torch.nn.Module, student: torch.nn.Module, size: int,
                     device: torch.device, seed: int, phases: dict[str, float]) -> PairedLatency:
-    """Teacher against student forward time on one seeded 1x3x``size``x``size`` image
-    (the MAC-counting size), :data:`LATENCY_PAIRS` or more interleaved pairs after one warm-up, on
-    the run's device and threads; the seconds spent go to ``phases["latency"]``."""
+    """:func:`~dreamprune_cli.engine.latency.square_latency` of teacher and student; the
+    seconds spent go to ``phases["latency"]``."""
     tick = time.perf_counter()
-    x = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
-    teacher.eval()
-    student.eval()
-    timing = paired_latency(teacher, student, x.to(device), pairs=LATENCY_PAIRS, warmup=1,
-                            min_seconds=LATENCY_SECONDS)
+    timing = square_latency(teacher, student, size, device, seed)
     phases["latency"] = time.perf_counter() - tick
     log.info("%s", timing.describe())
     return timing

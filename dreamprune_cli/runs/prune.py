@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from dreamprune_cli.data.calibration import calibration_from_dir
+from dreamprune_cli.engine.latency import square_latency
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir
 from dreamprune_cli.models.loading import LoadedModel
@@ -109,9 +110,88 @@ def channel_multiple_for(resolved: ResolvedSettings) -> int:
     return 1
 
 
+LATENCY_TRIES = 4
+"""Plans measured at most by ``--latency-target`` before it settles for the fastest."""
+
+
+def check_latency_target(resolved: ResolvedSettings) -> None:
+    """Refuse ``latency_target`` where it cannot work, before any work.
+
+    Raises:
+        UsageError: with unstructured pruning (masks keep the teacher's speed), or together
+            with an explicit ``flops_target``.
+    """
+    pr = resolved.settings.prune
+    if pr.latency_target is None:
+        return
+    source = resolved.sources.get("latency_target", "default")
+    if pr.granularity == "unstructured":
+        raise UsageError(f"$latency_target {pr.latency_target} (from {source}) needs a "
+                         "structured $granularity (channel, depth, depth+channel): weight "
+                         "masks do not make the network faster")
+    flops_source = resolved.sources.get("flops_target", "default")
+    if not (flops_source == "default" or flops_source.startswith(("preset", "run"))):
+        raise UsageError(f"$latency_target (from {source}) and $flops_target (from "
+                         f"{flops_source}): give one of them")
+
+
 def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
                   calibration: torch.Tensor | None = None,
                   progress: ProgressSink | None = None) -> PruneResult:
+    """Prune ``teacher`` to the settings' MAC target, or to their latency target
+    (:func:`prune_to_latency`)."""
+    pr = resolved.settings.prune
+    if pr.latency_target is not None:
+        return prune_to_latency(teacher, resolved, device, calibration, progress)
+    return prune_at(teacher, resolved, pr.flops_target, device, calibration, progress)
+
+
+def prune_to_latency(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
+                     calibration: torch.Tensor | None = None,
+                     progress: ProgressSink | None = None) -> PruneResult:
+    """Plan on MACs, measure the student's time against the teacher's, re-plan.
+
+    The first plan keeps ``latency_target`` of the MACs; each next one scales the MAC ratio
+    reached by ``latency_target / measured ratio``, at most :data:`LATENCY_TRIES` plans. The
+    first plan at or below the target is the student; if none is, the fastest measured, with
+    a warning. Every try (MAC target, MAC ratio, latency ratio) is in
+    ``details["latency_target"]``.
+    """
+    pr, seed = resolved.settings.prune, resolved.settings.common.seed
+    target = pr.latency_target
+    assert target is not None
+    teacher_adapter = teacher.adapter().to(device)
+    tries: list[dict[str, float]] = []
+    best: tuple[float, PruneResult] | None = None
+    flops = target
+    for _ in range(LATENCY_TRIES):
+        result = prune_at(teacher, resolved, flops, device, calibration, progress)
+        student = result.student.adapter().to(device)
+        timing = square_latency(teacher_adapter, student, pr.flops_size, device, seed)
+        tries.append({"flops_target": flops, "macs_ratio": result.macs_ratio,
+                      "latency_ratio": timing.ratio})
+        log.info("latency target %.3g: %.4f of the MACs runs in %.3f of the teacher's time",
+                 target, result.macs_ratio, timing.ratio)
+        if best is None or timing.ratio < best[0]:
+            best = (timing.ratio, result)
+        if timing.ratio <= target:
+            break
+        flops = result.macs_ratio * target / timing.ratio
+    ratio, result = best  # type: ignore[misc]
+    if ratio > target:
+        log.warning("$latency_target %s: the fastest of %d plans runs in %.3f of the "
+                    "teacher's time (%.4f of the MACs)", target, len(tries), ratio,
+                    result.macs_ratio)
+    result.details["latency_target"] = {"target": target, "latency_ratio": ratio,
+                                        "met": ratio <= target, "tries": tries,
+                                        "size": pr.flops_size, "device": str(device),
+                                        "threads": torch.get_num_threads()}
+    return result
+
+
+def prune_at(teacher: LoadedModel, resolved: ResolvedSettings, flops_target: float,
+             device: torch.device, calibration: torch.Tensor | None = None,
+             progress: ProgressSink | None = None) -> PruneResult:
     """Prune ``teacher`` as the prune settings say (granularity, allocator, target, size,
     exclusions, channel multiple, adaptive calibration: ``calibration`` images, else synthetic
     ones; depth calibration: ``calibration``, else synthetic images of
@@ -119,12 +199,12 @@ def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torc
     pr, seed = resolved.settings.prune, resolved.settings.common.seed
     allocator = allocator_for(resolved)
     if pr.granularity == "depth":
-        return prune_depth(teacher, pr.flops_target, flops_size=pr.flops_size,
+        return prune_depth(teacher, flops_target, flops_size=pr.flops_size,
                            calibration=calibration, calibration_count=pr.calibration_count,
                            calibration_size=pr.depth_calibration_size, seed=seed,
                            progress=progress)
     if pr.granularity == "depth+channel":
-        return prune_depth_channel(teacher, pr.flops_target, allocator,
+        return prune_depth_channel(teacher, flops_target, allocator,
                                    flops_size=pr.flops_size,
                                    channel_multiple=channel_multiple_for(resolved),
                                    exclude=pr.exclude, min_keep=pr.min_keep,
@@ -133,14 +213,14 @@ def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torc
                                    calibration_size=pr.depth_calibration_size, seed=seed,
                                    progress=progress)
     if pr.granularity == "channel":
-        return prune_channels(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
+        return prune_channels(teacher, flops_target, allocator, flops_size=pr.flops_size,
                               exclude=pr.exclude, min_keep=pr.min_keep,
                               channel_multiple=channel_multiple_for(resolved),
                               calibration=calibration,
                               calibration_count=pr.calibration_count,
                               calibration_size=pr.calibration_size, seed=seed,
                               progress=progress)
-    return prune_model(teacher, pr.flops_target, allocator, flops_size=pr.flops_size,
+    return prune_model(teacher, flops_target, allocator, flops_size=pr.flops_size,
                        exclude=pr.exclude, calibration=calibration,
                        use_default_exclude=pr.default_exclude, device=device,
                        calibration_count=pr.calibration_count,
@@ -160,6 +240,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
     common, pr = s.common, s.prune
     channel_multiple_for(resolved)  # contradictory settings: refused before any work
     allocator_for(resolved)
+    check_latency_target(resolved)
     out = require(common.out, "out", ": the folder for student.safetensors, "
                                      "masks.safetensors and report.json")
     if out.exists():  # refuse a non-empty folder before any work

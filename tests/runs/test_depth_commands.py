@@ -102,3 +102,43 @@ def test_pipeline_depth_and_channel_end_to_end_and_resume(runner, tmp_path: Path
     changed = runner.invoke(app, ["pipeline", "--resume", str(out), "--granularity", "depth",
                                   "--steps", "4"])
     assert changed.exit_code == 2 and "granularity" in changed.output
+
+
+def test_latency_target_replans_until_the_measured_ratio_is_met(monkeypatch,
+                                                                 tmp_path: Path) -> None:
+    from dreamprune_cli.engine.latency import PairedLatency
+    from dreamprune_cli.runs import prune as prune_run
+    from dreamprune_cli.settings import resolve_settings
+
+    def slow_student(teacher, student, size, device, seed):  # time = 1.3 x the MAC ratio
+        from dreamprune_cli.flops import count_costs
+
+        ratio = (count_costs(student.network, (3, size, size)).macs
+                 / count_costs(teacher.network, (3, size, size)).macs)
+        return PairedLatency(input_shape=(1, 3, size, size), device="cpu", threads=1,
+                             teacher_times=(1.0,), student_times=(1.3 * ratio,),
+                             teacher_cpu_times=(1.0,), student_cpu_times=(1.3 * ratio,))
+
+    monkeypatch.setattr(prune_run, "square_latency", slow_student)
+    resolved = resolve_settings({"model": "prenet", "variant": "tiny", "granularity": "depth",
+                                 "latency_target": 0.9, "flops_size": 16,
+                                 "depth_calibration_size": 16}, env={})
+    teacher = load_model("prenet", variant="tiny", use_bundled=False)
+    result = prune_run.prune_teacher(teacher, resolved, torch.device("cpu"))
+    record = result.details["latency_target"]
+    # 0.9 of the MACs is planned as 1.0 (closest stage count: 3 of 3); 1.3 > 0.9, so the next
+    # plan aims at 1.0 * 0.9 / 1.3 = 0.69 -> 2 of 3 stages, 1.3 * 2/3 = 0.87 <= 0.9: met
+    assert [t["macs_ratio"] for t in record["tries"]] == pytest.approx([1.0, 2 / 3])
+    assert record["met"] and record["latency_ratio"] == pytest.approx(1.3 * 2 / 3)
+    assert result.macs_ratio == pytest.approx(2 / 3)
+
+
+def test_latency_target_is_refused_with_masks_or_with_a_flops_target(runner,
+                                                                      tmp_path: Path) -> None:
+    weights = _prenet_weights(tmp_path)
+    base = ["prune", "--weights", str(weights), "--latency-target", "0.7", "--out",
+            str(tmp_path / "p")]
+    masks = runner.invoke(app, base)
+    assert masks.exit_code == 2 and "needs a structured --granularity" in masks.output
+    both = runner.invoke(app, [*base, "--granularity", "depth", "--flops-target", "0.5"])
+    assert both.exit_code == 2 and "give one of them" in both.output
