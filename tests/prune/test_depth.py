@@ -207,7 +207,11 @@ def test_unreachable_target_takes_the_closest_plan_and_says_so(caplog) -> None:
     prenet = load_model("prenet", variant="tiny", use_bundled=False)
     result = prune_depth(prenet, 0.5, flops_size=16, calibration_size=16)
     ratios = [step["macs_ratio"] for step in result.details["path"]]
-    assert result.macs_ratio == min(ratios, key=lambda r: abs(r - 0.5))
+    assert ratios == pytest.approx([1, 2 / 3, 1 / 3])  # greedy: stage after stage
+    # one cut from the last state above 0.5 (2 stages): a residual block lands closer
+    finishing = [step["macs_ratio"] for step in result.details["finishing"]]
+    assert result.macs_ratio == min(ratios + finishing, key=lambda r: abs(r - 0.5))
+    assert result.macs_ratio < 2 / 3 and result.details["removed"]
     assert not result.details["within_tolerance"]
     assert "closest reachable plan" in caplog.text
 

@@ -3,8 +3,9 @@ layers) at a MAC target, returning the same :class:`~dreamprune_cli.prune.plan.P
 as the other granularities.
 
 * ``depth``: the greedy path (:func:`~dreamprune_cli.prune.depth.search.greedy_path`) from
-  the teacher down to the target; the state whose MAC ratio is closest to the target is the
-  student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
+  the teacher down to the target, and every state one cut from its last state above the
+  target (:func:`~dreamprune_cli.prune.depth.search.finishing_steps`); the state whose MAC
+  ratio is closest to the target is the student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
   miss the target: a miss above :data:`DEPTH_TOLERANCE` is reported with the neighbours.
 * ``depth+channel``: every state on that path above the target is completed by channel
   pruning down to the target (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on
@@ -31,7 +32,8 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_plan import prune_channels
 from dreamprune_cli.prune.channels import trace_input
 from dreamprune_cli.prune.depth.candidates import find_depth_space
-from dreamprune_cli.prune.depth.search import DepthSearch, DepthStep, greedy_path
+from dreamprune_cli.prune.depth.search import (DepthSearch, DepthStep, finishing_steps,
+                                               greedy_path)
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 from dreamprune_cli.prune.plan import PruneResult, structured_layers
 
@@ -89,8 +91,9 @@ def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flop
     if not within:
         log.warning("%s at $flops_target %s: the closest reachable plan keeps %.4f of the "
                     "MACs (removals are whole blocks and stages; path: %s)", student.granularity,
-                    flops_target, ratio, ", ".join(f"{s['macs_ratio']:.3f}"
-                                                   for s in details["path"]))
+                    flops_target, ratio, ", ".join(
+                        f"{s['macs_ratio']:.3f}"
+                        for s in [*details["path"], *details.get("finishing", [])]))
     details = {**details, "tolerance": DEPTH_TOLERANCE, "within_tolerance": within}
     return PruneResult(
         student=student, allocator=allocator, flops_target=flops_target, flops_size=flops_size,
@@ -130,9 +133,11 @@ def prune_depth(loaded: LoadedModel, flops_target: float, flops_size: int = 256,
     search = _search(loaded, flops_size, calibration, calibration_count, calibration_size, seed)
     space = find_depth_space(loaded, _probe(loaded))
     path = greedy_path(search, space, flops_target, progress)
-    chosen = _closest(path, flops_target)
+    finishing = finishing_steps(search, space, path)
+    chosen = _closest([*path, *finishing], flops_target)
     student = _student(loaded, chosen)
-    details = _details(space, path, chosen, search)
+    details = {**_details(space, path, chosen, search),
+               "finishing": [step.as_dict() for step in finishing]}
     return _result(loaded, student, flops_target, flops_size, "drift", details, start)
 
 
@@ -162,7 +167,9 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
     path = greedy_path(search, space, flops_target, progress)
     tolerance = DEPTH_TOLERANCE * flops_target
     splits: list[tuple[float, LoadedModel, dict]] = []
-    for step in path:
+    finishing = finishing_steps(search, space, path)
+    states = [*path, *finishing]
+    for step in states:
         if step.macs_ratio < flops_target - tolerance:
             continue
         depth_student = _student(loaded, step)
@@ -191,8 +198,10 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
         raise UsageError(f"$flops_target {flops_target}: no depth plan of {loaded.name} "
                          "stays above it")
     best_mse, student, best = min(splits, key=lambda item: item[0])
-    chosen = next(step for step in path if step.label == best["removed"])
-    details = {**_details(space, path, chosen, search), "channel_allocator": channel_allocator,
+    chosen = next(step for step in states if step.label == best["removed"])
+    details = {**_details(space, path, chosen, search),
+               "finishing": [step.as_dict() for step in finishing],
+               "channel_allocator": channel_allocator,
                "channel_multiple": channel_multiple,
                "splits": [split for _, _, split in splits], "chosen_split": best}
     return _result(loaded, student, flops_target, flops_size,

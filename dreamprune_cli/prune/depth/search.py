@@ -175,6 +175,33 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
     return path
 
 
+def finishing_steps(search: DepthSearch, space: DepthSpace,
+                    path: list[DepthStep]) -> list[DepthStep]:
+    """States one cut away from the last state above the target, measured.
+
+    The greedy step that crosses the target takes the cut of least drift per MAC, which may
+    land far below it (a PReNet stage is 1/6 of its MACs); these alternatives (any one cut,
+    a residual block say) let the plan land closer. Empty when the path never crossed.
+    """
+    above = path[-2] if len(path) > 1 else None
+    if above is None:
+        return []
+    cuts = [Cut("block", n) for n in space.blocks] + [Cut("branch", n) for n in space.branches]
+    cuts += [Cut("repeat", key) for key in space.repeats]
+    steps = []
+    for cut in cuts:
+        if not _available(cut, above.state):
+            continue
+        state = above.state.with_cut(cut)
+        if state == path[-1].state:
+            continue
+        macs, mse = search.measure(state)
+        steps.append(DepthStep(state, state.label(dict(space.repeats)),
+                               cut.name if cut.kind != "repeat" else f"{cut.name} -1", macs,
+                               macs / search.macs_dense, mse))
+    return steps
+
+
 def _available(cut: Cut, state: DepthState) -> bool:
     """Whether ``cut`` can still be made: a repeat above 1, or a module not yet removed and
     not inside a removed one."""
