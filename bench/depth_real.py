@@ -2,7 +2,8 @@
 
 For PReNet6 (Rain100L weights, 100 Rain100L pairs, Y) and GCANet (dehazing weights, 50
 SOTS-indoor pairs, RGB), at each MAC target F: ``dreamprune prune --granularity depth`` and
-``--granularity depth+channel`` (channel part: LAMP), no distillation. Which blocks and stages
+``--granularity depth+channel`` (channel part: LAMP), before distillation and, with
+``--steps N``, after N joint dream + distill steps with the model preset's schedule. Which blocks and stages
 go is chosen by drift on synthetic degraded images of the task (``depth_calibration_size``
 px, default 256); no real image touches the choice. Each row records the removed blocks, the
 MAC ratio, the paired gap to the teacher (from ``bench/results/real_table1.jsonl``'s teacher
@@ -62,64 +63,91 @@ def _latency(teacher: Any, student: Any, size: tuple[int, int]) -> dict[str, flo
             "latency_cpu_ratio": measured.cpu_ratio}
 
 
-def run(args: argparse.Namespace) -> None:
+def _pruned(bench: Bench, granularity: str, target: float, calibration_size: int,
+            seed: int) -> tuple[Any, dict[str, Any], float]:
+    """The depth student (cached in the work folder with its pruning details) and the
+    seconds spent pruning it now (0 when cached)."""
+    from dreamprune_cli import load_student, save_student
     from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 
+    folder = bench.work / f"{granularity}_{target}_{calibration_size}"
+    if (folder / "student.safetensors").exists():
+        details = json.loads((folder / "details.json").read_text())
+        return load_student(folder / "student.safetensors", bench.teacher.name), details, 0.0
+    start = time.perf_counter()
+    if granularity == "depth":
+        result = prune_depth(bench.teacher, target, flops_size=256,
+                             calibration_size=calibration_size, seed=seed)
+    else:
+        result = prune_depth_channel(bench.teacher, target, "lamp", flops_size=256,
+                                     calibration_size=calibration_size, seed=seed)
+    seconds = time.perf_counter() - start
+    details = {"student_granularity": result.granularity, "macs_ratio": result.macs_ratio,
+               **{k: result.details.get(k) for k in ("removed", "repeats", "path", "finishing",
+                                                     "splits", "chosen_split")}}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_student(result.student, folder)
+    (folder / "details.json").write_text(json.dumps(details))
+    return result.student, details, seconds
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     spec = TEACHERS[args.teacher]
-    bench = Bench(spec, steps=0, seed=args.seed, work_dir=Path(args.work_dir), limit=None)
+    bench = Bench(spec, steps=args.steps, seed=args.seed, work_dir=Path(args.work_dir),
+                  limit=None)
     teacher_row = _teacher_row(args.teacher)
-    done = {(r["teacher"], r["granularity"], r["target"], r.get("calibration_size"))
-            for r in _rows(RESULTS)}
+    done = {(r["teacher"], r["granularity"], r["target"], r.get("calibration_size"),
+             r.get("steps", 0)) for r in _rows(RESULTS)}
     for granularity in args.granularities:
         for target in args.targets:
-            key = (args.teacher, granularity, target, args.calibration_size)
+            key = (args.teacher, granularity, target, args.calibration_size, args.steps)
             if key in done:
                 print(f"skip {key}: already in {RESULTS.name}", file=sys.stderr)
                 continue
-            start = time.perf_counter()
-            if granularity == "depth":
-                result = prune_depth(bench.teacher, target, flops_size=256,
-                                     calibration_size=args.calibration_size, seed=args.seed)
-            else:
-                result = prune_depth_channel(bench.teacher, target, "lamp", flops_size=256,
-                                             calibration_size=args.calibration_size,
-                                             seed=args.seed)
-            prune_seconds = time.perf_counter() - start
-            scores = bench.evaluate(result.student)
-            row = {"teacher": args.teacher, "granularity": result.granularity,
-                   "asked": granularity, "target": target,
-                   "calibration_size": args.calibration_size, "macs_ratio": result.macs_ratio,
-                   "removed": result.details["removed"], "repeats": result.details["repeats"],
-                   "path": result.details["path"],
-                   "splits": result.details.get("splits"),
-                   "prune_seconds": prune_seconds, **scores,
-                   **_latency(bench.teacher, result.student, LATENCY_SIZES[args.teacher]),
+            student, details, prune_seconds = _pruned(bench, granularity, target,
+                                                      args.calibration_size, args.seed)
+            distill_seconds = 0.0
+            if args.steps:
+                from dreamprune_cli import distill
+
+                plan = bench.schedule()
+                start = time.perf_counter()
+                distill(bench.teacher, student, args.steps, round_steps=plan["round_steps"],
+                        noise_lr=plan["noise_lr"], lambda_orth=plan["lambda_orth"],
+                        lambda_tv=plan["lambda_tv"], lambda_far=plan["lambda_far"],
+                        student_lr=plan["student_lr"], lambda_kd=plan["lambda_kd"],
+                        batch_size=plan["batch_size"], size=plan["size"], seed=args.seed)
+                distill_seconds = time.perf_counter() - start
+            scores = bench.evaluate(student)
+            row = {"teacher": args.teacher, "granularity": granularity, "target": target,
+                   "calibration_size": args.calibration_size, "steps": args.steps,
+                   **details, "prune_seconds": prune_seconds,
+                   "distill_seconds": distill_seconds,
+                   "schedule": bench.schedule() if args.steps else None, **scores,
+                   **_latency(bench.teacher, student, LATENCY_SIZES[args.teacher]),
                    "threads": args.threads, "load": os.getloadavg(),
                    "date": time.strftime("%Y-%m-%d %H:%M")}
-                   # the asked granularity keys the resume
-            row["granularity"] = granularity
-            row["student_granularity"] = result.granularity
             delta, se = gap(row, teacher_row)
             row["gap_db"], row["gap_se"] = delta, se
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             with RESULTS.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            print(f"{args.teacher} {granularity} F={target}: {result.macs_ratio:.3f} of the "
-                  f"MACs, {row['psnr']:.2f} dB ({delta:+.2f}, s.e. {se:.2f}), latency "
-                  f"{row['latency_ratio']:.3f}, removed {row['removed']} {row['repeats']}",
-                  file=sys.stderr)
+            print(f"{args.teacher} {granularity} F={target} steps={args.steps}: "
+                  f"{row['macs_ratio']:.3f} of the MACs, {row['psnr']:.2f} dB ({delta:+.2f}, "
+                  f"s.e. {se:.2f}), latency {row['latency_ratio']:.3f}, removed "
+                  f"{row['removed']} {row['repeats']}", file=sys.stderr)
 
 
 def markdown() -> None:
-    print("| teacher | granularity | F | MACs kept | removed | PSNR | gap (s.e.) | "
+    print("| teacher | granularity | F | steps | MACs kept | removed | PSNR | gap (s.e.) | "
           "latency ratio | latency / MAC ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in _rows(RESULTS):
         removed = ", ".join(row["removed"]) or ""
         removed += "".join(f" {k} {a}->{b}" for k, (a, b) in row["repeats"].items() if a != b)
         print(f"| {row['teacher']} | {row['granularity']} | {row['target']} | "
-              f"{row['macs_ratio']:.3f} | {removed.strip() or '-'} | {row['psnr']:.2f} | "
+              f"{row.get('steps', 0)} | {row['macs_ratio']:.3f} | {removed.strip() or '-'} | {row['psnr']:.2f} | "
               f"{row['gap_db']:+.2f} ({row['gap_se']:.2f}) | {row['latency_ratio']:.3f} | "
               f"{row['latency_ratio'] / row['macs_ratio']:.2f} |")
 
@@ -132,6 +160,9 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", type=float, default=[0.67, 0.58, 0.40])
     parser.add_argument("--calibration-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="joint dream + distill steps after pruning (the preset's "
+                             "schedule); 0: the pruned student alone")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", default="runs/depth_real")
     parser.add_argument("--markdown", action="store_true")
