@@ -4,7 +4,8 @@ For each model (tiny variants of the zoo with seeded random weights, the bundled
 and with ``--full-size`` the official full-size architectures with seeded random weights),
 each MAC target F and each granularity, the student is made with the ``uniform`` allocator
 (``--allocator``; ``unstructured``: weight masks, deployed as the dense architecture with
-zeros; ``channel``: the thinner network) and timed against its teacher on one 3x256x256 input
+zeros; ``channel``: the thinner network; ``depth``: whole blocks and stages removed, chosen by
+drift; ``depth+channel``: both, channel part by ``--allocator``) and timed against its teacher on one 3x256x256 input
 (``--inputs``: also ``rain100l``, a Rain100L-sized 321x481 image rounded up to the size the
 model accepts, or ``HxW``; what the bare network receives: GCANet's 4 channels, image and
 edge map), at 1 and 2 threads. Runs are paired and interleaved (teacher,
@@ -45,6 +46,7 @@ from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teachers
 from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 from dreamprune_cli.prune.masks import plain_state_dict
 from dreamprune_cli.prune.plan import prune_model
 
@@ -120,6 +122,21 @@ def unstructured_student(teacher: LoadedModel, target: float, size: int,
     network = teacher.info.factory(**teacher.config).eval()
     network.load_state_dict(plain_state_dict(result.student.network))
     return network
+
+
+def depth_student(teacher: LoadedModel, target: float, granularity: str,
+                  args: argparse.Namespace) -> torch.nn.Module:
+    """The bare network of a depth (or depth+channel) student of ``teacher`` at ``target``,
+    chosen by drift on ``--depth-calibration-size`` synthetic images (with seeded random
+    weights the choice is arbitrary but the cost is real: what this script times)."""
+    if granularity == "depth":
+        result = prune_depth(teacher, target, flops_size=args.size,
+                             calibration_size=args.depth_calibration_size)
+    else:
+        result = prune_depth_channel(teacher, target, args.allocator, flops_size=args.size,
+                                     channel_multiple=args.channel_multiple,
+                                     calibration_size=args.depth_calibration_size)
+    return result.student.network.eval()
 
 
 def paired_ratios(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor,
@@ -212,6 +229,9 @@ def main() -> None:
     parser.add_argument("--channel-multiple", type=int, default=1,
                         help="channel students keep a multiple of this many channels per group "
                              "(16 suits CPU convolution kernels)")
+    parser.add_argument("--depth-calibration-size", type=int, default=64,
+                        help="side of the synthetic images on which depth students are "
+                             "chosen (the choice does not change what is timed much)")
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--size", type=int, default=256,
                         help="side at which MACs are counted and the targets met")
@@ -237,7 +257,16 @@ def main() -> None:
         for target in args.targets:
             for granularity in args.granularities:
                 start = time.perf_counter()
-                if granularity == "channel":
+                if granularity in ("depth", "depth+channel"):
+                    try:
+                        student = depth_student(teacher, target, granularity, args)
+                    except UsageError as exc:  # a model with nothing to remove (HINet)
+                        print(f"{label:22s} F={target:.2f} {granularity:12s} skipped: {exc}",
+                              flush=True)
+                        rows.append({"model": label, "flops_target": target,
+                                     "granularity": granularity, "skipped": str(exc)})
+                        continue
+                elif granularity == "channel":
                     try:
                         student = prune_channels(
                             teacher, target, args.allocator, flops_size=args.size,
@@ -264,7 +293,7 @@ def main() -> None:
                         row = {"model": label, "flops_target": target,
                                "granularity": granularity, "input": [height, width],
                                "channel_multiple": args.channel_multiple
-                               if granularity == "channel" else None,
+                               if "channel" in granularity else None,
                                "threads": threads, "macs_ratio": macs / dense,
                                "planning_s": round(planning, 1), **timing,
                                "load_before": load_start, "load_after": load_average()}
