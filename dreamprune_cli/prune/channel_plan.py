@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from dreamprune_cli.data.calibration import synthetic_calibration
 from dreamprune_cli.prune.plan import PruneResult, structured_layers

@@ -146,6 +146,8 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
     heap: list[tuple[float, int, Cut]] = [(-math.inf, i, cut) for i, cut in enumerate(cuts)]
     heapq.heapify(heap)
     fresh: set[Cut] = set()
+    if progress is not None:
+        progress.start("depth search", None)
     while heap and path[-1].macs_ratio > target:
         current = path[-1]
         score, tie, cut = heapq.heappop(heap)
@@ -158,7 +160,7 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
             fresh.add(cut)
             heapq.heappush(heap, (score, tie, cut))
             if progress is not None:
-                progress.update(f"depth: measured {search.measured} states")
+                progress.update(search.measured, macs=current.macs_ratio)
             continue
         if math.isinf(score):
             continue
@@ -172,6 +174,8 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
         fresh.clear()  # every other score is stale now
         if cut.kind == "repeat" and _available(cut, nxt):
             heapq.heappush(heap, (score, tie, cut))
+    if progress is not None:
+        progress.finish()
     return path
 
 
