@@ -35,12 +35,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from dreamprune_cli.prune import ALLOCATORS
+from dreamprune_cli.prune import ALLOCATORS, GRANULARITIES
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "DREAMPRUNE_"
 Allocator = Literal[ALLOCATORS]  # type: ignore[valid-type]  # the names, defined once
+Granularity = Literal[GRANULARITIES]  # type: ignore[valid-type]
 
 DREAM_STEPS = 200
 """Default ``steps`` of ``dream``: Adam steps per batch of dreams."""
@@ -153,7 +154,7 @@ class PruneSettings(_Section):
                     "re-planned until at or below it.")
     allocator: Allocator = Field(
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
-    granularity: Literal["unstructured", "channel", "depth", "depth+channel"] = Field(
+    granularity: Granularity = Field(
         "unstructured",
         description="unstructured (weight masks, the default), channel (remove whole channels: "
                     "a thinner, faster network; allocators uniform, global, lamp, adaptive), "

@@ -1,4 +1,10 @@
-"""Unstructured magnitude pruning to an exact MAC target.
+"""Pruning a teacher to a MAC target, at four granularities behind one result type
+(:class:`~dreamprune_cli.prune.plan.PruneResult`):
+
+* ``unstructured`` -- weight masks (the paper's method): the modules below;
+* ``channel`` -- whole channels removed with Torch-Pruning (``channels``, ``channel_plan``);
+* ``depth`` and ``depth+channel`` -- whole residual blocks and repeated stages removed
+  (:mod:`dreamprune_cli.prune.depth`), alone or with channels.
 
 * :mod:`~dreamprune_cli.prune.masks` -- which layers may be pruned, fixed binary masks attached
   with ``torch.nn.utils.parametrize``, and the plain state dict with pruned weights at zero.
@@ -18,6 +24,10 @@
 The allocator names below are the one definition the settings, the planner and the help
 read (this module imports nothing, so the settings can use it without importing PyTorch).
 """
+
+GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "depth", "depth+channel")
+"""What a student may lose: weights (masks), channels, blocks and stages, or both of the last
+(``dreamprune_cli.models.loading.STRUCTURED`` are the three that make a smaller network)."""
 
 ALLOCATORS: tuple[str, ...] = ("uniform", "global", "erk", "lamp", "adaptive")
 """Every allocator of unstructured pruning: the magnitude ones
