@@ -231,3 +231,45 @@ def test_depth_and_channel_meet_the_target_and_report_every_split() -> None:
 def test_registry_declarations_are_on_the_entries() -> None:
     assert get_model_info("prenet").depth_branches == ("res_conv*",)
     assert get_model_info("prenet_r").depth_repeats == ("stages", "blocks")
+
+
+CUSTOM = '''
+import torch
+from torch import nn
+
+
+class Looped(nn.Module):
+    depth_branches = ("branch",)
+    depth_repeats = ("steps",)
+
+    def __init__(self, steps: int = 3):
+        super().__init__()
+        self.steps = steps
+        self.head = nn.Conv2d(3, 4, 3, padding=1)
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.tail = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = self.head(x)
+        for _ in range(self.steps):
+            if y.abs().sum() > 0:  # data-dependent: not traceable, so the branch is declared
+                y = torch.relu(self.branch(y) + y)
+        return self.tail(y) + x
+
+
+class Misdeclared(Looped):
+    depth_repeats = ("loops",)
+'''
+
+
+def test_a_custom_model_declares_branches_and_repeats(tmp_path) -> None:
+    source = tmp_path / "looped.py"
+    source.write_text(CUSTOM)
+    loaded = load_model(f"{source}:Looped")
+    space = find_depth_space(loaded, torch.rand(1, 3, 8, 8))
+    assert (space.blocks, space.branches, space.repeats) == ([], ["branch"], {"steps": 3})
+    result = prune_depth(loaded, 0.7, flops_size=16, calibration_size=16)
+    assert result.student.config.get("steps", 3) <= 3 and result.macs_ratio < 1
+    with pytest.raises(UsageError, match="Misdeclared.depth_repeats = \\('loops',\\): each "
+                                         "key must also be an integer attribute"):
+        load_model(f"{source}:Misdeclared")
