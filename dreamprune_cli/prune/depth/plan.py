@@ -9,8 +9,9 @@ as the other granularities.
   miss the target: a miss above :data:`DEPTH_TOLERANCE` is reported with the neighbours.
 * ``depth+channel``: every state on that path above the target is completed by channel
   pruning down to the target (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on
-  the depth student); the candidate whose output drifts least from the teacher's on the
-  calibration images is the student. The split between depth and width is thus chosen by
+  the depth student); among the candidates that meet the target, the one whose output
+  drifts least from the teacher's on the calibration images is the student (when whole
+  channels meet it nowhere, the closest). The split between depth and width is thus chosen by
   measured drift, not fixed.
 """
 
@@ -188,15 +189,24 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
             mse = search.drift_of(candidate.network)
             channel_details = {"channel_target": relative, **{
                 k: pruned.details[k] for k in ("channel_multiple", "groups")}}
+        macs_ratio = count_costs(candidate.network, search.input_size).macs / search.macs_dense
         split = {"removed": step.label, "depth_macs_ratio": step.macs_ratio,
-                 "mse": mse, **channel_details}
+                 "macs_ratio": macs_ratio, "within_tolerance":
+                 abs(macs_ratio - flops_target) <= tolerance, "mse": mse, **channel_details}
         log.info("depth+channel: depth %s (%.3f of the MACs) -> drift %.3g", step.label,
                  step.macs_ratio, mse)
         splits.append((mse, candidate, split))
     if not splits:
         raise UsageError(f"$flops_target {flops_target}: no depth plan of {loaded.name} "
                          "stays above it")
-    best_mse, student, best = min(splits, key=lambda item: item[0])
+    # least drift among the splits that meet the target (channel steps can be coarse too);
+    # when none does, the closest
+    met = [item for item in splits if item[2]["within_tolerance"]]
+    if met:
+        _, student, best = min(met, key=lambda item: item[0])
+    else:
+        _, student, best = min(splits, key=lambda item: (abs(item[2]["macs_ratio"]
+                                                             - flops_target), item[0]))
     chosen = next(step for step in states if step.label == best["removed"])
     details = {**_details(space, path, chosen, search),
                "finishing": [step.as_dict() for step in finishing],
