@@ -264,6 +264,13 @@ class ResolvedSettings:
     settings: Settings
     sources: dict[str, str] = field(default_factory=dict)
 
+    def user_set(self, name: str) -> bool:
+        """Whether the user chose field ``name`` (flag, environment or config file), not a
+        default, a model's preset or the record of a resumed run: only such a setting is
+        worth a warning that it is ignored."""
+        source = self.sources.get(name, "default")
+        return not (source == "default" or source.startswith(("preset ", "run ")))
+
     def flat(self) -> dict[str, Any]:
         """Field name -> value, JSON-ready."""
         out = {}

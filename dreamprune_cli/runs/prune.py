@@ -84,8 +84,7 @@ def channel_multiple_for(resolved: ResolvedSettings) -> int:
     if pr.granularity == "channel":
         return pr.channel_multiple
     source = resolved.sources.get("channel_multiple", "default")
-    if pr.channel_multiple > 1 and not (source == "default"
-                                        or source.startswith(("preset", "run"))):
+    if pr.channel_multiple > 1 and resolved.user_set("channel_multiple"):
         raise UsageError(f"$channel_multiple {pr.channel_multiple} (from {source}) applies "
                          f"only at $granularity channel (now {pr.granularity!r}, from "
                          f"{resolved.sources.get('granularity', 'default')}): drop it, or "
@@ -137,7 +136,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
         if pr.allocator == "adaptive":
             images = calibration_from_dir(pr.calibration, pr.calibration_count,
                                           pr.calibration_size, common.seed)
-        else:
+        elif resolved.user_set("calibration"):
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device, _precision, _sync = runtime(common)
     teacher = load_teacher(common)
