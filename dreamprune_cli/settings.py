@@ -143,8 +143,7 @@ class EvaluateSettings(_Section):
 
 class PruneSettings(_Section):
     flops_target: float = Field(
-        0.58, gt=0.0, le=1.0,
-        description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
+        0.58, description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
     allocator: Allocator = Field(
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
     granularity: Literal["unstructured", "channel"] = Field(
@@ -172,6 +171,15 @@ class PruneSettings(_Section):
     calibration_size: int = Field(64, ge=8, description="Side of the calibration patches.")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
+
+    @field_validator("flops_target")
+    @classmethod
+    def _check_fraction(cls, value: float) -> float:
+        """A fraction in (0, 1]; a percentage (``58``) is named with the fraction it means."""
+        if 0.0 < value <= 1.0:
+            return value
+        hint = f"; did you mean {value / 100:g}?" if 1.0 < value <= 100.0 else ""
+        raise ValueError(f"expected a fraction in (0, 1]{hint}")
 
 
 class DreamSettings(_Section):
