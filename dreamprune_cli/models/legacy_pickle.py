@@ -142,8 +142,11 @@ def _without_source_check(persistent_load: Callable[[Any], Any]) -> Callable[[An
     (which inspects, and may write a patch file for, the class): the class is returned."""
 
     def load(saved_id: Any) -> Any:
-        if isinstance(saved_id, tuple) and saved_id and saved_id[0] in ("module", b"module"):
-            return saved_id[1]
+        if isinstance(saved_id, tuple) and saved_id:
+            if saved_id[0] in ("module", b"module"):  # (typename, class, file, source)
+                return saved_id[1]
+            if isinstance(saved_id[0], _PlaceholderMeta):  # tar format: (class, file, source)
+                return saved_id[0]
         return persistent_load(saved_id)
 
     return load
