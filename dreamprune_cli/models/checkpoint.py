@@ -124,7 +124,7 @@ def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = Fals
                              f"checkpoint or safetensors file ({reason})") from None
         raw = _read_inert(path, field, reason)
     except (AttributeError, ImportError) as exc:  # trusted, but its classes are gone
-        raw = _read_inert(path, field, str(exc).splitlines()[0])
+        raw = _read_inert(path, field, str(exc).splitlines()[0], trusted=True)
     except Exception as exc:
         raise UsageError(f"${field} {path}: cannot read checkpoint "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
@@ -142,13 +142,16 @@ def _torch_load(path: Path, trust: bool) -> object:
             return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
 
 
-def _read_inert(path: Path, field: str, reason: str) -> object:
+def _read_inert(path: Path, field: str, reason: str, trusted: bool = False) -> object:
     """A pickle that names classes beyond tensors, read with those objects as inert records
     (:mod:`~dreamprune_cli.models.legacy_pickle`: whole-module ``torch.save(model)`` files).
 
+    ``reason`` is why the first load failed; ``trusted``: that load was the full unpickling
+    of ``--trust-checkpoint`` (which failed on a class that cannot be imported here).
+
     Raises:
         UsageError: the pickle would call or import code (nothing ran), or is unreadable
-            that way too (the weights-only ``reason`` is named).
+            that way too (``reason`` is named).
     """
     from dreamprune_cli.models.legacy_pickle import RefusedPickle, read_whole_module_pickle
 
@@ -158,11 +161,17 @@ def _read_inert(path: Path, field: str, reason: str) -> object:
         except UnicodeDecodeError:
             raw, classes = read_whole_module_pickle(path, encoding="latin1")
     except RefusedPickle as exc:
+        if trusted:
+            raise UsageError(
+                f"${field} {path}: cannot read checkpoint: {reason}; read without its classes, "
+                f"{exc}: install or define the classes it names") from None
         raise UsageError(
             f"${field} {path}: refused to unpickle: {exc}, beyond tensors and plain values; "
             "nothing was run. If you trust the file, pass $trust_checkpoint, or convert it "
             "with 'dreamprune export' on a trusted machine") from None
     except Exception:
+        if trusted:
+            raise UsageError(f"${field} {path}: cannot read checkpoint ({reason})") from None
         raise UsageError(
             f"${field} {path}: refused to unpickle: the file asks to run or import code "
             f"beyond tensors and plain values ({reason}); if you trust it, pass "

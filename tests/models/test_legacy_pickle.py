@@ -155,3 +155,17 @@ def test_pickle_calling_code_is_refused(tmp_path: Path, runner,
         assert result.exit_code == 2, result.output
         assert "refused to unpickle" in result.output and "Traceback" not in result.output
     assert not marker.exists() and not out.exists()
+
+
+def test_trusted_pickle_whose_classes_are_gone_names_both_failures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _author_module(tmp_path, monkeypatch, "gone_net")
+    path = tmp_path / "sneaky.pth"
+    torch.save({"model": module.DeRain(), "hook": module.Sneaky()}, path)
+    _forget("gone_net")
+    (tmp_path / "gone_net.py").unlink()
+    with pytest.raises(UsageError) as caught:
+        read_checkpoint(path, trust=True)
+    message = str(caught.value)
+    assert "No module named 'gone_net'" in message and "it calls gone_net.run_me" in message
+    assert "pass trust_checkpoint" not in message
