@@ -51,7 +51,7 @@ CARRIED: dict[str, tuple[str, ...]] = {
     "dream": (),
     "distill": ("steps", "checkpoint_every", *_SCORING),
     "pipeline": ("steps", "checkpoint_every", "eval_input_dir", "eval_target_dir", "pairing",
-                 *_SCORING),
+                 "limit", *_SCORING),
 }
 """Settings a resumed run takes from the record unless given again (they may change)."""
 

@@ -144,8 +144,7 @@ class EvaluateSettings(_Section):
 
 class PruneSettings(_Section):
     flops_target: float = Field(
-        0.58, gt=0.0, le=1.0,
-        description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
+        0.58, description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
     latency_target: float | None = Field(
         None, gt=0.0, le=1.0,
         description="Instead of --flops-target, with a structured --granularity (channel, depth, "
@@ -188,6 +187,15 @@ class PruneSettings(_Section):
                     "networks with instance norms).")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
+
+    @field_validator("flops_target")
+    @classmethod
+    def _check_fraction(cls, value: float) -> float:
+        """A fraction in (0, 1]; a percentage (``58``) is named with the fraction it means."""
+        if 0.0 < value <= 1.0:
+            return value
+        hint = f"; did you mean {value / 100:g}?" if 1.0 < value <= 100.0 else ""
+        raise ValueError(f"expected a fraction in (0, 1]{hint}")
 
 
 class DreamSettings(_Section):
@@ -279,6 +287,13 @@ class ResolvedSettings:
 
     settings: Settings
     sources: dict[str, str] = field(default_factory=dict)
+
+    def user_set(self, name: str) -> bool:
+        """Whether the user chose field ``name`` (flag, environment or config file), not a
+        default, a model's preset or the record of a resumed run: only such a setting is
+        worth a warning that it is ignored."""
+        source = self.sources.get(name, "default")
+        return not (source == "default" or source.startswith(("preset ", "run ")))
 
     def flat(self) -> dict[str, Any]:
         """Field name -> value, JSON-ready."""

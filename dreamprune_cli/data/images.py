@@ -6,6 +6,11 @@ Conversion rule (any Pillow mode -> float RGB in [0, 1], shape ``(3, H, W)``):
 * 8-bit modes are divided by 255. 16-bit and 32-bit integer greyscale (``I;16*``, ``I``)
   are divided by 65535 (precision kept, values clipped to [0, 1]); float greyscale (``F``)
   is clipped to [0, 1].
+* 16-bit colour (PNG RGB/RGBA and grey+alpha, TIFF RGB/RGBA/RGBX) is divided by 65535 too:
+  Pillow has no 16-bit colour mode and decodes such files to 8 bits (the high byte of each
+  sample). :func:`_read_16bit_colour` decodes them twice with Pillow's own decoder, once as
+  Pillow does and once with the raw mode of the other byte order (``RGB;16B`` <->
+  ``RGB;16L``), which yields the low bytes; ``high * 256 + low`` is the stored value.
 * Greyscale (``1``, ``L``, ``I*``, ``F``) is repeated over the three channels.
 * Alpha is dropped, colour kept as stored (what OpenCV's ``imread`` does): ``RGBA`` -> RGB,
   ``LA`` -> L, palette images are expanded through their palette.
@@ -17,6 +22,7 @@ Outputs are written as 8-bit RGB PNG (values clamped to [0, 1], rounded), atomic
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +59,55 @@ def _to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64) / 255.0
 
 
+# Pillow's raw modes of 16-bit colour, and the one that reads the other byte of each sample.
+_LOW_BYTE_RAWMODE = {f"{bands};16{order}": f"{bands};16{other}"
+                     for bands in ("RGB", "RGBA", "RGBX")
+                     for order, other in (("B", "L"), ("L", "B"))}
+_GREY_ALPHA_16 = "LA;16B"  # PNG grey + alpha (Pillow's mode RGBA): its 4 bytes a pixel
+# unpacked as 8-bit RGBA are grey high, grey low, alpha high, alpha low
+
+
+def _tile_rawmode(tile: Any) -> str | None:
+    """The raw mode a decoder tile unpacks with (``args`` or its first element)."""
+    args = tile[3]
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return args if isinstance(args, str) else None
+
+
+def _with_rawmode(tile: Any, rawmode: str) -> Any:
+    args = tile[3]
+    args = (rawmode, *args[1:]) if isinstance(args, tuple) else rawmode
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _decoded(path: Path, rawmode: str | None = None) -> Image.Image:
+    """``path`` decoded (tiles unpacked with ``rawmode`` if given), EXIF orientation applied."""
+    with Image.open(path) as image:
+        if rawmode is not None:
+            image.tile = [_with_rawmode(tile, rawmode) for tile in image.tile]
+        image.load()
+        return ImageOps.exif_transpose(image)
+
+
+def _read_16bit_colour(path: Path, image: Image.Image) -> np.ndarray | None:
+    """Float64 ``(H, W, 3)`` in [0, 1] (value / 65535) of a 16-bit colour ``image`` opened
+    from ``path`` (not yet loaded); ``None`` for any other image."""
+    rawmodes = {_tile_rawmode(tile) for tile in image.tile}
+    if len(rawmodes) != 1:
+        return None
+    rawmode = rawmodes.pop()
+    if rawmode == _GREY_ALPHA_16:
+        both = np.asarray(_decoded(path, "RGBA"), dtype=np.uint16)
+        grey = (both[..., 0] << 8 | both[..., 1]).astype(np.float64) / 65535.0
+        return np.repeat(grey[..., None], 3, axis=2)
+    if rawmode not in _LOW_BYTE_RAWMODE:
+        return None
+    high = np.asarray(_decoded(path), dtype=np.uint16)[..., :3]
+    low = np.asarray(_decoded(path, _LOW_BYTE_RAWMODE[rawmode]), dtype=np.uint16)[..., :3]
+    return (high << 8 | low).astype(np.float64) / 65535.0
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Read ``path`` into a float32 tensor ``(3, H, W)`` in [0, 1].
 
@@ -66,9 +121,10 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise UsageError(f"{path}: empty file, expected an image")
     try:
         with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            array = _to_array(image)
+            array = _read_16bit_colour(path, image)
+            if array is None:
+                image.load()
+                array = _to_array(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise UsageError(f"{path}: not an image Pillow can read "
                          f"(expected one of {', '.join(IMAGE_SUFFIXES)})") from None

@@ -6,13 +6,18 @@ Layers (the timm habit): :func:`read_checkpoint` opens a file without running co
 
 Pickle files are opened with ``torch.load(weights_only=True)``; NumPy scalars and dtypes (the
 training history some authors store beside the weights) are allowlisted since they cannot run
-code. Anything else that a pickle asks to import is refused, unless the caller passes
-``trust=True`` (the ``--trust-checkpoint`` flag) for a file they trust.
+code. A pickle that names other classes (a whole ``torch.save(model)``, often of an
+``nn.DataParallel`` whose class lived in the author's ``__main__``) is read again with those
+objects as inert records (:mod:`~dreamprune_cli.models.legacy_pickle`) and its modules'
+tensors flattened into a state dict; one that would call anything beyond the tensor-rebuilding
+allow-list is refused, unless the caller passes ``trust=True`` (the ``--trust-checkpoint``
+flag) for a file they trust.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "model_state_d
                    "net", "network", "generator")
 METADATA_MODEL = "dreamprune.model"
 METADATA_CONFIG = "dreamprune.config"
+log = logging.getLogger(__name__)
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -107,15 +113,7 @@ def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = Fals
             raise UsageError(f"${field} {path}: not a valid safetensors file ({exc})") from None
         return Checkpoint(path, tensors, metadata, field)
     try:
-        if trust:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                try:
-                    raw = torch.load(path, map_location="cpu", weights_only=True)
-                except UnicodeDecodeError:  # Python 2 era pickles (e.g. DuRN's)
-                    raw = torch.load(path, map_location="cpu", weights_only=True,
-                                     encoding="latin1")
+        raw = _torch_load(path, trust)
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line.split("WeightsUnpickler error:")[-1].strip() for line in lines
@@ -124,15 +122,65 @@ def read_checkpoint(path: str | Path, key: str | None = None, trust: bool = Fals
         if "global" not in reason.lower():
             raise UsageError(f"${field} {path}: cannot read checkpoint: not a torch "
                              f"checkpoint or safetensors file ({reason})") from None
+        raw = _read_inert(path, field, reason)
+    except (AttributeError, ImportError) as exc:  # trusted, but its classes are gone
+        raw = _read_inert(path, field, str(exc).splitlines()[0], trusted=True)
+    except Exception as exc:
+        raise UsageError(f"${field} {path}: cannot read checkpoint "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return Checkpoint(path, extract_state_dict(raw, path, key, field), field_name=field)
+
+
+def _torch_load(path: Path, trust: bool) -> object:
+    """``torch.load`` weights-only (NumPy scalars allowed), or in full when ``trust``."""
+    if trust:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except UnicodeDecodeError:  # Python 2 era pickles (e.g. DuRN's)
+            return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
+
+
+def _read_inert(path: Path, field: str, reason: str, trusted: bool = False) -> object:
+    """A pickle that names classes beyond tensors, read with those objects as inert records
+    (:mod:`~dreamprune_cli.models.legacy_pickle`: whole-module ``torch.save(model)`` files).
+
+    ``reason`` is why the first load failed; ``trusted``: that load was the full unpickling
+    of ``--trust-checkpoint`` (which failed on a class that cannot be imported here).
+
+    Raises:
+        UsageError: the pickle would call or import code (nothing ran), or is unreadable
+            that way too (``reason`` is named).
+    """
+    from dreamprune_cli.models.legacy_pickle import RefusedPickle, read_whole_module_pickle
+
+    try:
+        try:
+            raw, classes = read_whole_module_pickle(path)
+        except UnicodeDecodeError:
+            raw, classes = read_whole_module_pickle(path, encoding="latin1")
+    except RefusedPickle as exc:
+        if trusted:
+            raise UsageError(
+                f"${field} {path}: cannot read checkpoint: {reason}; read without its classes, "
+                f"{exc}: install or define the classes it names") from None
+        raise UsageError(
+            f"${field} {path}: refused to unpickle: {exc}, beyond tensors and plain values; "
+            "nothing was run. If you trust the file, pass $trust_checkpoint, or convert it "
+            "with 'dreamprune export' on a trusted machine") from None
+    except Exception:
+        if trusted:
+            raise UsageError(f"${field} {path}: cannot read checkpoint ({reason})") from None
         raise UsageError(
             f"${field} {path}: refused to unpickle: the file asks to run or import code "
             f"beyond tensors and plain values ({reason}); if you trust it, pass "
             "$trust_checkpoint, or convert it with 'dreamprune export' on a trusted machine"
         ) from None
-    except Exception as exc:
-        raise UsageError(f"${field} {path}: cannot read checkpoint "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    return Checkpoint(path, extract_state_dict(raw, path, key, field), field_name=field)
+    if classes:
+        log.info("%s: read a whole-module pickle of class %s: its tensors only, nothing "
+                 "from the file ran", path, ", ".join(classes))
+    return raw
 
 
 def _is_state_dict(value: object) -> bool:

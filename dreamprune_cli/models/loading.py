@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
@@ -41,6 +43,31 @@ class LoadedModel:
     def adapter(self) -> RestorationAdapter:
         """The network wrapped to take and return RGB [0, 1] of any size."""
         return RestorationAdapter(self.network, self.info)
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Restore ``rgb``: RGB in [0, 1], ``(N, 3, H, W)`` or one ``(3, H, W)`` image of any
+        size (padded and cropped back as the model needs), returned in the same shape, not
+        clamped, on the network's device (the input is moved there).
+
+        Runs the :meth:`adapter` under ``torch.no_grad()`` in the network's current mode
+        (``eval`` after :func:`load_model`); for gradients (dreaming, training) call
+        ``self.adapter()(rgb)`` instead.
+
+        Raises:
+            ValueError: ``rgb`` is not a floating-point 3-channel image tensor.
+        """
+        if not (isinstance(rgb, torch.Tensor) and rgb.is_floating_point()
+                and rgb.dim() in (3, 4) and rgb.shape[-3] == 3):
+            shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+            raise ValueError(f"expected a float RGB tensor (N, 3, H, W) or (3, H, W) in [0, 1], "
+                             f"got {shape}")
+        weights = next(itertools.chain(self.network.parameters(), self.network.buffers()), None)
+        batch = rgb.unsqueeze(0) if rgb.dim() == 3 else rgb
+        if weights is not None:
+            batch = batch.to(weights.device)
+        with torch.no_grad():
+            restored = self.adapter().to(batch.device)(batch)
+        return restored[0] if rgb.dim() == 3 else restored
 
     def file_metadata(self) -> dict[str, str]:
         """What a file of this network's state dict must record to be rebuilt: thinner
@@ -150,8 +177,6 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
 
 def _has_parameters(info: ModelInfo, config: dict[str, Any]) -> bool:
     """Whether the network has weights to load (built on the meta device: no memory)."""
-    import torch
-
     try:
         with torch.device("meta"):
             network = info.factory(**config)

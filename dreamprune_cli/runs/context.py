@@ -83,7 +83,7 @@ def scoring(resolved: ResolvedSettings, info: Any) -> dict[str, Any]:
     """:func:`~dreamprune_cli.engine.evaluate.evaluate_pairs`'s protocol keywords: the
     settings, else the model's registry entry (``info``), and the tiling."""
     ev = resolved.settings.evaluate
-    if ev.tile is None and resolved.sources.get("tile_overlap", "default") != "default":
+    if ev.tile is None and resolved.user_set("tile_overlap"):
         log.warning("--tile-overlap is only used with --tile; ignored")
     return {**scoring_protocol(info, ev.metric_space, ev.crop_border, ev.ssim_variant,
                                ev.quantize),

@@ -214,7 +214,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
                                             s.pipeline.eval_target_dir,
-                                            ("eval_input_dir", "eval_target_dir"))
+                                            ("eval_input_dir", "eval_target_dir"),
+                                            limit=s.evaluate.limit)
     check_flops_size(teacher, pr.flops_size)
     resume = s.common.resume is not None
     steps = s.dream.joint_steps

@@ -76,7 +76,7 @@ def allocator_for(resolved: ResolvedSettings) -> str:
     if pr.granularity == "unstructured":
         return pr.allocator
     if pr.granularity == "depth":
-        if not (source == "default" or source.startswith(("preset", "run"))):
+        if resolved.user_set("allocator"):
             raise UsageError(f"$allocator {pr.allocator!r} (from {source}) at $granularity "
                              "depth: depth pruning chooses blocks by measured drift; drop "
                              "$allocator, or use $granularity depth+channel")
@@ -100,8 +100,7 @@ def channel_multiple_for(resolved: ResolvedSettings) -> int:
     if pr.granularity in ("channel", "depth+channel"):
         return pr.channel_multiple
     source = resolved.sources.get("channel_multiple", "default")
-    if pr.channel_multiple > 1 and not (source == "default"
-                                        or source.startswith(("preset", "run"))):
+    if pr.channel_multiple > 1 and resolved.user_set("channel_multiple"):
         raise UsageError(f"$channel_multiple {pr.channel_multiple} (from {source}) applies "
                          f"only at $granularity channel or depth+channel (now "
                          f"{pr.granularity!r}, from "
@@ -129,10 +128,9 @@ def check_latency_target(resolved: ResolvedSettings) -> None:
         raise UsageError(f"$latency_target {pr.latency_target} (from {source}) needs a "
                          "structured $granularity (channel, depth, depth+channel): weight "
                          "masks do not make the network faster")
-    flops_source = resolved.sources.get("flops_target", "default")
-    if not (flops_source == "default" or flops_source.startswith(("preset", "run"))):
+    if resolved.user_set("flops_target"):
         raise UsageError(f"$latency_target (from {source}) and $flops_target (from "
-                         f"{flops_source}): give one of them")
+                         f"{resolved.sources['flops_target']}): give one of them")
 
 
 def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
@@ -253,7 +251,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
         elif pr.allocator == "adaptive":
             images = calibration_from_dir(pr.calibration, pr.calibration_count,
                                           pr.calibration_size, common.seed)
-        else:
+        elif resolved.user_set("calibration"):
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device, _precision, _sync = runtime(common)
     teacher = load_teacher(common)

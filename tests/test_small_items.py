@@ -1,0 +1,76 @@
+"""Issue 32 item 5: ``LoadedModel`` is callable, a percentage ``--flops-target`` names the
+fraction it means, ``pipeline --limit N`` scores the first N pairs as ``evaluate --limit``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamprune_cli.cli import app
+from dreamprune_cli.data.pairs import pair_folders
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.models.checkpoint import save_safetensors
+from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.models.registry import build_model, model_config
+from dreamprune_cli.settings import resolve_settings
+
+
+def test_loaded_model_restores_when_called() -> None:
+    torch.manual_seed(0)
+    loaded = load_model("hinet", "tiny")
+    batch = torch.rand(2, 3, 36, 44)  # not a multiple of HINet's 4: padded and cropped back
+    restored = loaded(batch)
+    assert restored.shape == batch.shape and not restored.requires_grad
+    with torch.no_grad():
+        assert torch.equal(restored, loaded.adapter()(batch))
+    single = loaded(batch[0])
+    assert single.shape == (3, 36, 44)
+    assert torch.allclose(single, restored[0], atol=1e-6)
+    for bad in (torch.rand(1, 4, 32, 32), torch.zeros(3, 32, 32, dtype=torch.uint8),
+                torch.rand(32, 32)):
+        with pytest.raises(ValueError, match="expected a float RGB tensor"):
+            loaded(bad)
+
+
+@pytest.mark.parametrize(("value", "hint"), [("58", "; did you mean 0.58?"),
+                                             ("100", "; did you mean 1?"), ("0", ""),
+                                             ("150", "")])
+def test_flops_target_as_a_percentage_names_the_fraction(runner, tmp_path: Path, value: str,
+                                                         hint: str) -> None:
+    result = runner.invoke(app, ["prune", "--model", "ffa", "--variant", "tiny",
+                                 "--flops-target", value, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: invalid flops_target={float(value)!r} (from flag "
+                     f"--flops-target): expected a fraction in (0, 1]{hint}"], lines
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="did you mean 0.58"):
+        resolve_settings({}, env={"DREAMPRUNE_FLOPS_TARGET": "58"})
+    assert resolve_settings({"flops_target": 1.0}, env={}).settings.prune.flops_target == 1.0
+
+
+@pytest.mark.slow
+def test_pipeline_limit_scores_the_first_pairs(runner, tmp_path: Path, pair_dirs) -> None:
+    torch.manual_seed(0)
+    weights = save_safetensors(tmp_path / "durn.safetensors",
+                               build_model("durn_s", "tiny").state_dict(), "durn_s",
+                               model_config("durn_s", "tiny"))
+    inputs, targets = pair_dirs
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pipeline", "--weights", str(weights), "--steps", "2",
+                                 "--flops-size", "64", "--out", str(out), "--allocator", "lamp",
+                                 "--eval-input-dir", str(inputs), "--eval-target-dir",
+                                 str(targets), "--limit", "2", "--device", "cpu", "--size",
+                                 "32", "--batch-size", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    first_two = [pair.name for pair in pair_folders(inputs, targets, limit=2)]
+    assert len(list(inputs.iterdir())) == 3 and len(first_two) == 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["eval_count"] == 2
+    for role in ("teacher", "pruned", "distilled"):
+        assert report[role]["count"] == 2
+        assert [image["name"] for image in report[role]["per_image"]] == first_two
+    assert json.loads((out / "run.json").read_text())["settings"]["limit"] == 2
