@@ -154,8 +154,8 @@ def test_channel_multiple_without_channel_granularity_is_a_usage_error(
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == (
             f"error: --channel-multiple 16 (from {source}) applies only at --granularity "
-            "channel (now 'unstructured', from default): drop it, or add --granularity "
-            "channel")
+            "channel or depth+channel (now 'unstructured', from default): drop it, or add "
+            "--granularity channel")
         assert not out.exists()  # refused before any work
     if command == "prune":  # 1, the default, is no contradiction
         fine = runner.invoke(app, ["prune", "--weights", str(weights), "--allocator", "lamp",

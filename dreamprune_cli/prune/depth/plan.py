@@ -4,8 +4,8 @@ as the other granularities.
 
 * ``depth``: the greedy path (:func:`~dreamprune_cli.prune.depth.search.greedy_path`) from
   the teacher down to the target, and every state one cut from its last state above the
-  target (:func:`~dreamprune_cli.prune.depth.search.finishing_steps`); the state whose MAC
-  ratio is closest to the target is the student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
+  target (:func:`~dreamprune_cli.prune.depth.search.finishing_steps`); the largest state
+  within the budget (the target plus :data:`DEPTH_TOLERANCE`) is the student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
   miss the target: a miss above :data:`DEPTH_TOLERANCE` is reported with the neighbours.
 * ``depth+channel``: every state on that path above the target is completed by channel
   pruning down to the target (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on
@@ -77,8 +77,17 @@ def _student(loaded: LoadedModel, step: DepthStep, granularity: str = "depth") -
                        weights=loaded.weights, granularity=granularity)
 
 
-def _closest(path: Sequence[DepthStep], target: float) -> DepthStep:
-    return min(path, key=lambda step: (abs(step.macs_ratio - target), step.mse))
+def _closest(states: Sequence[DepthStep], target: float) -> DepthStep:
+    """The largest plan within the budget (a MAC ratio at most ``target`` plus the
+    tolerance), the least drifting among equals; the smallest when none fits.
+
+    A MAC target is a budget: a plan above it (beyond the tolerance) is not taken even when
+    it is closer than the plans below.
+    """
+    fits = [step for step in states if step.macs_ratio <= target * (1 + DEPTH_TOLERANCE)]
+    if not fits:
+        return min(states, key=lambda step: (step.macs_ratio, step.mse))
+    return max(fits, key=lambda step: (step.macs_ratio, -step.mse))
 
 
 def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flops_size: int,
@@ -89,8 +98,8 @@ def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flop
     ratio = after.macs / before.macs_dense
     within = abs(ratio - flops_target) <= DEPTH_TOLERANCE * flops_target
     if not within:
-        log.warning("%s at $flops_target %s: the closest reachable plan keeps %.4f of the "
-                    "MACs (removals are whole blocks and stages; path: %s)", student.granularity,
+        log.warning("%s at $flops_target %s: the largest plan within it keeps %.4f of the "
+                    "MACs (removals are whole blocks and stages; plans measured: %s)", student.granularity,
                     flops_target, ratio, ", ".join(
                         f"{s['macs_ratio']:.3f}"
                         for s in [*details["path"], *details.get("finishing", [])]))
