@@ -9,9 +9,10 @@ random generator's state, step, history, training time, the input source's name)
 written atomically every N steps and at the end, and only if every tensor in it is finite;
 Ctrl-C or SIGTERM finishes the current step, saves, and raises
 :class:`~dreamprune_cli.errors.Interrupted`; a NaN or infinite loss stops with an error
-naming the step, leaving the last good checkpoint alone. On the CPU a resumed run ends bit for bit where an uninterrupted one would. Over several
-processes (``sync``, :mod:`dreamprune_cli.engine.distributed`) the checkpoint holds every
-rank's dreams and generator and is written by rank 0; the losses are the ranks' means.
+naming the step, leaving the last good checkpoint alone. On the CPU a resumed run ends bit
+for bit where an uninterrupted one would. Over several processes (``sync``,
+:mod:`dreamprune_cli.engine.distributed`) the checkpoint holds every rank's dreams and
+generator and is written by rank 0; the losses are the ranks' means.
 """
 
 from __future__ import annotations
