@@ -42,7 +42,7 @@ from dreamprune_cli.flops import CostReport, count_costs
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.runs.context import generator as seeded
-from dreamprune_cli.runs.distill import joint_trainer
+from dreamprune_cli.runs.distill import check_offline_inputs, joint_trainer
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:
@@ -74,15 +74,23 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             lambda_kd: float = 1.0, batch_size: int = 8, size: int = 64,
             round_steps: int = 50, seed: int = 0, device: str = "auto",
             clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
-            **schedule: Any) -> list[dict[str, float]]:
+            inputs: str = "dreams", **schedule: Any) -> list[dict[str, float]]:
     """Train ``student`` (in place, masks kept) to match ``teacher`` on dreamed inputs.
 
     With ``dreams`` (``(N, 3, H, W)`` in [0, 1], e.g. ``dream(...).dreams``): offline, on
     random minibatches of them. Without: online, the joint loop that dreams a new batch
     every step and restarts from noise every ``round_steps`` steps (``schedule`` as in
-    :func:`dream`). Returns the per-step loss history (``kd``, and ``dream``/``orth`` when
-    online).
+    :func:`dream`). ``inputs`` (online only): ``dreams`` (the method), ``synthetic``
+    (procedural degraded images of the teacher's task, a fresh batch every step, nothing
+    dreamed; ``clean_dir`` gives their scenes) or ``mixed`` (each batch half dreams, half
+    synthetic). Returns the per-step loss history (``kd``, and ``dream``/``orth`` when
+    dreams are among the inputs).
+
+    Raises:
+        UsageError: ``dreams`` with ``inputs`` other than ``dreams``; an unknown ``inputs``;
+            ``mixed`` with ``batch_size`` 1.
     """
+    check_offline_inputs(dreams is not None, inputs)
     device_ = resolve_device(device)
     precision = resolve_precision(device_)
     generator = seeded(seed)
@@ -99,7 +107,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
     trainer = joint_trainer(teacher_adapter, student_adapter, make_clean_source(clean_dir),
                             plan, round_steps, student_lr, lambda_kd, generator, device_,
-                            precision)
+                            precision, inputs=inputs)
     return trainer.run(steps, progress=progress).history
 
 

@@ -396,10 +396,10 @@ def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("distill", "student", "out", "dreams", *LOADING, "steps", "batch_size", "size",
-          "round_steps", "clean_dir", "student_lr", "lambda_kd", *DREAMING, "checkpoint_every",
-          "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
+          "round_steps", "clean_dir", "student_lr", "lambda_kd", "inputs", *DREAMING,
+          "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
 def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
-    """Train a pruned student to match the teacher on dreamed inputs.
+    """Train a pruned student to match the teacher on dreamed inputs (or --inputs).
 
     Required: --model (the teacher), --student and --out (or --resume). The student is
     scored on the synthetic test set of the teacher's task; score it on your own pairs
@@ -412,9 +412,8 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
-          *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "limit",
-          "checkpoint_every",
-          "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,
+          "inputs", *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "limit",
+          "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")
 def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""

@@ -239,6 +239,12 @@ class DistillSettings(_Section):
         None, description="A folder written by 'dream' (offline); default: dream online.")
     student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student.")
     lambda_kd: float = Field(1.0, gt=0.0, description="Weight of the distillation loss.")
+    inputs: Literal["dreams", "synthetic", "mixed"] = Field(
+        "dreams",
+        description="The student's inputs in the joint loop: dreams (the method, default), "
+                    "synthetic (procedural degraded images of the teacher's task, a fresh batch "
+                    "every step; no teacher inversion) or mixed (each batch half dreams, half "
+                    "synthetic).")
     checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints.")
 
 

@@ -45,6 +45,24 @@ def test_readme_example_calls(pair_dirs) -> None:
     assert identity.params == 0 and identity.macs == 0
 
 
+def test_distill_inputs() -> None:
+    """``inputs=``: synthetic images (no dream losses) or half of each; none but dreams
+    offline."""
+    torch.manual_seed(0)
+    teacher = load_model("ffa", "tiny", use_bundled=False, overrides={"blocks": 1})
+    student = prune_model(teacher, 0.6, "lamp", flops_size=64).student
+    synthetic = distill(teacher, student, steps=2, size=16, batch_size=2, device="cpu",
+                        inputs="synthetic")
+    assert [set(h) for h in synthetic] == [{"step", "kd"}] * 2
+    mixed = distill(teacher, student, steps=1, size=16, batch_size=2, device="cpu",
+                    inputs="mixed")
+    assert set(mixed[-1]) == {"step", "dream", "orth", "kd"}
+    with pytest.raises(UsageError, match="^inputs synthetic: dreams distills offline"):
+        distill(teacher, student, dreams=torch.rand(2, 3, 16, 16), inputs="synthetic")
+    with pytest.raises(UsageError, match="^inputs 'noise'"):
+        distill(teacher, student, steps=1, size=16, batch_size=2, device="cpu", inputs="noise")
+
+
 def test_evaluate_needs_both_folders(pair_dirs) -> None:
     with pytest.raises(UsageError, match="go together"):
         evaluate(load_model("identity"), pair_dirs[0])

@@ -97,6 +97,27 @@ def test_channel_multiple_from_config_env_and_flag(tmp_path: Path) -> None:
     assert resolve_settings({}, config=top_level, env={}).settings.prune.channel_multiple == 32
 
 
+def test_inputs_from_config_env_and_flag(tmp_path: Path) -> None:
+    """``inputs`` (the joint loop's student inputs): default dreams; config file < environment
+    < flag; a run records it as a defining setting of distill and pipeline."""
+    from dreamprune_cli.run_record import DEFINING
+
+    assert Settings().distill.inputs == "dreams"
+    assert resolve_settings({"model": "ffa"}, env={}).sources["inputs"] == "default"
+    config = tmp_path / "c.toml"
+    config.write_text('[distill]\ninputs = "mixed"\n')
+    r = resolve_settings({}, config=config, env={})
+    assert r.settings.distill.inputs == "mixed" and r.sources["inputs"] == f"config {config}"
+    env = {"DREAMPRUNE_INPUTS": "synthetic"}
+    r = resolve_settings({}, config=config, env=env)
+    assert r.settings.distill.inputs == "synthetic"
+    assert r.sources["inputs"] == "env DREAMPRUNE_INPUTS"
+    r = resolve_settings({"inputs": "dreams"}, config=config, env=env)
+    assert r.settings.distill.inputs == "dreams" and r.sources["inputs"] == "flag --inputs"
+    assert "inputs" in DEFINING["distill"] and "inputs" in DEFINING["pipeline"]
+    assert "inputs" not in DEFINING["dream"]
+
+
 @pytest.mark.parametrize("flags, env, config_text, expected", [
     ({}, {"DREAMPRUNE_FLOPS_TARGET": "1.5"}, None,
      "invalid flops_target='1.5' (from env DREAMPRUNE_FLOPS_TARGET)"),
@@ -112,6 +133,10 @@ def test_channel_multiple_from_config_env_and_flag(tmp_path: Path) -> None:
     ({}, {}, "[prune]\nchannel_multiple = 2.5\n", "invalid channel_multiple=2.5 (from config"),
     ({}, {}, "[prune]\nflops_target = 2\n", "invalid flops_target=2 (from config"),
     ({}, {}, 'noise_lr = "fast"\n', "invalid noise_lr='fast' (from config"),
+    ({"inputs": "noise"}, {}, None, "invalid inputs='noise' (from flag --inputs)"),
+    ({}, {"DREAMPRUNE_INPUTS": "synth"}, None,
+     "invalid inputs='synth' (from env DREAMPRUNE_INPUTS)"),
+    ({}, {}, "[distill]\ninputs = 1\n", "invalid inputs=1 (from config"),
     ({}, {}, "bogus = 1\n", "unknown key 'bogus'"),
     ({}, {}, "[prune]\nsize = 3\n", "unknown key 'prune.size'"),
     ({}, {}, "flops_target = = 1\n", "malformed TOML"),

@@ -63,17 +63,19 @@ def degrade_batch(task: str, clean: torch.Tensor, generator: torch.Generator | N
     return SYNTHESIZERS[check_task(task)](clean, generator, **params)
 
 
-def make_degraded_batch(task: str, count: int, size: int, seed: int
+def make_degraded_batch(task: str, count: int, size: int, seed: int,
+                        clean_source: CleanSource | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(degraded, clean)``, each ``(count, 3, size, size)`` in [0, 1], fixed by ``seed``.
 
-    Procedural clean scenes degraded by ``task``'s synthesizer with random parameters; used
-    as calibration data when no dreamed images exist.
+    Procedural clean scenes (or ``clean_source``'s images) degraded by ``task``'s
+    synthesizer with random parameters; used as calibration data when no dreamed images
+    exist, and as the student's inputs of ``--inputs synthetic``.
     """
     if count < 1 or size < 8:
         raise UsageError(f"synthetic batch: need count >= 1 and size >= 8, got {count}, {size}")
     generator = torch.Generator().manual_seed(seed)
-    clean = ProceduralSource().sample(count, size, generator)
+    clean = (clean_source or ProceduralSource()).sample(count, size, generator)
     degraded, _ = degrade_batch(task, clean, generator)
     return degraded, clean
 

@@ -1,13 +1,18 @@
 """The dual-branch loop: per step one update of the dreams, then one of the student.
 
+The student's inputs come from an input source (:mod:`dreamprune_cli.engine.inputs`):
+the dreams (the method), synthetic degraded images of the teacher's task, or half of each;
+the loop, its checkpoints and its guarantees are the same for all three.
+
 Long runs survive: a checkpoint (student, both optimisers, current dreams and targets, the
-random generator's state, step, history, training time) is written atomically every N steps
-and at the end, and only if every tensor in it is finite; Ctrl-C or SIGTERM finishes the
-current step, saves, and raises :class:`~dreamprune_cli.errors.Interrupted`; a NaN or
-infinite loss stops with an error naming the step, leaving the last good checkpoint alone.
-On the CPU a resumed run ends bit for bit where an uninterrupted one would. Over several
-processes (``sync``, :mod:`dreamprune_cli.engine.distributed`) the checkpoint holds every
-rank's dreams and generator and is written by rank 0; the losses are the ranks' means.
+random generator's state, step, history, training time, the input source's name) is
+written atomically every N steps and at the end, and only if every tensor in it is finite;
+Ctrl-C or SIGTERM finishes the current step, saves, and raises
+:class:`~dreamprune_cli.errors.Interrupted`; a NaN or infinite loss stops with an error
+naming the step, leaving the last good checkpoint alone. On the CPU a resumed run ends bit
+for bit where an uninterrupted one would. Over several processes (``sync``,
+:mod:`dreamprune_cli.engine.distributed`) the checkpoint holds every rank's dreams and
+generator and is written by rank 0; the losses are the ranks' means.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
+from dreamprune_cli.engine.inputs import DreamInputs, InputSource
 from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
@@ -75,11 +81,18 @@ class JointResult:
 
 
 class JointTrainer:
-    """Runs the dual-branch loop with checkpoints; see the module docstring."""
+    """Runs the dual-branch loop with checkpoints; see the module docstring.
 
-    def __init__(self, dreamer: Dreamer, distiller: Distiller, round_steps: int,
+    ``inputs``: where the student's inputs come from; a bare
+    :class:`~dreamprune_cli.engine.dream.Dreamer` means its dreams. ``dreamer`` is the
+    source's dreamer (``None`` for synthetic inputs).
+    """
+
+    def __init__(self, inputs: InputSource | Dreamer, distiller: Distiller, round_steps: int,
                  generator: torch.Generator, sync: RankSync | None = None) -> None:
-        self.dreamer = dreamer
+        self.inputs: InputSource = DreamInputs(inputs) if isinstance(inputs, Dreamer) \
+            else inputs
+        self.dreamer = self.inputs.dreamer
         self.sync = sync
         self.distiller = distiller
         self.round_steps = round_steps
@@ -90,18 +103,18 @@ class JointTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "history": self.history, "seconds": self.seconds,
-                 "generator": self.generator.get_state(),
-                 "dreamer": self.dreamer.state_dict(),
+                 "generator": self.generator.get_state(), "inputs": self.inputs.name,
+                 **self.inputs.state_dict(),
                  "distiller": self.distiller.state_dict()}
         return state if self.sync is None else \
-            self.sync.gather_state(state, per_rank=("generator", "dreamer"))
+            self.sync.gather_state(state, per_rank=("generator", *self.inputs.per_rank))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.seconds = float(state.get("seconds", 0.0))  # absent before 0.1's resume fix
         self.generator.set_state(state["generator"])
-        self.dreamer.load_state_dict(state["dreamer"])
+        self.inputs.load_state_dict(state)
         self.distiller.load_state_dict(state["distiller"])
 
     def save(self, path: Path) -> None:
@@ -117,8 +130,19 @@ class JointTrainer:
             atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
     def load(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path``.
+
+        Raises:
+            UsageError: unreadable, written by another number of processes, or by a run
+                whose inputs came from another source.
+        """
         state = _read_state(path)
         check_world_size(state, self.sync, path)
+        written = state.get("inputs", "dreams")  # absent before --inputs: dreams
+        if written != self.inputs.name:
+            raise UsageError(f"$inputs {self.inputs.name}: the checkpoint {path} was written "
+                             f"by a run on $inputs {written} (pass $inputs {written} to resume "
+                             "it, or start a new run)")
         self.load_state_dict(rank_state(state, self.sync))
         log.info("resuming from %s at step %d", path, self.step)
 
@@ -141,7 +165,7 @@ class JointTrainer:
 
     def _run(self, total_steps: int, checkpoint: Path | None, checkpoint_every: int,
              progress: ProgressSink) -> JointResult:
-        progress.start("dream+distill", total_steps)
+        progress.start(self.inputs.phase, total_steps)
         progress.update(self.step)
         tick = time.perf_counter()
 
@@ -154,16 +178,17 @@ class JointTrainer:
         with deferred_interrupt() as interrupted:
             while self.step < total_steps:
                 if self.step % self.round_steps == 0:
-                    self.dreamer.new_round()
-                dreamed = self.dreamer.step()
-                dream, orth = self._mean(dreamed.dream_loss, dreamed.orth_loss)
-                check_finite(self.step + 1, dream=dream, orth=orth)
-                kd, = self._mean(self.distiller.step(dreamed.dreams, dreamed.teacher_out))
+                    self.inputs.new_round()
+                drawn = self.inputs.step()
+                losses = dict(zip(drawn.losses, self._mean(*drawn.losses.values()))) \
+                    if drawn.losses else {}
+                check_finite(self.step + 1, **losses)
+                kd, = self._mean(self.distiller.step(drawn.inputs, drawn.teacher_out))
                 check_finite(self.step + 1, distill=kd)
                 self.step += 1
-                self.history.append({"step": self.step, "dream": dream, "orth": orth,
-                                     "kd": kd})
-                progress.update(self.step, dream=dream, kd=kd)
+                self.history.append({"step": self.step, **losses, "kd": kd})
+                shown = {"dream": losses["dream"]} if "dream" in losses else {}
+                progress.update(self.step, **shown, kd=kd)
                 clock()
                 if checkpoint is not None and self.step % checkpoint_every == 0:
                     self.save(checkpoint)

@@ -27,6 +27,7 @@ from dreamprune_cli.engine.distributed import (RankSync, join_from_environment, 
                                                split_batch)
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import scoring_protocol
+from dreamprune_cli.engine.inputs import input_batches
 from dreamprune_cli.engine.runtime import Precision, resolve_device, resolve_precision
 from dreamprune_cli.engine.threads import apply_threads
 from dreamprune_cli.engine.tiling import Tiling
@@ -146,11 +147,16 @@ class TrainingContext:
         return generator(rank_seed(self.seed, self.sync))
 
 
-def training_context(resolved: ResolvedSettings, dreaming: bool = True) -> TrainingContext:
+def training_context(resolved: ResolvedSettings, dreaming: bool = True,
+                     diversity: bool | None = None,
+                     inputs: str | None = None) -> TrainingContext:
     """The teacher, runtime, clean source and dream schedule of a training run, checked
-    before any work: the dream size against the model and, when ``dreaming`` with
-    ``lambda_orth > 0``, the diversity loss's layer; the clean images; under torchrun, the
-    batch's split over the processes."""
+    before any work: the dream size against the model when ``dreaming`` (the joint loop
+    runs, on whatever inputs) and, when ``diversity`` (default: ``dreaming``; false when
+    nothing is dreamed) with ``lambda_orth > 0``, the diversity loss's layer; the clean
+    images; under torchrun, the batch's split over the processes; the split of the batch
+    between the joint loop's ``inputs`` sources when given
+    (:func:`~dreamprune_cli.engine.inputs.input_batches`)."""
     s = resolved.settings
     common, dream = s.common, s.dream
     device, precision, sync = runtime(common, join=True)
@@ -160,9 +166,14 @@ def training_context(resolved: ResolvedSettings, dreaming: bool = True) -> Train
                  teacher.info.size_multiple)
     if dreaming:
         check_input_size(teacher, dream.size, dream.size, f"$size {dream.size}")
+    if diversity is None:
+        diversity = dreaming
+    if diversity:
         check_diversity_layer(teacher, dream.lambda_orth > 0)
     schedule = DreamSchedule.from_values(dream.model_dump())
     split_batch(schedule.batch_size, sync)
+    if inputs is not None:
+        input_batches(inputs, schedule.batch_size, sync)
     return TrainingContext(teacher=teacher, device=device, precision=precision,
                            clean_source=make_clean_source(dream.clean_dir),
                            schedule=schedule, seed=common.seed, sync=sync)

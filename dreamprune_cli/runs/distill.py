@@ -17,12 +17,14 @@ from dreamprune_cli.data.pairs import ImagePair
 from dreamprune_cli.engine.distill import Distiller, distill_offline
 from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, rank_seed,
                                                split_batch)
-from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
+from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
+from dreamprune_cli.engine.inputs import make_input_source
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps)
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
@@ -60,21 +62,35 @@ class DistillOutcome:
                             caption=self.gap.describe("student - teacher"))]
 
 
+def check_offline_inputs(offline: bool, inputs: str) -> None:
+    """Saved dreams (``$dreams``) are the inputs of an offline run: no other source.
+
+    Raises:
+        UsageError: ``offline`` with ``inputs`` other than ``dreams``.
+    """
+    if offline and inputs != "dreams":
+        raise UsageError(f"$inputs {inputs}: $dreams distills offline on saved dreams; drop "
+                         "one of them")
+
+
 def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_source: CleanSource,
                   schedule: DreamSchedule, round_steps: int, student_lr: float,
                   lambda_kd: float, generator: torch.Generator, device: torch.device,
                   precision: Precision,
                   lr_lambda: Callable[[int], float] | None = None,
-                  sync: RankSync | None = None) -> JointTrainer:
+                  sync: RankSync | None = None, inputs: str = "dreams") -> JointTrainer:
     """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
     ``device``), drawing its randomness from ``generator``; ``lr_lambda``: the student's
     learning-rate factor per step (:class:`~dreamprune_cli.engine.distill.Distiller`);
     ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
-    ``DistributedDataParallel``, rank 0 writes the checkpoints)."""
-    dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision, sync)
+    ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
+    inputs, ``dreams``, ``synthetic`` or ``mixed``
+    (:func:`~dreamprune_cli.engine.inputs.make_input_source`)."""
+    source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
+                               precision, sync)
     distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
                           lr_lambda=lr_lambda)
-    return JointTrainer(dreamer, distiller, round_steps, generator, sync)
+    return JointTrainer(source, distiller, round_steps, generator, sync)
 
 
 def train_joint(trainer: JointTrainer, out_dir: Path, steps: int, checkpoint_every: int,
@@ -101,11 +117,13 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 run_record: dict[str, Any] | None = None,
                 progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                 quantization: Quantization = "round",
-                tiling: Tiling | None = None, sync: RankSync | None = None) -> DistillOutcome:
+                tiling: Tiling | None = None, sync: RankSync | None = None,
+                inputs: str = "dreams") -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
-    run is short). Otherwise online: the joint dream + distill loop, checkpointed in
+    run is short). Otherwise online: the joint loop on ``inputs`` (``dreams``, ``synthetic``
+    or ``mixed``: :mod:`dreamprune_cli.engine.inputs`), checkpointed in
     ``out_dir/checkpoint.pt`` and resumable. ``run_record``: the defining settings written
     to ``out_dir/run.json`` (checked by the caller against the folder's record on resume).
     ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
@@ -115,6 +133,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     ``batch_size / N`` of each minibatch; rank 0 writes the files, and the other ranks
     return an outcome without metrics.
     """
+    check_offline_inputs(dreams is not None, inputs)
     progress = progress or NullProgress()
     start = time.perf_counter()
     out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), overwrite, resume))
@@ -134,7 +153,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     else:
         trainer = joint_trainer(teacher_adapter, student_adapter, clean_source, schedule,
                                 round_steps, student_lr, lambda_kd, generator, device,
-                                precision, sync=sync)
+                                precision, sync=sync, inputs=inputs)
         distiller = trainer.distiller
         joint, _ = train_joint(trainer, out_dir, steps, checkpoint_every, resume,
                                progress)
@@ -152,8 +171,8 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     if not is_writer(sync):  # the files are rank 0's
         return DistillOutcome(student_path=path, metrics={}, gap=gap, out_dir=out_dir,
                               model=teacher.name)
-    save_loss_history(out_dir, history, f"distill ({mode})")
-    metrics = {"student": path, "mode": mode, "steps": steps,
+    save_loss_history(out_dir, history, f"distill ({mode}, {inputs})")
+    metrics = {"student": path, "mode": mode, "inputs": inputs, "steps": steps,
                "final_kd_loss": history[-1]["kd"] if history else None,
                "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,
                "psnr_student": student_eval.psnr, "psnr_student_minus_teacher": gap.mean,
@@ -185,7 +204,11 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
     require(s.common.model, "model", " (the teacher; neither the $weights nor the $student "
                                      "file names its model)")
     steps = s.dream.joint_steps
-    ctx = training_context(resolved, dreaming=s.distill.dreams is None)
+    check_offline_inputs(s.distill.dreams is not None, s.distill.inputs)
+    online = s.distill.dreams is None
+    ctx = training_context(resolved, dreaming=online,
+                           diversity=online and s.distill.inputs != "synthetic",
+                           inputs=s.distill.inputs if online else None)
     student = load_student(student_file, ctx.teacher.name, trust=s.common.trust_checkpoint)
     dreams = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
     pairs, protocol = evaluation_pairs(ctx.teacher, resolved, None, None, None)
@@ -196,4 +219,4 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
         **protocol, device=ctx.device, precision=ctx.precision, seed=ctx.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=recorded_settings("distill", resolved, steps),
-        progress=progress, sync=ctx.sync)
+        progress=progress, sync=ctx.sync, inputs=s.distill.inputs)

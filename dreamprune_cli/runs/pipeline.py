@@ -8,7 +8,8 @@ Output folder::
     student.safetensors the distilled student (original architecture, pruned weights zero)
     masks.safetensors   its masks
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
-    dreams.png (the last round's dreams | teacher | student | clean target),
+    dreams.png (the last round's dreams | teacher | student | clean target; with
+                --inputs synthetic or mixed, the last step's synthetic inputs too),
     losses.csv, losses.png
     (report.json's "latency": teacher against student forward time, interleaved pairs)
     run.json            the settings that define the run (checked on --resume) and the
@@ -30,8 +31,9 @@ import torch
 
 from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.distributed import is_writer, on_writer
-from dreamprune_cli.engine.dream import Dreamer, dream_images
+from dreamprune_cli.engine.dream import dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
+from dreamprune_cli.engine.inputs import InputSource
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resumable_steps
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
@@ -70,6 +72,7 @@ class PipelineResult:
     flops_target: float = 1.0
     device: str = "cpu"
     latency: PairedLatency | None = None
+    inputs: str = "dreams"  # the student's inputs in the joint loop
 
     @cached_property
     def student_gap(self) -> PairedGap:
@@ -97,6 +100,7 @@ class PipelineResult:
             "latency_teacher_s": self.latency.teacher_seconds if self.latency else None,
             "latency_student_s": self.latency.student_seconds if self.latency else None,
             "latency_ratio": self.latency.ratio if self.latency else None,
+            "inputs": self.inputs,
         }
 
     def caption(self) -> str:
@@ -112,7 +116,7 @@ class PipelineResult:
         rows = [[label, e.psnr, e.ssim, e.macs_256 / 1e9, e.params_nonzero]
                 for label, e in (("teacher", self.teacher),
                                  ("pruned (no distillation)", self.pruned),
-                                 ("dream + distill", self.student))]
+                                 (STUDENT_ROWS[self.inputs], self.student))]
         channel = ""
         if self.granularity != "unstructured":
             channel = f", {self.granularity}" + (f" (multiple {self.channel_multiple})"
@@ -132,7 +136,7 @@ class PipelineResult:
         return (f"# dreamprune pipeline: {self.model}\n\n"
                 f"MACs kept: {self.macs_ratio:.4f} of the teacher's (target "
                 f"{self.flops_target}), allocator {self.allocator}, {self.granularity} "
-                f"pruning, {self.joint.steps} joint steps "
+                f"pruning, {self.joint.steps} joint steps{INPUT_WORDS[self.inputs]} "
                 f"({self.joint.seconds_per_step * 1000:.0f} ms/step), {self.seconds:.0f} s "
                 f"in all on {self.device}.\n\nScores on {student.count} images, "
                 f"{student.metric_space.upper()} space, SSIM {student.ssim_variant}, outputs "
@@ -142,13 +146,21 @@ class PipelineResult:
                 + (f"\n{self.latency.describe()}.\n" if self.latency else "")
                 + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
                   "student | target.\n\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
-                  "dreams.png: the last round's dreams | teacher output | student output | "
-                  "clean target.\n")
+                  f"dreams.png: {DREAM_GRID_ROWS[self.inputs]} | teacher output | student "
+                  "output | clean target.\n")
 
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
 GRID_ROWS = 16  # evaluation images shown in grid.png
 DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
+INPUT_GRID_COLUMNS = ["input", "teacher output", "student output", "clean target"]
+STUDENT_ROWS = {"dreams": "dream + distill", "synthetic": "synthetic + distill",
+                "mixed": "dream/synthetic + distill"}
+INPUT_WORDS = {"dreams": "", "synthetic": " on synthetic degraded images",
+               "mixed": " on half dreams, half synthetic images"}
+DREAM_GRID_ROWS = {"dreams": "the last round's dreams",
+                   "synthetic": "the last step's synthetic inputs",
+                   "mixed": "the last round's dreams, then the last step's synthetic inputs"}
 
 
 def _comparison_grid(path: Path, pairs: list[ImagePair],
@@ -164,20 +176,26 @@ def _comparison_grid(path: Path, pairs: list[ImagePair],
               row_labels=[pair.name for pair in pairs[:rows]])
 
 
-def _dream_grid(path: Path, dreamer: Dreamer, teacher: torch.nn.Module,
+def _dream_grid(path: Path, source: InputSource, teacher: torch.nn.Module,
                 student: torch.nn.Module) -> None:
-    """``dreams.png``: the last round's dreams, what teacher and student make of them, and
-    their clean targets (one row per dream of the batch)."""
-    dreams = dreamer.dreams.detach().float()
-    if dreams.numel() == 0:
+    """``dreams.png``: the student's latest inputs (the last round's dreams, the last
+    step's synthetic images), what teacher and student make of them, and their clean
+    targets (one row per image); none when the source has nothing to show (synthetic
+    inputs after a session that ran no step)."""
+    rows, labels = [], []
+    for kind, inputs, clean in source.samples():
+        with torch.inference_mode():
+            restored_t = teacher(inputs).float().clamp(0, 1).cpu()
+            restored_s = student(inputs).float().clamp(0, 1).cpu()
+        inputs, clean = inputs.cpu(), clean.cpu()
+        rows += [[inputs[i], restored_t[i], restored_s[i], clean[i]]
+                 for i in range(inputs.shape[0])]
+        labels += [f"{kind} {i + 1}" for i in range(inputs.shape[0])]
+    if not rows:
+        log.info("%s not written: no inputs drawn in this session", path.name)
         return
-    with torch.inference_mode():
-        restored_t = teacher(dreams).float().clamp(0, 1).cpu()
-        restored_s = student(dreams).float().clamp(0, 1).cpu()
-    dreams, clean = dreams.cpu(), dreamer.clean.float().cpu()
-    rows = [[dreams[i], restored_t[i], restored_s[i], clean[i]] for i in range(dreams.shape[0])]
-    save_grid(path, rows, overwrite=True, column_labels=DREAM_GRID_COLUMNS,
-              row_labels=[f"dream {i + 1}" for i in range(len(rows))])
+    columns = DREAM_GRID_COLUMNS if source.name == "dreams" else INPUT_GRID_COLUMNS
+    save_grid(path, rows, overwrite=True, column_labels=columns, row_labels=labels)
 
 
 def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> PipelineResult:
@@ -210,7 +228,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     allocator = allocator_for(resolved)
     channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
     check_latency_target(resolved)
-    ctx = training_context(resolved)
+    ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
                                             s.pipeline.eval_target_dir,
@@ -281,7 +299,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
 
     trainer = joint_trainer(teacher_adapter, student_adapter, ctx.clean_source, ctx.schedule,
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
-                            generator, device, precision, sync=sync)
+                            generator, device, precision, sync=sync,
+                            inputs=s.distill.inputs)
     joint, trained_before = train_joint(trainer, out_dir, steps, s.distill.checkpoint_every,
                                         resume, progress)
     phases["dream_distill"] = joint.seconds  # every session's training time
@@ -301,7 +320,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                               model=teacher.name, allocator=allocator,
                               granularity=pr.granularity, channel_multiple=channel_multiple,
                               flops_target=pr.flops_target,
-                              device=str(device))
+                              device=str(device), inputs=s.distill.inputs)
     extra = {"dreamprune.pipeline.flops_target": repr(pr.flops_target),
              "dreamprune.pipeline.allocator": allocator,
              "dreamprune.pipeline.granularity": pr.granularity,
@@ -309,9 +328,9 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     if pr.granularity in ("channel", "depth+channel"):
         extra["dreamprune.pipeline.channel_multiple"] = str(channel_multiple)
     student_path = save_student(student, out_dir, extra)
-    save_loss_history(out_dir, joint.history, "joint dream + distill")
+    save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
     _comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval])
-    _dream_grid(out_dir / "dreams.png", trainer.dreamer, teacher_adapter, student_adapter)
+    _dream_grid(out_dir / "dreams.png", trainer.inputs, teacher_adapter, student_adapter)
 
     # the whole run: this session, plus the pruning and training of earlier sessions
     earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
@@ -321,7 +340,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                             phases=phases, model=teacher.name, allocator=allocator,
                             granularity=pr.granularity, channel_multiple=channel_multiple,
                             flops_target=pr.flops_target,
-                            device=str(device), latency=latency)
+                            device=str(device), latency=latency, inputs=s.distill.inputs)
     report = {**result.summary(), "model": teacher.name, "allocator": allocator,
               "granularity": pr.granularity, "channel_multiple": channel_multiple,
               "flops_target": pr.flops_target, "flops_size": pr.flops_size,

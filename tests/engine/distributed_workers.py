@@ -154,3 +154,32 @@ def dream_resume_body(sync: RankSync, out: Path) -> None:
     resumed = run(after_first)
     torch.save({"straight": straight, "resumed": resumed, "state": after_first},
                out / f"rank{sync.rank}.pt")
+
+
+def inputs_body(sync: RankSync, out: Path, inputs: str) -> None:
+    """Joint steps on ``inputs`` (synthetic or mixed) over the ranks: 4 straight, and 2 then a
+    checkpoint then a resume to 4; saves the batches seen and both students."""
+    from dreamprune_cli.engine.inputs import make_input_source
+
+    def trainer(seed: int) -> tuple[JointTrainer, RecordingDistiller]:
+        teacher, student = teacher_student()
+        generator = torch.Generator().manual_seed(rank_seed(seed, sync))
+        precision = resolve_precision(CPU)
+        source = make_input_source(inputs, teacher, make_clean_source(None), SCHEDULE,
+                                   generator, CPU, precision, sync)
+        distiller = RecordingDistiller(student, STUDENT_LR, 1.0, CPU, precision, sync)
+        return JointTrainer(source, distiller, round_steps=3, generator=generator,
+                            sync=sync), distiller
+
+    straight, seen = trainer(0)
+    straight.run(4)
+    first, _ = trainer(0)
+    first.run(2, checkpoint=out / "checkpoint.pt", checkpoint_every=2)
+    sync.barrier()  # rank 0 has written the checkpoint
+    resumed, _ = trainer(5)
+    resumed.load(out / "checkpoint.pt")
+    resumed.run(4)
+    torch.save({"seen": seen.seen, "history": straight.history,
+                "straight": plain_state_dict(straight.distiller.student.network),
+                "resumed": plain_state_dict(resumed.distiller.student.network),
+                "resumed_history": resumed.history}, out / f"rank{sync.rank}.pt")

@@ -59,6 +59,23 @@ def test_two_rank_student_equals_averaged_gradients(tmp_path: Path) -> None:
     assert ranks[0]["history"] == ranks[1]["history"]
 
 
+@pytest.mark.parametrize("inputs", ["synthetic", "mixed"])
+def test_two_ranks_on_synthetic_and_mixed_inputs(tmp_path: Path, inputs: str) -> None:
+    """Each rank draws its own share (synthetic: 2 of 4; mixed: 1 dream and 1 synthetic image
+    of 2 + 2), the ranks keep one student, and a resume over both ranks is bit-identical."""
+    workers.spawn(workers.inputs_body, tmp_path, inputs)
+    ranks = [_load(tmp_path, rank) for rank in range(workers.WORLD)]
+    assert ranks[0]["seen"][0][0].shape == (2, 3, 16, 16)
+    assert not torch.equal(ranks[0]["seen"][0][0], ranks[1]["seen"][0][0])
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert (set(ranks[0]["history"][0]) == {"step", "kd"}) == (inputs == "synthetic")
+    for rank in ranks:
+        assert rank["resumed_history"] == rank["history"]
+        for key, value in rank["straight"].items():
+            assert torch.equal(value, ranks[0]["straight"][key]), key
+            assert torch.equal(value, rank["resumed"][key]), key
+
+
 def test_two_rank_dreams_equal_one_process_with_the_whole_batch(tmp_path: Path) -> None:
     """Global L_orth: each rank's dreams move as one process's with the global batch."""
     steps = 3

@@ -1,0 +1,227 @@
+"""Where the joint loop's student inputs come from (``--inputs``).
+
+* ``dreams`` (:class:`DreamInputs`, the method): the dreaming branch, one Adam update of the
+  dreams per step (:class:`~dreamprune_cli.engine.dream.Dreamer`); the student learns on the
+  dreams it scored.
+* ``synthetic`` (:class:`SyntheticInputs`): procedural degraded images of the teacher's task
+  (:func:`~dreamprune_cli.data.synthetic.make_degraded_batch`), a fresh batch every step; no
+  teacher inversion, so a step costs one teacher forward instead of a forward and backward.
+* ``mixed`` (:class:`MixedInputs`): every batch half dreams (the first ``ceil(B / 2)``
+  images, the dreaming branch runs on them) and half synthetic images.
+
+A source has ``new_round()`` (called every ``round_steps`` steps), ``step()`` (the inputs, the
+teacher's outputs and the source's losses), ``samples()`` (what ``dreams.png`` shows) and
+``state_dict``/``load_state_dict`` (the entries it adds to the joint checkpoint). Every
+random draw comes from the run's generator, so the generator state in the checkpoint makes a
+resumed run end bit for bit where an uninterrupted one would (on the CPU): the synthetic
+batch of a step is seeded by an integer drawn from that generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.data.synthetic import check_task, make_degraded_batch
+from dreamprune_cli.engine.distributed import RankSync, split_batch
+from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, freeze
+from dreamprune_cli.engine.runtime import Precision, autocast, to_memory_format
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.models.adapter import RestorationAdapter
+
+InputsKind = Literal["dreams", "synthetic", "mixed"]
+INPUTS: tuple[str, ...] = ("dreams", "synthetic", "mixed")
+
+__all__ = ["INPUTS", "DreamInputs", "InputSource", "InputStep", "InputsKind", "MixedInputs",
+           "SyntheticInputs", "input_batches", "make_input_source"]
+
+
+@dataclass
+class InputStep:
+    """One step's student inputs, the teacher's outputs on them (float32, no gradients) and
+    the source's own losses (``dream``/``orth`` for dreams; none for synthetic images)."""
+
+    inputs: torch.Tensor
+    teacher_out: torch.Tensor
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+class InputSource(Protocol):
+    """What :class:`~dreamprune_cli.engine.joint.JointTrainer` draws its inputs from."""
+
+    name: str
+    phase: str  # the progress bar's label
+    per_rank: tuple[str, ...]  # state entries that differ between processes
+    dreamer: Dreamer | None
+
+    def new_round(self) -> None: ...
+
+    def step(self) -> InputStep: ...
+
+    def samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class DreamInputs:
+    """The dreaming branch: the student learns on the dreams the teacher just scored."""
+
+    name, phase, per_rank = "dreams", "dream+distill", ("dreamer",)
+
+    def __init__(self, dreamer: Dreamer) -> None:
+        self.dreamer = dreamer
+
+    def new_round(self) -> None:
+        self.dreamer.new_round()
+
+    def step(self) -> InputStep:
+        dreamed = self.dreamer.step()
+        return InputStep(dreamed.dreams, dreamed.teacher_out,
+                         {"dream": dreamed.dream_loss, "orth": dreamed.orth_loss})
+
+    def samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The current dreams and their clean targets."""
+        dreams = self.dreamer.dreams.detach().float()
+        return [("dream", dreams, self.dreamer.clean.float())] if dreams.numel() else []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dreamer": self.dreamer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dreamer.load_state_dict(state["dreamer"])
+
+
+class SyntheticInputs:
+    """A fresh batch of procedural degraded images of ``task`` every step; the teacher only
+    restores them (no inversion). ``count`` images per step on this process; their scenes
+    come from ``clean_source`` (procedural dead-leaves scenes by default)."""
+
+    name, phase, per_rank = "synthetic", "synthetic+distill", ()
+    dreamer = None
+
+    def __init__(self, teacher: RestorationAdapter, task: str, count: int, size: int,
+                 generator: torch.Generator, device: torch.device, precision: Precision,
+                 clean_source: CleanSource | None = None) -> None:
+        self.teacher = freeze(teacher)
+        self.task = check_task(task)
+        self.count, self.size = count, size
+        self.generator = generator
+        self.device, self.precision = device, precision
+        self.clean_source = clean_source
+        self.inputs = torch.empty(0)  # the last batch and its clean scenes (dreams.png)
+        self.clean = torch.empty(0)
+
+    def new_round(self) -> None:
+        pass  # every step draws a new batch
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(degraded, clean)`` on the CPU, seeded by one draw from the run's generator."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        return make_degraded_batch(self.task, self.count, self.size, seed, self.clean_source)
+
+    def step(self) -> InputStep:
+        degraded, clean = self.draw()
+        inputs = to_memory_format(degraded.to(self.device), self.precision)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            restored = self.teacher(inputs)
+        self.inputs, self.clean = inputs, clean
+        return InputStep(inputs, restored.detach().float())
+
+    def samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The last batch and its clean scenes (none before the first step of a session)."""
+        return [("synthetic", self.inputs.float(), self.clean.float())] \
+            if self.inputs.numel() else []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the generator (the trainer's) is all a resumed run needs
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class MixedInputs:
+    """Half dreams, half synthetic images: the batch is the dreams (the dreaming branch runs
+    on them) followed by the synthetic images; the losses are the dreams'."""
+
+    name, phase, per_rank = "mixed", "dream+synthetic+distill", ("dreamer",)
+
+    def __init__(self, dreams: DreamInputs, synthetic: SyntheticInputs) -> None:
+        self.dreams, self.synthetic = dreams, synthetic
+        self.dreamer = dreams.dreamer
+
+    def new_round(self) -> None:
+        self.dreams.new_round()
+
+    def step(self) -> InputStep:
+        dreamed = self.dreams.step()
+        drawn = self.synthetic.step()
+        return InputStep(torch.cat([dreamed.inputs, drawn.inputs]),
+                         torch.cat([dreamed.teacher_out, drawn.teacher_out]), dreamed.losses)
+
+    def samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        return self.dreams.samples() + self.synthetic.samples()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dreams.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dreams.load_state_dict(state)
+
+
+def input_batches(inputs: str, batch_size: int, sync: RankSync | None = None
+                  ) -> tuple[int, int]:
+    """``(dreams, synthetic)``: how many images of a global batch of ``batch_size`` each
+    source gives (``mixed``: ``ceil(B / 2)`` dreams and ``floor(B / 2)`` synthetic images).
+
+    Raises:
+        UsageError: an unknown source; ``mixed`` with a batch of one, or (several processes)
+            a half that does not split evenly over them.
+    """
+    if inputs == "dreams":
+        return batch_size, 0
+    if inputs == "synthetic":
+        split_batch(batch_size, sync)
+        return 0, batch_size
+    if inputs != "mixed":
+        raise UsageError(f"$inputs {inputs!r}: expected one of {', '.join(INPUTS)}")
+    if batch_size < 2:
+        raise UsageError(f"$inputs mixed: $batch_size {batch_size} cannot be split into dreams "
+                         "and synthetic images; pass $batch_size 2 or more")
+    synthetic = batch_size // 2
+    dreams = batch_size - synthetic
+    if sync is not None and (dreams % sync.world_size or synthetic % sync.world_size):
+        raise UsageError(f"$inputs mixed: $batch_size {batch_size} splits into {dreams} dreams "
+                         f"and {synthetic} synthetic images, each shared by the "
+                         f"{sync.world_size} processes; pass a multiple of "
+                         f"{2 * sync.world_size}")
+    return dreams, synthetic
+
+
+def make_input_source(inputs: str, teacher: RestorationAdapter, clean_source: CleanSource,
+                      schedule: DreamSchedule, generator: torch.Generator,
+                      device: torch.device, precision: Precision,
+                      sync: RankSync | None = None) -> InputSource:
+    """The source ``inputs`` names, drawing from ``generator``: batches of
+    ``schedule.batch_size`` images of ``schedule.size`` px in all (``batch_size / N`` on each
+    of N processes), synthetic ones of the teacher's task.
+
+    Raises:
+        UsageError: as :func:`input_batches`; a teacher whose task has no synthesizer.
+    """
+    dreams, synthetic = input_batches(inputs, schedule.batch_size, sync)
+    if inputs == "dreams":
+        return DreamInputs(Dreamer(teacher, clean_source, schedule, generator, device,
+                                   precision, sync))
+    drawn = SyntheticInputs(teacher, teacher.info.task, split_batch(synthetic, sync),
+                            schedule.size, generator, device, precision, clean_source)
+    if inputs == "synthetic":
+        return drawn
+    half = dataclasses.replace(schedule, batch_size=dreams)
+    return MixedInputs(DreamInputs(Dreamer(teacher, clean_source, half, generator, device,
+                                           precision, sync)), drawn)
