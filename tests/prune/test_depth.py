@@ -214,17 +214,17 @@ def test_a_coarse_target_takes_the_largest_plan_within_it_and_says_so(caplog) ->
     assert min(finishing) > 0.51
     assert result.macs_ratio == pytest.approx(1 / 3)
     assert not result.details["within_tolerance"]
-    assert "the largest plan within it keeps 0.3333" in caplog.text
+    assert "the least drifting plan within it keeps 0.3333" in caplog.text
 
 
 def test_depth_and_channel_meet_the_target_and_report_every_split() -> None:
     torch.manual_seed(0)
     gcanet = load_model("gcanet", variant="tiny", use_bundled=False)
     result = prune_depth_channel(gcanet, 0.5, "lamp", flops_size=32, calibration_size=32)
-    assert abs(result.macs_ratio - 0.5) <= 0.02 * 0.5
+    assert result.macs_ratio <= 0.5 * 1.02  # within the budget
     splits = result.details["splits"]
     assert splits[0]["removed"] == "none" and len(splits) >= 2
-    met = [s for s in splits if s["within_tolerance"]]
+    met = [s for s in splits if s["within_budget"]]
     assert met and result.details["chosen_split"]["mse"] == min(s["mse"] for s in met)
     assert result.granularity in ("depth", "depth+channel")
     assert math.isfinite(result.details["chosen_split"]["mse"])

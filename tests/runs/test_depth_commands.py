@@ -90,8 +90,7 @@ def test_pipeline_depth_and_channel_end_to_end_and_resume(runner, tmp_path: Path
     assert report["granularity"] == "depth+channel"
     assert report["prune"]["details"]["splits"]
     assert "calibration_dreams" not in report["phases"]  # depth measures synthetic images
-    # 4-channel layers: one channel is a quarter of a layer, so the plan lands near 0.5
-    assert 0.45 <= report["prune"]["macs_ratio"] <= 0.55
+    assert report["prune"]["macs_ratio"] <= 0.5 * 1.02  # within the budget
     student = load_model(None, weights=out / "student.safetensors")
     assert student.granularity in ("depth", "depth+channel")
     steps_at = args.index("--steps") + 1
@@ -110,14 +109,14 @@ def test_latency_target_replans_until_the_measured_ratio_is_met(monkeypatch,
     from dreamprune_cli.runs import prune as prune_run
     from dreamprune_cli.settings import resolve_settings
 
-    def slow_student(teacher, student, size, device, seed):  # time = 1.3 x the MAC ratio
+    def slow_student(teacher, student, size, device, seed):  # time = 1.5 x the MAC ratio
         from dreamprune_cli.flops import count_costs
 
         ratio = (count_costs(student.network, (3, size, size)).macs
                  / count_costs(teacher.network, (3, size, size)).macs)
         return PairedLatency(input_shape=(1, 3, size, size), device="cpu", threads=1,
-                             teacher_times=(1.0,), student_times=(1.3 * ratio,),
-                             teacher_cpu_times=(1.0,), student_cpu_times=(1.3 * ratio,))
+                             teacher_times=(1.0,), student_times=(1.5 * ratio,),
+                             teacher_cpu_times=(1.0,), student_cpu_times=(1.5 * ratio,))
 
     monkeypatch.setattr(prune_run, "square_latency", slow_student)
     resolved = resolve_settings({"model": "prenet", "variant": "tiny", "granularity": "depth",
@@ -127,11 +126,14 @@ def test_latency_target_replans_until_the_measured_ratio_is_met(monkeypatch,
     result = prune_run.prune_teacher(teacher, resolved, torch.device("cpu"))
     record = result.details["latency_target"]
     tries = record["tries"]
-    # the first plan keeps about 0.9 of the MACs and runs at 1.3 x that: too slow; the next
-    # aims at macs * 0.9 / (1.3 macs) = 0.9 / 1.3 and is fast enough
+    # the first plan keeps at most 0.9 of the MACs and runs at 1.5 x that: too slow; each next
+    # plan aims at the MAC ratio reached x 0.9 / the latency ratio measured, until it is met
     assert tries[0]["flops_target"] == 0.9 and tries[0]["latency_ratio"] > 0.9
-    assert tries[1]["flops_target"] == pytest.approx(0.9 / 1.3)
-    assert all(t["latency_ratio"] == pytest.approx(1.3 * t["macs_ratio"]) for t in tries)
+    assert len(tries) >= 2
+    for before, after in zip(tries, tries[1:]):
+        assert after["flops_target"] == pytest.approx(
+            before["macs_ratio"] * 0.9 / before["latency_ratio"])
+    assert all(t["latency_ratio"] == pytest.approx(1.5 * t["macs_ratio"]) for t in tries)
     assert record["met"] and record["latency_ratio"] == tries[-1]["latency_ratio"] <= 0.9
     assert result.macs_ratio == pytest.approx(tries[-1]["macs_ratio"])
 

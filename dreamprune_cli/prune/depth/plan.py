@@ -4,14 +4,16 @@ as the other granularities.
 
 * ``depth``: the greedy path (:func:`~dreamprune_cli.prune.depth.search.greedy_path`) from
   the teacher down to the target, and every state one cut from its last state above the
-  target (:func:`~dreamprune_cli.prune.depth.search.finishing_steps`); the largest state
-  within the budget (the target plus :data:`DEPTH_TOLERANCE`) is the student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
+  target (:func:`~dreamprune_cli.prune.depth.search.finishing_steps`); among the states
+  within the budget (the target plus :data:`DEPTH_TOLERANCE`), the one whose output drifts
+  least is the student. Removals are coarse (a PReNet stage is 1/6 of its MACs), so the ratio reached may
   miss the target: a miss above :data:`DEPTH_TOLERANCE` is reported with the neighbours.
-* ``depth+channel``: every state on that path above the target is completed by channel
-  pruning down to the target (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on
-  the depth student); among the candidates that meet the target, the one whose output
-  drifts least from the teacher's on the calibration images is the student (when whole
-  channels meet it nowhere, the closest). The split between depth and width is thus chosen by
+* ``depth+channel``: every state on that path (and the finishing states) above the budget is
+  completed by channel pruning down to the target
+  (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on the depth student), every
+  state within it is a candidate as it is; among the candidates within the budget, the one
+  whose output drifts least from the teacher's on the calibration images is the student
+  (when whole channels meet it nowhere, the smallest). The split between depth and width is thus chosen by
   measured drift, not fixed.
 """
 
@@ -77,17 +79,20 @@ def _student(loaded: LoadedModel, step: DepthStep, granularity: str = "depth") -
                        weights=loaded.weights, granularity=granularity)
 
 
-def _closest(states: Sequence[DepthStep], target: float) -> DepthStep:
-    """The largest plan within the budget (a MAC ratio at most ``target`` plus the
-    tolerance), the least drifting among equals; the smallest when none fits.
+def within_budget(macs_ratio: float, target: float) -> bool:
+    """Whether a plan keeping ``macs_ratio`` of the MACs meets the MAC target ``target``: at
+    most the target plus :data:`DEPTH_TOLERANCE` of it (a MAC target is a budget)."""
+    return macs_ratio <= target * (1 + DEPTH_TOLERANCE)
 
-    A MAC target is a budget: a plan above it (beyond the tolerance) is not taken even when
-    it is closer than the plans below.
-    """
-    fits = [step for step in states if step.macs_ratio <= target * (1 + DEPTH_TOLERANCE)]
+
+def _least_drift(states: Sequence[DepthStep], target: float) -> DepthStep:
+    """The plan within the budget whose output drifts least from the teacher's (removing
+    more rarely drifts less, so this is mostly the largest plan within it, but a smaller
+    plan that also drifts less dominates); the smallest plan when none fits."""
+    fits = [step for step in states if within_budget(step.macs_ratio, target)]
     if not fits:
         return min(states, key=lambda step: (step.macs_ratio, step.mse))
-    return max(fits, key=lambda step: (step.macs_ratio, -step.mse))
+    return min(fits, key=lambda step: (step.mse, -step.macs_ratio))
 
 
 def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flops_size: int,
@@ -98,9 +103,9 @@ def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flop
     ratio = after.macs / before.macs_dense
     within = abs(ratio - flops_target) <= DEPTH_TOLERANCE * flops_target
     if not within:
-        log.warning("%s at $flops_target %s: the largest plan within it keeps %.4f of the "
-                    "MACs (removals are whole blocks and stages; plans measured: %s)", student.granularity,
-                    flops_target, ratio, ", ".join(
+        log.warning("%s at $flops_target %s: the least drifting plan within it keeps %.4f "
+                    "of the MACs (removals are whole blocks and stages; plans measured: %s)",
+                    student.granularity, flops_target, ratio, ", ".join(
                         f"{s['macs_ratio']:.3f}"
                         for s in [*details["path"], *details.get("finishing", [])]))
     details = {**details, "tolerance": DEPTH_TOLERANCE, "within_tolerance": within}
@@ -143,7 +148,7 @@ def prune_depth(loaded: LoadedModel, flops_target: float, flops_size: int = 256,
     space = find_depth_space(loaded, _probe(loaded))
     path = greedy_path(search, space, flops_target, progress)
     finishing = finishing_steps(search, space, path)
-    chosen = _closest([*path, *finishing], flops_target)
+    chosen = _least_drift([*path, *finishing], flops_target)
     student = _student(loaded, chosen)
     details = {**_details(space, path, chosen, search),
                "finishing": [step.as_dict() for step in finishing]}
@@ -174,20 +179,17 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
     search = _search(loaded, flops_size, calibration, calibration_count, calibration_size, seed)
     space = find_depth_space(loaded, _probe(loaded))
     path = greedy_path(search, space, flops_target, progress)
-    tolerance = DEPTH_TOLERANCE * flops_target
     splits: list[tuple[float, LoadedModel, dict]] = []
     finishing = finishing_steps(search, space, path)
     states = [*path, *finishing]
     for step in states:
-        if step.macs_ratio < flops_target - tolerance:
-            continue
         depth_student = _student(loaded, step)
-        if abs(step.macs_ratio - flops_target) <= tolerance:
+        if within_budget(step.macs_ratio, flops_target):  # blocks alone meet the budget
             candidate, mse = depth_student, step.mse
             channel_details: dict = {}
         else:
             relative = flops_target * search.macs_dense / step.macs
-            pruned = prune_channels(depth_student, min(relative, 1.0), channel_allocator,
+            pruned = prune_channels(depth_student, relative, channel_allocator,
                                     flops_size=flops_size, exclude=exclude, min_keep=min_keep,
                                     channel_multiple=channel_multiple,
                                     calibration=search.calibration, seed=seed,
@@ -200,22 +202,18 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
                 k: pruned.details[k] for k in ("channel_multiple", "groups")}}
         macs_ratio = count_costs(candidate.network, search.input_size).macs / search.macs_dense
         split = {"removed": step.label, "depth_macs_ratio": step.macs_ratio,
-                 "macs_ratio": macs_ratio, "within_tolerance":
-                 abs(macs_ratio - flops_target) <= tolerance, "mse": mse, **channel_details}
-        log.info("depth+channel: depth %s (%.3f of the MACs) -> drift %.3g", step.label,
-                 step.macs_ratio, mse)
+                 "macs_ratio": macs_ratio,
+                 "within_budget": within_budget(macs_ratio, flops_target), "mse": mse,
+                 **channel_details}
+        log.info("depth+channel: depth %s (%.3f of the MACs), %.3f in all -> drift %.3g",
+                 step.label, step.macs_ratio, macs_ratio, mse)
         splits.append((mse, candidate, split))
-    if not splits:
-        raise UsageError(f"$flops_target {flops_target}: no depth plan of {loaded.name} "
-                         "stays above it")
-    # least drift among the splits that meet the target (channel steps can be coarse too);
-    # when none does, the closest
-    met = [item for item in splits if item[2]["within_tolerance"]]
-    if met:
-        _, student, best = min(met, key=lambda item: item[0])
+    # least drift within the budget (channel steps can be coarse too); none: the smallest
+    fits = [item for item in splits if item[2]["within_budget"]]
+    if fits:
+        _, student, best = min(fits, key=lambda item: (item[0], -item[2]["macs_ratio"]))
     else:
-        _, student, best = min(splits, key=lambda item: (abs(item[2]["macs_ratio"]
-                                                             - flops_target), item[0]))
+        _, student, best = min(splits, key=lambda item: (item[2]["macs_ratio"], item[0]))
     chosen = next(step for step in states if step.label == best["removed"])
     details = {**_details(space, path, chosen, search),
                "finishing": [step.as_dict() for step in finishing],
