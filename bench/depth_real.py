@@ -97,10 +97,11 @@ def run(args: argparse.Namespace) -> None:
                   limit=None)
     teacher_row = _teacher_row(args.teacher)
     done = {(r["teacher"], r["granularity"], r["target"], r.get("calibration_size"),
-             r.get("steps", 0)) for r in _rows(RESULTS)}
+             r.get("steps", 0), r.get("inputs", "dreams")) for r in _rows(RESULTS)}
     for granularity in args.granularities:
         for target in args.targets:
-            key = (args.teacher, granularity, target, args.calibration_size, args.steps)
+            key = (args.teacher, granularity, target, args.calibration_size, args.steps,
+                   args.inputs)
             if key in done:
                 print(f"skip {key}: already in {RESULTS.name}", file=sys.stderr)
                 continue
@@ -116,11 +117,13 @@ def run(args: argparse.Namespace) -> None:
                         noise_lr=plan["noise_lr"], lambda_orth=plan["lambda_orth"],
                         lambda_tv=plan["lambda_tv"], lambda_far=plan["lambda_far"],
                         student_lr=plan["student_lr"], lambda_kd=plan["lambda_kd"],
-                        batch_size=plan["batch_size"], size=plan["size"], seed=args.seed)
+                        batch_size=plan["batch_size"], size=plan["size"], seed=args.seed,
+                        inputs=args.inputs)
                 distill_seconds = time.perf_counter() - start
             scores = bench.evaluate(student)
             row = {"teacher": args.teacher, "granularity": granularity, "target": target,
                    "calibration_size": args.calibration_size, "steps": args.steps,
+                   "inputs": args.inputs,
                    **details, "prune_seconds": prune_seconds,
                    "distill_seconds": distill_seconds,
                    "schedule": bench.schedule() if args.steps else None, **scores,
@@ -139,14 +142,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def markdown() -> None:
-    print("| teacher | granularity | F | steps | MACs kept | removed | PSNR | gap (s.e.) | "
+    print("| teacher | granularity | F | steps (inputs) | MACs kept | removed | PSNR | gap (s.e.) | "
           "latency ratio | latency / MAC ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in _rows(RESULTS):
         removed = ", ".join(row["removed"]) or ""
         removed += "".join(f" {k} {a}->{b}" for k, (a, b) in row["repeats"].items() if a != b)
         print(f"| {row['teacher']} | {row['granularity']} | {row['target']} | "
-              f"{row.get('steps', 0)} | {row['macs_ratio']:.3f} | {removed.strip() or '-'} | {row['psnr']:.2f} | "
+              f"{row.get('steps', 0)}{' (' + row.get('inputs', 'dreams') + ')' if row.get('steps') else ''} | "
+              f"{row['macs_ratio']:.3f} | {removed.strip() or '-'} | {row['psnr']:.2f} | "
               f"{row['gap_db']:+.2f} ({row['gap_se']:.2f}) | {row['latency_ratio']:.3f} | "
               f"{row['latency_ratio'] / row['macs_ratio']:.2f} |")
 
@@ -158,6 +162,8 @@ def main() -> None:
                         choices=["depth", "depth+channel"])
     parser.add_argument("--targets", nargs="+", type=float, default=[0.67, 0.58, 0.40])
     parser.add_argument("--calibration-size", type=int, default=256)
+    parser.add_argument("--inputs", choices=["dreams", "synthetic", "mixed"], default="dreams",
+                        help="what the student is distilled on (with --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=0,
                         help="joint dream + distill steps after pruning (the preset's "
