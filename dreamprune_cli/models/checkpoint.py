@@ -203,9 +203,17 @@ def extract_state_dict(raw: object, path: Path, key: str | None = None,
 
 def compare_state_dicts(model: nn.Module, state: Mapping[str, torch.Tensor]
                         ) -> tuple[list[str], list[str], list[str]]:
-    """Missing, unexpected and mis-shaped keys of ``state`` against ``model``."""
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``model``.
+
+    A BatchNorm's ``num_batches_tracked`` is never missing: PyTorch before 0.4.1 did not have
+    it (the DuRN authors saved with 0.3.1), and BatchNorm keeps its own count when a state
+    dict without it is loaded.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    untracked = {f"{name}.num_batches_tracked" if name else "num_batches_tracked"
+                 for name, module in model.named_modules()
+                 if isinstance(module, nn.modules.batchnorm._BatchNorm)}
+    missing = [k for k in expected if k not in state and k not in untracked]
     unexpected = [k for k in state if k not in expected]
     mis_shaped = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
                   for k in expected if k in state and state[k].shape != expected[k].shape]
