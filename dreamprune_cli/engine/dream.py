@@ -31,6 +31,7 @@ from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
                                           mean_pairwise_cosine, orth_loss, tv_loss)
 from dreamprune_cli.errors import Interrupted, RuntimeFailure
+from dreamprune_cli.interrupts import deferred_interrupt
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import NullProgress, ProgressSink
 
@@ -255,8 +256,6 @@ def dream_images(teacher: RestorationAdapter, clean_source: CleanSource, count: 
             and ``resume_state`` is such a state; the losses are the ranks' means and the
             result holds every rank's dreams, batch by batch in rank order.
     """
-    from dreamprune_cli.engine.joint import deferred_interrupt
-
     progress = progress or NullProgress()
     dreamer = Dreamer(teacher, clean_source, schedule, generator, device, precision, sync)
     batches = math.ceil(count / schedule.batch_size)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -33,6 +32,7 @@ from torch import nn
 from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
+from dreamprune_cli.models.numpy_globals import numpy_safe_globals
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pk", ".pkl", ".ckpt", ".bin", ".safetensors")
 # Containers the field uses, most specific first (BasicSR: params_ema falls back to params).
@@ -41,19 +41,6 @@ _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "model_state_d
 METADATA_MODEL = "dreamprune.model"
 METADATA_CONFIG = "dreamprune.config"
 log = logging.getLogger(__name__)
-
-
-def _numpy_safe_globals() -> list[Any]:
-    """NumPy objects that a weights-only unpickler may rebuild (plain numbers and dtypes)."""
-    allowed: list[Any] = [np.dtype]
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core
-    allowed.append(core.multiarray.scalar)
-    allowed.append(core.multiarray._reconstruct)
-    allowed.append(np.ndarray)
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return allowed
 
 
 @dataclass
@@ -135,7 +122,7 @@ def _torch_load(path: Path, trust: bool) -> object:
     """``torch.load`` weights-only (NumPy scalars allowed), or in full when ``trust``."""
     if trust:
         return torch.load(path, map_location="cpu", weights_only=False)
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
+    with torch.serialization.safe_globals(numpy_safe_globals()):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except UnicodeDecodeError:  # Python 2 era pickles (e.g. DuRN's)
@@ -216,9 +203,17 @@ def extract_state_dict(raw: object, path: Path, key: str | None = None,
 
 def compare_state_dicts(model: nn.Module, state: Mapping[str, torch.Tensor]
                         ) -> tuple[list[str], list[str], list[str]]:
-    """Missing, unexpected and mis-shaped keys of ``state`` against ``model``."""
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``model``.
+
+    A BatchNorm's ``num_batches_tracked`` is never missing: PyTorch before 0.4.1 did not have
+    it (the DuRN authors saved with 0.3.1), and BatchNorm keeps its own count when a state
+    dict without it is loaded.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    untracked = {f"{name}.num_batches_tracked" if name else "num_batches_tracked"
+                 for name, module in model.named_modules()
+                 if isinstance(module, nn.modules.batchnorm._BatchNorm)}
+    missing = [k for k in expected if k not in state and k not in untracked]
     unexpected = [k for k in state if k not in expected]
     mis_shaped = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
                   for k in expected if k in state and state[k].shape != expected[k].shape]

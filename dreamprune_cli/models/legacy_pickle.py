@@ -79,10 +79,10 @@ def _allowed_globals() -> dict[str, Any]:
     """``module.name`` -> object for everything that only rebuilds tensors or plain values."""
     from torch import _weights_only_unpickler as weights_only
 
-    from dreamprune_cli.models.checkpoint import _numpy_safe_globals
+    from dreamprune_cli.models.numpy_globals import numpy_safe_globals
 
     allowed = dict(weights_only._get_allowed_globals())
-    for obj in _numpy_safe_globals():
+    for obj in numpy_safe_globals():
         allowed[f"{obj.__module__}.{obj.__qualname__}"] = obj
     allowed.update({"builtins.frozenset": frozenset, "builtins.slice": slice,
                     "builtins.object": object, "copyreg._reconstructor": _reconstructor,

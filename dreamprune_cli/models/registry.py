@@ -112,6 +112,9 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+"""Filled by the family modules, which the package ``dreamprune_cli.models`` imports: Python
+runs the package's ``__init__`` before this module, so the lookups below always see every
+built-in family without importing the package back (no import circle)."""
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
@@ -124,20 +127,13 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return info
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers the built-in families (one module each).
-    import dreamprune_cli.models  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_model_info(name: str) -> ModelInfo:
     """Registry entry for ``name``; unknown names raise a :class:`UsageError` listing the known."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:

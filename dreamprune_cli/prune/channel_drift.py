@@ -36,7 +36,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -44,9 +43,7 @@ from torch import nn
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.progress import NullProgress, ProgressSink
-
-if TYPE_CHECKING:  # channels.py imports this module
-    from dreamprune_cli.prune.channels import ChannelGroup
+from dreamprune_cli.prune.channel_graph import ChannelGroup
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +106,7 @@ def measure_channel_drift(network: nn.Module, example: torch.Tensor, groups: Seq
     Args:
         network: the bare teacher (not modified), on the CPU.
         example: the tracing input ``(1, C, S, S)``; MACs saved are counted at its size.
-        groups: :class:`~dreamprune_cli.prune.channels.ChannelGroup` list.
+        groups: :class:`~dreamprune_cli.prune.channel_graph.ChannelGroup` list.
         least: the fewest channels each group may keep.
         prune: kept counts per group -> a thinner copy of ``network`` (the library's removal).
         wrap: bare network -> the module called on RGB images (the restoration adapter).

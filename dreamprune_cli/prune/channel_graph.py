@@ -15,7 +15,8 @@ function, plain and root indices) holds the same layers and indices as the libra
 
 :func:`group_steps` turns a full-width group into plain records (layer name, pruning function,
 indices, root indices) so that channels can later be removed from any copy of the network
-without tracing it again (:func:`remove_channels`).
+without tracing it again (:func:`remove_channels`); :class:`ChannelGroup` is a root layer's
+group with its channel order and scores, as the planner and the drift measurement read it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from numbers import Number
 import torch
 from torch import nn
 
-from dreamprune_cli.prune.tracing import torch_pruning
+from dreamprune_cli.prune.library import torch_pruning
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,30 @@ class GroupStep:
     indices: tuple[int, ...]
     root_indices: tuple[int, ...]
     dim: int | None = None
+
+
+@dataclass
+class ChannelGroup:
+    """Output channels of a root layer and every layer coupled to them.
+
+    Attributes:
+        root: dotted name of the layer whose output channels define the group.
+        layers: names of the coupled layers (for reports).
+        channels: channels in the group.
+        order: channel indices, least important first.
+        scores: importance of each channel (index order), normalised within the group.
+        steps: every coupled layer's indices per root channel, from the one trace of the
+            unpruned network
+            (:func:`~dreamprune_cli.prune.channels.apply_channel_counts` removes channels with
+            them).
+    """
+
+    root: str
+    layers: list[str]
+    channels: int
+    order: list[int]
+    scores: list[float]
+    steps: tuple[GroupStep, ...] = ()
 
 
 def group_steps(group: object, names: Mapping[int, str]) -> list[GroupStep]:

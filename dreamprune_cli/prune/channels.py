@@ -49,13 +49,14 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel_graph import GroupStep, group_steps, remove_channels
+from dreamprune_cli.prune.channel_graph import (ChannelGroup, GroupStep, group_steps,
+                                               remove_channels)
 from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
                                                 adaptive_scores, measure_channel_drift)
 from dreamprune_cli.prune.masks import matches
 from dreamprune_cli.models.resize import unshare_modules
-from dreamprune_cli.prune.tracing import (CHANNELWISE_ATTRIBUTE, build_graph, failing_layer,
-                                          torch_pruning)
+from dreamprune_cli.prune.library import torch_pruning
+from dreamprune_cli.prune.tracing import CHANNELWISE_ATTRIBUTE, build_graph, failing_layer
 
 log = logging.getLogger(__name__)
 
@@ -160,28 +161,6 @@ def protected_layers(network: nn.Module, graph: object, example: torch.Tensor) -
             else:
                 stack.append(source)
     return sorted(protected)
-
-
-@dataclass
-class ChannelGroup:
-    """Output channels of a root layer and every layer coupled to them.
-
-    Attributes:
-        root: dotted name of the layer whose output channels define the group.
-        layers: names of the coupled layers (for reports).
-        channels: channels in the group.
-        order: channel indices, least important first.
-        scores: importance of each channel (index order), normalised within the group.
-        steps: every coupled layer's indices per root channel, from the one trace of the
-            unpruned network (:func:`apply_channel_counts` removes channels with them).
-    """
-
-    root: str
-    layers: list[str]
-    channels: int
-    order: list[int]
-    scores: list[float]
-    steps: tuple[GroupStep, ...] = ()
 
 
 def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "uniform",

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
+from dreamprune_cli.prune.channel_graph import indexed_graph_class
+from dreamprune_cli.prune.library import torch_pruning
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +42,6 @@ CHANNELWISE_ATTRIBUTE = "preserves_channels"
 docstring); such a module is never resized and its parameters are never pruned."""
 
 _BROADCAST_PRODUCTS = ("MulBackward", "DivBackward")
-
-
-def torch_pruning() -> Any:
-    """The ``torch_pruning`` module (imported lazily: only channel pruning needs it).
-
-    Raises:
-        UsageError: the package is not installed.
-    """
-    try:
-        import torch_pruning as tp
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("$granularity channel needs the 'torch-pruning' package "
-                         "(pip install torch-pruning)") from exc
-    return tp
 
 
 def _channel_dim(shape: tuple[int, ...] | torch.Size) -> int | None:
@@ -239,9 +227,6 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
         UsageError: naming the layer (and its class) whose forward the library cannot trace,
             or the operation when it fails outside any layer.
     """
-    # imported here: channel_graph builds on this module's torch_pruning()
-    from dreamprune_cli.prune.channel_graph import indexed_graph_class
-
     tp = torch_pruning()
     network.eval()
     for parameter in network.parameters():

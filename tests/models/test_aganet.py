@@ -93,14 +93,6 @@ def test_overrides_change_the_module() -> None:
     assert len(masks) == 2
 
 
-def test_meta_device() -> None:
-    """The LSTM state and the initial attention map are made on the input's device."""
-    with torch.device("meta"):
-        model = build_model(NAME, "tiny")
-        out = model(torch.empty(1, 3, 32, 32, device="meta"))
-    assert out[-1].shape == (1, 3, 32, 32) and out[-1].device.type == "meta"
-
-
 def test_state_follows_input_dtype() -> None:
     model = build_model(NAME, "tiny").double()
     out = model(torch.rand(1, 3, 8, 8, dtype=torch.float64))

@@ -77,13 +77,6 @@ def test_overrides_change_the_module() -> None:
     assert two_groups(torch.randn(1, 3, 8, 8)).shape == (1, 3, 8, 8)
 
 
-def test_meta_device() -> None:
-    with torch.device("meta"):
-        model = build_model(NAME, "tiny")
-        out = model(torch.empty(1, 3, 32, 32, device="meta"))
-    assert out.shape == (1, 3, 32, 32) and out.device.type == "meta"
-
-
 def test_global_residual_and_fusion() -> None:
     """With a zero last conv the network returns its (normalised) input exactly; the fusion
     weights are the sigmoid gates of ``ca`` applied group by group."""

@@ -92,13 +92,6 @@ def test_overrides_change_module() -> None:
     assert model(torch.rand(1, 3, 8, 8))[-1].shape == (1, 3, 8, 8)
 
 
-def test_meta_device() -> None:
-    with torch.device("meta"):
-        model = build_model(NAME, "tiny")
-    outs = model(torch.empty(1, 3, 64, 64, device="meta"))
-    assert outs[-1].shape == (1, 3, 64, 64) and outs[-1].device.type == "meta"
-
-
 def test_half_instance_norm_block() -> None:
     """HIN: affine instance norm on the FIRST half of conv_1's channels, slope 0.2, 1x1 skip."""
     torch.manual_seed(0)

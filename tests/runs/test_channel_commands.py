@@ -10,6 +10,7 @@ import torch
 
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.prune.channels import CHANNEL_TOLERANCE
 from tests.runs.test_commands import TINY, _ffa_weights
 
 pytestmark = pytest.mark.slow  # whole commands, end to end (CI runs them too)
@@ -25,7 +26,9 @@ def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path:
                                                               pair_dirs) -> None:
     weights = _ffa_weights(tmp_path)
     out = tmp_path / "pruned"
-    result = runner.invoke(app, ["prune", "--weights", str(weights), "--flops-target", "0.6",
+    # 0.4: a target the tiny FFA's channel counts reach within the tolerance (0.4025, 0.6%
+    # off; 0.7 and 0.8 are 1.7% and 1.6% off, rounding limits reported as such)
+    result = runner.invoke(app, ["prune", "--weights", str(weights), "--flops-target", "0.4",
                                  "--granularity", "channel", "--flops-size", "32",
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -33,7 +36,8 @@ def test_prune_channel_then_every_subcommand_reads_the_student(runner, tmp_path:
     # the allocator's default, adaptive, has a channel form: drift measured per group
     assert data["granularity"] == "channel" and data["allocator"] == "adaptive"
     assert data["details"]["drift"]["groups"] and data["details"]["drift"]["images"] == 4
-    assert abs(data["macs_ratio"] - 0.6) <= 0.01 * 0.6 or not data["details"]["within_tolerance"]
+    assert data["details"]["within_tolerance"]
+    assert abs(data["macs_ratio"] - 0.4) <= CHANNEL_TOLERANCE * 0.4
     assert set(data["files"]) == {"student", "report"}
     student = out / "student.safetensors"
     teacher = load_model(None, weights=weights)
