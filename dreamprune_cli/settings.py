@@ -256,6 +256,10 @@ class PipelineSettings(_Section):
         50, ge=1, description="Dreaming steps for the adaptive allocator's calibration.")
     eval_input_dir: Path | None = Field(None, description="Evaluation inputs.")
     eval_target_dir: Path | None = Field(None, description="Evaluation targets.")
+    grid_crop: int | None = Field(
+        None, ge=1,
+        description="grid.png shows the centred N x N crop of each image (detail) instead of "
+                    "the whole image (default: whole images).")
 
 
 class SynthSettings(_Section):
