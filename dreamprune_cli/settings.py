@@ -260,6 +260,11 @@ class PipelineSettings(_Section):
         None, ge=1,
         description="grid.png shows the centred N x N crop of each image (detail) instead of "
                     "the whole image (default: whole images).")
+    teacher_cache: bool = Field(  # not "cache": $DREAMPRUNE_CACHE is the cache folder
+        True,
+        description="Reuse the teacher's scores on the evaluation folders from the user "
+                    "cache (same weights file, images and protocol); --no-cache scores it "
+                    "again.")
 
 
 class SynthSettings(_Section):

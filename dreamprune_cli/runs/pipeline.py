@@ -47,6 +47,7 @@ from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, reco
 from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
+from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
                                       prune_teacher)
 from dreamprune_cli.settings import ResolvedSettings
@@ -226,7 +227,11 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         phases[phase] = time.perf_counter() - tick
         return result
 
-    teacher_eval = evaluate(teacher_adapter, "evaluate_teacher")
+    teacher_eval, teacher_cache = teacher_scores(
+        lambda: evaluate(teacher_adapter, "evaluate_teacher"), teacher_adapter, teacher.weights,
+        teacher.name, teacher.config, eval_pairs, protocol, s.evaluate.limit, device,
+        enabled=s.pipeline.teacher_cache and s.pipeline.eval_input_dir is not None,
+        writer=is_writer(sync), keep_outputs=GRID_ROWS)
 
     prune_report: dict[str, Any] | None = None
     pruned: PruneResult | None = None
@@ -317,6 +322,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
               "settings": resolved.flat(), "teacher": teacher_eval.as_dict(),
               "pruned": pruned_eval.as_dict(), "distilled": student_eval.as_dict(),
               "prune": prune_report, "resumed": resume,
+              "teacher_scores_cache": teacher_cache.as_dict(),
               "latency": latency.as_dict() if latency else None}
     write_json_atomic(out_dir / "report.json", report, overwrite=True)
     write_text_atomic(out_dir / "report.md", result.markdown(), overwrite=True)
