@@ -46,6 +46,7 @@ from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, reco
                                          training_context)
 from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
+from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
@@ -220,6 +221,15 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     generator = ctx.generator()
     teacher_adapter = teacher.adapter().to(device)
     scoring: dict[str, Any] = {**protocol, "keep_outputs": GRID_ROWS, "sync": sync}
+    estimate = None
+    if sync is None:  # timed on throwaway copies; under torchrun the ranks would wait
+        calibrate = allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
+            and pr.granularity in ("unstructured", "channel") \
+            and not (resume and (prune_dir / STUDENT_FILE).is_file())
+        estimate = estimate_pipeline(
+            resolved, ctx, teacher_adapter, eval_pairs, protocol,
+            steps - (done_steps(out_dir / CHECKPOINT_NAME) if resume else 0), calibrate)
+        log.info("%s", estimate.describe())
 
     def evaluate(model: torch.nn.Module, phase: str) -> EvaluationResult:
         tick = time.perf_counter()
@@ -272,8 +282,10 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                             generator, device, precision, sync=sync,
                             inputs=s.distill.inputs)
-    joint, trained_before = train_joint(trainer, out_dir, steps, s.distill.checkpoint_every,
-                                        resume, progress)
+    joint, trained_before = train_joint(
+        trainer, out_dir, steps, s.distill.checkpoint_every, resume,
+        progress if estimate is None else EtaProgress(progress, trainer.inputs.phase,
+                                                      estimate.evaluation_after))
     phases["dream_distill"] = joint.seconds  # every session's training time
 
     student_eval = evaluate(student_adapter, "evaluate_student")
