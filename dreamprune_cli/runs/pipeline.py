@@ -48,9 +48,9 @@ from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
 from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
-from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
                                       prune_teacher)
+from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
