@@ -42,10 +42,12 @@ def _run(tmp_path: Path, weights: Path, pairs: tuple[Path, Path], out: str, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "evaluate_pairs", counted)
+    where = {"resume": tmp_path / out} if values.pop("resume", False) else \
+        {"out": tmp_path / out}
     pipeline.run(resolve_settings(
         {"device": "cpu", "threads": 1, "model": "ffa", "weights": weights,
          "flops_target": 0.6, "allocator": "lamp", "flops_size": 64, "steps": 1,
-         "round_steps": 1, "batch_size": 2, "size": 32, "out": tmp_path / out,
+         "round_steps": 1, "batch_size": 2, "size": 32, **where,
          "eval_input_dir": pairs[0], "eval_target_dir": pairs[1], **values}, env={}))
     return json.loads((tmp_path / out / "report.json").read_text()), len(calls)
 
@@ -69,6 +71,12 @@ def test_second_run_reuses_the_teacher_scores(tmp_path: Path, pair_dirs, monkeyp
     assert second["psnr_teacher"] == first["psnr_teacher"]
     assert second["teacher"]["macs_256"] == first["teacher"]["macs_256"]
     assert (tmp_path / "two" / "grid.png").is_file()  # the teacher's column restored again
+
+    caplog.clear()
+    resumed, calls = _run(tmp_path, weights, pair_dirs, "one", monkeypatch, resume=True,
+                          steps=2)
+    assert calls == 2 and resumed["teacher_scores_cache"]["hit"] is True
+    assert resumed["resumed"] is True and "teacher scores reused from" in caplog.text
 
     refused, calls = _run(tmp_path, weights, pair_dirs, "three", monkeypatch, teacher_cache=False)
     assert calls == 3 and refused["teacher_scores_cache"]["hit"] is False
