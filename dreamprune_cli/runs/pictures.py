@@ -52,19 +52,20 @@ def latest_samples(source: InputSource, step: int, round_steps: int) -> tuple[Sa
         finished = dreams.finished_samples() if in_round else []
         if finished:
             samples += finished
-            words.append(f"dreams of the round that ended at step {step - in_round}")
+            words.append(f"dreams of the round that ended at step {step - in_round} "
+                         f"(the run: {step} steps)")
         else:
             samples += dreams.samples()
-            words.append(f"dreams at step {step}" + (
-                f" (round in progress: {in_round} of {round_steps} steps)" if in_round else
-                " (end of a round)"))
+            words.append(f"dreams at step {step} (round in progress: {in_round} of "
+                         f"{round_steps} steps)" if in_round else
+                         f"dreams of the round that ended at step {step}")
     synthetic = source if source.name == "synthetic" else getattr(source, "synthetic", None)
     if synthetic is not None:
         drawn = synthetic.samples()
         samples += drawn
         if drawn:
             words.append(f"synthetic inputs of step {step}")
-    return samples, "; ".join(words) + f" (of {step} steps)"
+    return samples, "; ".join(words)
 
 
 def dream_grid(path: Path, source: InputSource, teacher: torch.nn.Module,

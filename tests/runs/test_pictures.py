@@ -98,12 +98,13 @@ def _fake_dreams(finished: bool) -> DreamInputs:
 def test_dreams_of_the_last_complete_round_and_their_step() -> None:
     samples, title = latest_samples(_fake_dreams(finished=True), step=60, round_steps=50)
     assert float(samples[0][1].mean()) == 0.75  # the round that ended at step 50
-    assert "ended at step 50" in title and "of 60 steps" in title
+    assert title == "dreams of the round that ended at step 50 (the run: 60 steps)"
     samples, title = latest_samples(_fake_dreams(finished=True), step=100, round_steps=50)
-    assert float(samples[0][1].mean()) == 0.25 and "dreams at step 100" in title
+    assert float(samples[0][1].mean()) == 0.25  # the current round is complete
+    assert title == "dreams of the round that ended at step 100"
     samples, title = latest_samples(_fake_dreams(finished=False), step=10, round_steps=50)
     assert float(samples[0][1].mean()) == 0.25
-    assert "round in progress: 10 of 50 steps" in title
+    assert title == "dreams at step 10 (round in progress: 10 of 50 steps)"
 
 
 def test_dream_grid_is_titled_with_the_step(tmp_path: Path, monkeypatch) -> None:
@@ -138,3 +139,10 @@ def test_dreamer_keeps_the_finished_round_through_its_state() -> None:
     third = dreamer()
     third.load_state_dict(old)
     assert third.finished is None
+
+
+def test_synthetic_inputs_are_titled_with_their_step() -> None:
+    drawn = [("synthetic", torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))]
+    source = SimpleNamespace(name="synthetic", samples=lambda: drawn)
+    samples, title = latest_samples(source, step=7, round_steps=5)  # type: ignore[arg-type]
+    assert samples == drawn and title == "synthetic inputs of step 7"
