@@ -104,9 +104,11 @@ class GlobalOptions:
 
 
 _DECLS = {"model": ("--model", "-m"), "weights": ("--weights", "-w"),
-          "random_weights": ("--random-weights",), "non_strict": ("--non-strict/--strict",)}
+          "random_weights": ("--random-weights",), "non_strict": ("--non-strict/--strict",),
+          "teacher_cache": ("--cache/--no-cache",)}
 _EXTRA: dict[str, dict[str, Any]] = {"threads": {"min": 1}, "exclude": {"metavar": "GLOB"},
-                                     "channel_multiple": {"metavar": "N"}}
+                                     "channel_multiple": {"metavar": "N"},
+                                     "grid_crop": {"metavar": "N"}}
 
 
 def _option_type(annotation: Any) -> Any:
@@ -413,7 +415,8 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
           "inputs", *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "limit",
-          "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,
+          "grid_crop", "teacher_cache", "checkpoint_every", "resume", "overwrite", *TRUST,
+          *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")
 def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""

@@ -256,6 +256,15 @@ class PipelineSettings(_Section):
         50, ge=1, description="Dreaming steps for the adaptive allocator's calibration.")
     eval_input_dir: Path | None = Field(None, description="Evaluation inputs.")
     eval_target_dir: Path | None = Field(None, description="Evaluation targets.")
+    grid_crop: int | None = Field(
+        None, ge=1,
+        description="grid.png shows the centred N x N crop of each image (detail) instead of "
+                    "the whole image (default: whole images).")
+    teacher_cache: bool = Field(  # not "cache": $DREAMPRUNE_CACHE is the cache folder
+        True,
+        description="Reuse the teacher's scores on the evaluation folders from the user "
+                    "cache (same weights file, images and protocol); --no-cache scores it "
+                    "again.")
 
 
 class SynthSettings(_Section):

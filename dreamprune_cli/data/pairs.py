@@ -65,6 +65,19 @@ def read_pair(pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
     return degraded, target
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of ``name`` in natural order: runs of digits compare as numbers, the rest
+    case-insensitively as text (``rain-2`` before ``rain-10``; ``1, 2, ..., 12``). Pairs,
+    ``--limit`` and the rows of ``grid.png`` follow this order."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part.lower())
+                 for part in re.split(r"(\d+)", name) if part)
+
+
+def natural_sorted(names: list[str]) -> list[str]:
+    """``names`` in :func:`natural_key` order (ties: plain text order, so it is total)."""
+    return sorted(names, key=lambda name: (natural_key(name), name))
+
+
 def list_images(folder: Path, role: str) -> dict[str, Path]:
     """Images in ``folder`` (not recursive) keyed by stem; ``role`` names the flag in errors."""
     if not folder.exists():
@@ -115,8 +128,8 @@ def pair_folders(input_dir: Path, target_dir: Path, limit: int | None = None,
     """Pair the images of ``input_dir`` with those of ``target_dir`` (see the module doc).
 
     Sizes are checked from the file headers up front: equal, or (``sots``) a target at least
-    as large in both sides, centre-cropped. ``limit`` keeps the first N pairs in input-name
-    order.
+    as large in both sides, centre-cropped. The pairs are in natural input-name order
+    (:func:`natural_key`: ``2`` before ``10``); ``limit`` keeps the first N of them.
 
     Raises:
         UsageError: a folder is missing or empty, both name the same folder (except
@@ -136,10 +149,10 @@ def pair_folders(input_dir: Path, target_dir: Path, limit: int | None = None,
         inputs = {stem: path for stem, path in inputs.items() if _RAIN100_INPUT.fullmatch(stem)}
         targets = {stem: path for stem, path in targets.items()
                    if _RAIN100_TARGET.fullmatch(stem)}
-    matched = {stem: _match(stem, targets, pairing) for stem in sorted(inputs)}
+    matched = {stem: _match(stem, targets, pairing) for stem in natural_sorted(list(inputs))}
     only_input = [inputs[s].name for s, t in matched.items() if t is None]
     used = set(matched.values())
-    only_target = [targets[t].name for t in sorted(targets) if t not in used]
+    only_target = [targets[t].name for t in natural_sorted(list(targets)) if t not in used]
     names = [s for s, t in matched.items() if t is not None]
     if limit is not None:
         names = names[:limit]

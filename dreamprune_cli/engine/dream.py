@@ -127,12 +127,18 @@ class Dreamer:
         self.dreams = torch.empty(0)
         self.clean = torch.empty(0)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.finished: tuple[torch.Tensor, torch.Tensor] | None = None
+        """The dreams and clean targets of the last round ``new_round`` ended (CPU copies,
+        ``(B, 3, S, S)``), for pictures; ``None`` before the second round."""
 
     def new_round(self) -> None:
         """Fresh clean targets and starting images (uniform noise unless the schedule's
         ``init`` says otherwise; drawn on the CPU for reproducibility); ``batch_size / N``
         of each under several processes."""
         size, batch = self.schedule.size, self.batch_size
+        if self.dreams.numel():  # the round that ends: kept for pictures (dreams.png)
+            self.finished = (self.dreams.detach().float().cpu().clone(),
+                             self.clean.float().cpu().clone())
         clean = self.clean_source.sample(batch, size, self.generator)
         noise = initial_dreams(self.schedule.init, batch, size, self.generator)
         self.clean = to_memory_format(clean.to(self.device), self.precision)
@@ -179,7 +185,7 @@ class Dreamer:
     def state_dict(self) -> dict[str, Any]:
         return {"dreams": self.dreams.detach().cpu(), "clean": self.clean.cpu(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "scaler": self.scaler.state_dict()}
+                "scaler": self.scaler.state_dict(), "finished": self.finished}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.clean = to_memory_format(state["clean"].to(self.device), self.precision)
@@ -189,6 +195,7 @@ class Dreamer:
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.finished = state.get("finished")  # absent from checkpoints of earlier versions
 
 
 @dataclass

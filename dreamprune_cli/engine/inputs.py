@@ -90,6 +90,12 @@ class DreamInputs:
         dreams = self.dreamer.dreams.detach().float()
         return [("dream", dreams, self.dreamer.clean.float())] if dreams.numel() else []
 
+    def finished_samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The dreams and clean targets of the last finished round (none before the
+        second round: :attr:`Dreamer.finished`)."""
+        finished = self.dreamer.finished
+        return [] if finished is None else [("dream", finished[0], finished[1])]
+
     def state_dict(self) -> dict[str, Any]:
         return {"dreamer": self.dreamer.state_dict()}
 

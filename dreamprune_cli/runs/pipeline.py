@@ -8,8 +8,9 @@ Output folder::
     student.safetensors the distilled student (original architecture, pruned weights zero)
     masks.safetensors   its masks
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
-    dreams.png (the last round's dreams | teacher | student | clean target; with
-                --inputs synthetic or mixed, the last step's synthetic inputs too),
+    dreams.png (the last complete round's dreams | teacher | student | clean target,
+                titled with the step; with --inputs synthetic or mixed, the last step's
+                synthetic inputs too),
     losses.csv, losses.png
     (report.json's "latency": teacher against student forward time, interleaved pairs)
     run.json            the settings that define the run (checked on --resume) and the
@@ -29,26 +30,27 @@ from typing import Any
 
 import torch
 
-from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.inputs import InputSource
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resumable_steps
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
 from dreamprune_cli.prune.student import STUDENT_FILE, load_student, save_student
-from dreamprune_cli.report import ResultTable, save_grid, save_loss_history
+from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
 from dreamprune_cli.runs.checks import check_flops_size
 from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, recorded_settings,
                                          training_context)
 from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
+from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
+from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
                                       prune_teacher)
+from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -158,44 +160,10 @@ STUDENT_ROWS = {"dreams": "dream + distill", "synthetic": "synthetic + distill",
                 "mixed": "dream/synthetic + distill"}
 INPUT_WORDS = {"dreams": "", "synthetic": " on synthetic degraded images",
                "mixed": " on half dreams, half synthetic images"}
-DREAM_GRID_ROWS = {"dreams": "the last round's dreams",
+DREAM_GRID_ROWS = {"dreams": "the last complete round's dreams",
                    "synthetic": "the last step's synthetic inputs",
-                   "mixed": "the last round's dreams, then the last step's synthetic inputs"}
-
-
-def _comparison_grid(path: Path, pairs: list[ImagePair],
-                     evaluations: list[EvaluationResult]) -> None:
-    """``grid.png``: one row per evaluation image kept by the evaluations (the first
-    :data:`GRID_ROWS`), labelled columns input | teacher | pruned | student | target."""
-    rows = min(len(evaluation.outputs) for evaluation in evaluations)
-    images = []
-    for index, pair in enumerate(pairs[:rows]):
-        degraded, target = read_pair(pair)
-        images.append([degraded] + [e.outputs[index] for e in evaluations] + [target])
-    save_grid(path, images, overwrite=True, column_labels=GRID_COLUMNS,
-              row_labels=[pair.name for pair in pairs[:rows]])
-
-
-def _dream_grid(path: Path, source: InputSource, teacher: torch.nn.Module,
-                student: torch.nn.Module) -> None:
-    """``dreams.png``: the student's latest inputs (the last round's dreams, the last
-    step's synthetic images), what teacher and student make of them, and their clean
-    targets (one row per image); none when the source has nothing to show (synthetic
-    inputs after a session that ran no step)."""
-    rows, labels = [], []
-    for kind, inputs, clean in source.samples():
-        with torch.inference_mode():
-            restored_t = teacher(inputs).float().clamp(0, 1).cpu()
-            restored_s = student(inputs).float().clamp(0, 1).cpu()
-        inputs, clean = inputs.cpu(), clean.cpu()
-        rows += [[inputs[i], restored_t[i], restored_s[i], clean[i]]
-                 for i in range(inputs.shape[0])]
-        labels += [f"{kind} {i + 1}" for i in range(inputs.shape[0])]
-    if not rows:
-        log.info("%s not written: no inputs drawn in this session", path.name)
-        return
-    columns = DREAM_GRID_COLUMNS if source.name == "dreams" else INPUT_GRID_COLUMNS
-    save_grid(path, rows, overwrite=True, column_labels=columns, row_labels=labels)
+                   "mixed": "the last complete round's dreams, then the last step's synthetic "
+                            "inputs"}
 
 
 def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> PipelineResult:
@@ -253,6 +221,15 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     generator = ctx.generator()
     teacher_adapter = teacher.adapter().to(device)
     scoring: dict[str, Any] = {**protocol, "keep_outputs": GRID_ROWS, "sync": sync}
+    estimate = None
+    if sync is None:  # timed on throwaway copies; under torchrun the ranks would wait
+        calibrate = allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
+            and pr.granularity in ("unstructured", "channel") \
+            and not (resume and (prune_dir / STUDENT_FILE).is_file())
+        estimate = estimate_pipeline(
+            resolved, ctx, teacher_adapter, eval_pairs, protocol,
+            steps - (done_steps(out_dir / CHECKPOINT_NAME) if resume else 0), calibrate)
+        log.info("%s", estimate.describe())
 
     def evaluate(model: torch.nn.Module, phase: str) -> EvaluationResult:
         tick = time.perf_counter()
@@ -260,7 +237,11 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         phases[phase] = time.perf_counter() - tick
         return result
 
-    teacher_eval = evaluate(teacher_adapter, "evaluate_teacher")
+    teacher_eval, teacher_cache = teacher_scores(
+        lambda: evaluate(teacher_adapter, "evaluate_teacher"), teacher_adapter, teacher.weights,
+        teacher.name, teacher.config, eval_pairs, protocol, s.evaluate.limit, device,
+        enabled=s.pipeline.teacher_cache and s.pipeline.eval_input_dir is not None,
+        writer=is_writer(sync), keep_outputs=GRID_ROWS)
 
     prune_report: dict[str, Any] | None = None
     pruned: PruneResult | None = None
@@ -301,8 +282,10 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                             generator, device, precision, sync=sync,
                             inputs=s.distill.inputs)
-    joint, trained_before = train_joint(trainer, out_dir, steps, s.distill.checkpoint_every,
-                                        resume, progress)
+    joint, trained_before = train_joint(
+        trainer, out_dir, steps, s.distill.checkpoint_every, resume,
+        progress if estimate is None else EtaProgress(progress, trainer.inputs.phase,
+                                                      estimate.evaluation_after))
     phases["dream_distill"] = joint.seconds  # every session's training time
 
     student_eval = evaluate(student_adapter, "evaluate_student")
@@ -329,8 +312,11 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         extra["dreamprune.pipeline.channel_multiple"] = str(channel_multiple)
     student_path = save_student(student, out_dir, extra)
     save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
-    _comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval])
-    _dream_grid(out_dir / "dreams.png", trainer.inputs, teacher_adapter, student_adapter)
+    comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval],
+                    GRID_COLUMNS, crop=s.pipeline.grid_crop)
+    dream_grid(out_dir / "dreams.png", trainer.inputs, teacher_adapter, student_adapter,
+               joint.steps, s.dream.round_steps, device,
+               DREAM_GRID_COLUMNS if s.distill.inputs == "dreams" else INPUT_GRID_COLUMNS)
 
     # the whole run: this session, plus the pruning and training of earlier sessions
     earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
@@ -348,6 +334,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
               "settings": resolved.flat(), "teacher": teacher_eval.as_dict(),
               "pruned": pruned_eval.as_dict(), "distilled": student_eval.as_dict(),
               "prune": prune_report, "resumed": resume,
+              "teacher_scores_cache": teacher_cache.as_dict(),
               "latency": latency.as_dict() if latency else None}
     write_json_atomic(out_dir / "report.json", report, overwrite=True)
     write_text_atomic(out_dir / "report.md", result.markdown(), overwrite=True)
