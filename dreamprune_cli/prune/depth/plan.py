@@ -33,7 +33,7 @@ from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_plan import prune_channels
 from dreamprune_cli.prune.channels import trace_input
-from dreamprune_cli.prune.depth.candidates import find_depth_space
+from dreamprune_cli.prune.depth.candidates import DepthSpace, find_depth_space
 from dreamprune_cli.prune.depth.search import (DepthSearch, DepthStep, finishing_steps,
                                                greedy_path)
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
@@ -215,7 +215,7 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
     else:
         _, student, best = min(splits, key=lambda item: (item[2]["macs_ratio"], item[0]))
     chosen = next(step for step in states if step.label == best["removed"])
-    details = {**_details(space, path, chosen, search),
+    details = {**_details(space, path, chosen, search), "granularity": student.granularity,
                "finishing": [step.as_dict() for step in finishing],
                "channel_allocator": channel_allocator,
                "channel_multiple": channel_multiple,
@@ -230,7 +230,7 @@ def _probe(loaded: LoadedModel) -> torch.Tensor:
     return trace_input(loaded.info.size_multiple, channels=channels)
 
 
-def _details(space, path: Sequence[DepthStep], chosen: DepthStep,  # type: ignore[no-untyped-def]
+def _details(space: DepthSpace, path: Sequence[DepthStep], chosen: DepthStep,
              search: DepthSearch) -> dict:
     return {"granularity": "depth", "candidates": space.as_dict(),
             "removed": dict(chosen.state.removed),
