@@ -144,8 +144,8 @@ def prune_depth(loaded: LoadedModel, flops_target: float, flops_size: int = 256,
     """
     start = time.perf_counter()
     _check_size(loaded, flops_size)
+    space = find_depth_space(loaded, _probe(loaded))  # nothing to remove: refused first
     search = _search(loaded, flops_size, calibration, calibration_count, calibration_size, seed)
-    space = find_depth_space(loaded, _probe(loaded))
     path = greedy_path(search, space, flops_target, progress)
     finishing = finishing_steps(search, space, path)
     chosen = _least_drift([*path, *finishing], flops_target)
@@ -176,8 +176,8 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
     """
     start = time.perf_counter()
     _check_size(loaded, flops_size)
+    space = find_depth_space(loaded, _probe(loaded))  # nothing to remove: refused first
     search = _search(loaded, flops_size, calibration, calibration_count, calibration_size, seed)
-    space = find_depth_space(loaded, _probe(loaded))
     path = greedy_path(search, space, flops_target, progress)
     splits: list[tuple[float, LoadedModel, dict]] = []
     finishing = finishing_steps(search, space, path)
