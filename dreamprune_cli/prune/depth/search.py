@@ -104,7 +104,8 @@ class DepthSearch:
     _cache: dict[DepthState, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.macs_dense = count_costs(self.teacher, self.input_size).macs_dense
+        costs = count_costs(self.teacher, self.input_size)
+        self.macs_dense, self.macs_teacher = costs.macs_dense, costs.macs
         self._reference = self._outputs(self.teacher)
 
     def _outputs(self, network: nn.Module) -> list[torch.Tensor]:
@@ -137,11 +138,10 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
     Returns every state on the way (the teacher first); the last one is the first at or
     below ``target`` or, when the candidates run out first, the smallest reachable.
     """
-    cuts = [Cut("block", n) for n in space.blocks] + [Cut("branch", n) for n in space.branches]
-    cuts += [Cut("repeat", key) for key, count in space.repeats.items() if count > 1]
+    cuts = _cuts(space)
     state = DepthState(repeats=tuple(sorted(space.repeats.items())))
-    teacher_macs = count_costs(search.teacher, search.input_size).macs
-    path = [DepthStep(state, "none", "-", teacher_macs, teacher_macs / search.macs_dense, 0.0)]
+    path = [DepthStep(state, "none", "-", search.macs_teacher,
+                      search.macs_teacher / search.macs_dense, 0.0)]
     # heap of (stale score, tie-break, cut); scores measured from the current state
     heap: list[tuple[float, int, Cut]] = [(-math.inf, i, cut) for i, cut in enumerate(cuts)]
     heapq.heapify(heap)
@@ -165,10 +165,7 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
         if math.isinf(score):
             continue
         nxt = current.state.with_cut(cut)
-        macs, mse = search.measure(nxt)
-        label = nxt.label(dict(space.repeats))
-        path.append(DepthStep(nxt, label, cut.name if cut.kind != "repeat"
-                              else f"{cut.name} -1", macs, macs / search.macs_dense, mse))
+        path.append(_step(search, space, nxt, cut))
         log.info("depth: removed %s: %.4f of the MACs, %.2f dB to the teacher's output",
                  path[-1].cut, path[-1].macs_ratio, path[-1].fidelity_db)
         fresh.clear()  # every other score is stale now
@@ -190,20 +187,28 @@ def finishing_steps(search: DepthSearch, space: DepthSpace,
     above = path[-2] if len(path) > 1 else None
     if above is None:
         return []
-    cuts = [Cut("block", n) for n in space.blocks] + [Cut("branch", n) for n in space.branches]
-    cuts += [Cut("repeat", key) for key in space.repeats]
     steps = []
-    for cut in cuts:
+    for cut in _cuts(space):
         if not _available(cut, above.state):
             continue
         state = above.state.with_cut(cut)
-        if state == path[-1].state:
-            continue
-        macs, mse = search.measure(state)
-        steps.append(DepthStep(state, state.label(dict(space.repeats)),
-                               cut.name if cut.kind != "repeat" else f"{cut.name} -1", macs,
-                               macs / search.macs_dense, mse))
+        if state != path[-1].state:
+            steps.append(_step(search, space, state, cut))
     return steps
+
+
+def _cuts(space: DepthSpace) -> list[Cut]:
+    """Every cut of ``space``: its blocks, its branches, one step less of each repeat."""
+    cuts = [Cut("block", n) for n in space.blocks] + [Cut("branch", n) for n in space.branches]
+    return cuts + [Cut("repeat", key) for key, count in space.repeats.items() if count > 1]
+
+
+def _step(search: DepthSearch, space: DepthSpace, state: DepthState, cut: Cut) -> DepthStep:
+    """``state`` (reached by ``cut``) measured: its MACs and drift."""
+    macs, mse = search.measure(state)
+    return DepthStep(state, state.label(dict(space.repeats)),
+                     cut.name if cut.kind != "repeat" else f"{cut.name} -1", macs,
+                     macs / search.macs_dense, mse)
 
 
 def _available(cut: Cut, state: DepthState) -> bool:
