@@ -1,0 +1,339 @@
+"""What each recovery lever buys a pruned student of a real network, chosen on synthetic
+validation and then scored once on the real test set.
+
+For PReNet6 (the authors' Rain100L weights; 100 Rain100L pairs, Y) and GCANet (the authors'
+dehazing weights; 50 SOTS-indoor pairs, RGB), one structured student per ``--granularity``
+and ``--target`` (pruned once and cached in ``--work-dir``) is recovered by each *lever*:
+a named set of settings (``LEVERS``: the method's dream + distill, synthetic or mixed inputs,
+layer-wise reconstruction at prune time, a cosine learning-rate schedule with warm-up, an EMA
+of the student's weights, dreams seeded from synthetic images, a feature term, and their
+combinations). Every lever starts from the same pruned student and takes ``--steps`` joint
+steps of the model preset's schedule.
+
+**Choosing.** Each row records the student's *fidelity* (PSNR of its output against the
+teacher's) on ``VALIDATION_COUNT`` synthetic degraded images of the teacher's task
+(procedural scenes; ``--validation-size`` px, default 128 for PReNet, 256 for GCANet whose
+instance norms make small images a poor proxy). No real image is read until ``--real``.
+
+**Reporting.** ``--real`` scores every lever row of the given teacher, granularity and target
+on the real pairs once (paired gap to the teacher row of ``bench/results/real_table1.jsonl``)
+and marks the lever with the best synthetic fidelity as ``chosen`` (the choice is made from
+rows written before any real score is read).
+
+Rows go to ``bench/results/recovery.jsonl`` (one JSON line each, with wall times and the
+machine's load); rows already there are skipped, so an interrupted run resumes.
+``--markdown`` prints the per-lever tables for docs/RESULTS.md.
+
+Usage::
+
+    python bench/recovery.py --teacher prenet --granularity channel --target 0.58 \\
+        --levers dreams synthetic reconstruct+synthetic --steps 200
+    python bench/recovery.py --teacher prenet --granularity channel --target 0.58 --real
+    python bench/recovery.py --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recovery.jsonl"
+VALIDATION_COUNT, VALIDATION_SEED = 16, 1234
+VALIDATION_SIZES = {"prenet": 128, "gcanet": 256}
+
+LEVERS: dict[str, dict[str, Any]] = {
+    # the method: output L1 on dreams, the preset's constant learning rate
+    "dreams": {"inputs": "dreams"},
+    "synthetic": {"inputs": "synthetic"},
+    "mixed": {"inputs": "mixed"},
+    "seeded": {"inputs": "dreams", "dream_init": "synthetic"},
+    "cosine+synthetic": {"inputs": "synthetic", "lr_schedule": "cosine", "warmup_steps": 20},
+    "ema+synthetic": {"inputs": "synthetic", "ema_decay": 0.99},
+    "lr3x+synthetic": {"inputs": "synthetic", "student_lr_factor": 3.0},
+    "feat+synthetic": {"inputs": "synthetic", "lambda_feat": 1.0},
+    "reconstruct": {"reconstruct": True},
+    "reconstruct+synthetic": {"reconstruct": True, "inputs": "synthetic"},
+    "reconstruct+cosine+synthetic": {"reconstruct": True, "inputs": "synthetic",
+                                     "lr_schedule": "cosine", "warmup_steps": 20},
+}
+"""Lever name -> settings. ``reconstruct`` acts at prune time; ``student_lr_factor``
+multiplies the preset's student learning rate; every other key is a keyword of
+:func:`dreamprune_cli.distill`."""
+
+
+def _rows(path: Path = RESULTS) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(row: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _teacher_row(model: str) -> dict[str, Any]:
+    for row in _rows(TABLE1):
+        if row["teacher"] == model and row["row"] == "teacher":
+            return row
+    raise SystemExit(f"no teacher row for {model} in {TABLE1}: run bench/real_table1.py first")
+
+
+class Recovery:
+    """One teacher's pruned student, recovered lever by lever; artefacts cached on disk."""
+
+    def __init__(self, teacher: str, granularity: str, target: float, steps: int, seed: int,
+                 work_dir: Path, validation_size: int) -> None:
+        self.bench = Bench(TEACHERS[teacher], steps=steps, seed=seed, work_dir=work_dir,
+                           limit=None)
+        self.name, self.granularity, self.target = teacher, granularity, target
+        self.steps, self.seed, self.validation_size = steps, seed, validation_size
+        self.work = self.bench.work / f"recovery_{granularity}_{target}"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthetic degraded images ``(16, 3, S, S)`` and the teacher's outputs on them."""
+        if self._validation is None:
+            from dreamprune_cli.data.synthetic import make_degraded_batch
+
+            degraded, _ = make_degraded_batch(self.bench.teacher.info.task, VALIDATION_COUNT,
+                                              self.validation_size, VALIDATION_SEED)
+            teacher = self.bench.teacher.adapter().eval()
+            with torch.no_grad():
+                restored = torch.cat([teacher(degraded[i:i + 4]).clamp(0, 1)
+                                      for i in range(0, len(degraded), 4)])
+            self._validation = degraded, restored
+        return self._validation
+
+    def fidelity(self, student: Any) -> float:
+        """Mean PSNR (dB) of the student's output against the teacher's on the validation."""
+        from dreamprune_cli import psnr
+
+        degraded, reference = self.validation()
+        network = student.adapter().eval()
+        with torch.no_grad():
+            out = torch.cat([network(degraded[i:i + 4]).clamp(0, 1)
+                             for i in range(0, len(degraded), 4)])
+        return float(psnr(out, reference).mean())
+
+    def pruned(self, reconstruct: bool) -> tuple[Any, dict[str, Any], float]:
+        """The pruned student (``reconstruct``: repaired layer by layer after the cut), its
+        pruning details and the seconds spent now (0 when cached)."""
+        from dreamprune_cli import load_student, save_student
+
+        folder = self.work / ("pruned_reconstructed" if reconstruct else "pruned")
+        if (folder / "student.safetensors").exists():
+            details = json.loads((folder / "details.json").read_text())
+            return load_student(folder / "student.safetensors", self.name), details, 0.0
+        start = time.perf_counter()
+        if reconstruct:
+            import dreamprune_cli
+
+            if not hasattr(dreamprune_cli, "reconstruct_student"):
+                raise SystemExit("this checkout has no reconstruct_student: drop the "
+                                 "reconstruct levers")
+            student, _, _ = self.pruned(False)
+            report = dreamprune_cli.reconstruct_student(self.bench.teacher, student,
+                                                        seed=self.seed)
+            details = {"reconstruction": _jsonable(report)}
+        else:
+            student, details = self._prune()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_student(student, folder)
+        (folder / "details.json").write_text(json.dumps(details))
+        return student, details, time.perf_counter() - start
+
+    def _prune(self) -> tuple[Any, dict[str, Any]]:
+        from dreamprune_cli.prune.channel_plan import prune_channels
+        from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
+
+        teacher, target = self.bench.teacher, self.target
+        if self.granularity == "channel":
+            result = prune_channels(teacher, target, "lamp", flops_size=256, seed=self.seed,
+                                    min_keep=self.bench.settings.prune.min_keep)
+        elif self.granularity == "depth":
+            result = prune_depth(teacher, target, flops_size=256, seed=self.seed)
+        elif self.granularity == "depth+channel":
+            result = prune_depth_channel(teacher, target, "lamp", flops_size=256,
+                                         seed=self.seed)
+        else:
+            raise SystemExit(f"--granularity {self.granularity}: expected channel, depth or "
+                             "depth+channel")
+        return result.student, {"macs_ratio": result.macs_ratio,
+                                 "student_granularity": result.granularity}
+
+    def recovered(self, lever: str) -> tuple[Any, dict[str, Any]]:
+        """The student after ``lever`` (cached) and the row's measured fields."""
+        from dreamprune_cli import distill, load_student, save_student
+
+        settings = dict(LEVERS[lever])
+        reconstruct = bool(settings.pop("reconstruct", False))
+        student, details, prune_seconds = self.pruned(reconstruct)
+        row: dict[str, Any] = {"macs_ratio": details.get("macs_ratio"),
+                               "prune_seconds": prune_seconds,
+                               "fidelity_pruned": self.fidelity(student)}
+        if "reconstruction" in details:
+            row["reconstruction"] = details["reconstruction"]
+        folder = self.work / f"{lever}_{self.steps}"
+        if self.steps == 0:
+            return student, row
+        if (folder / "student.safetensors").exists():
+            return load_student(folder / "student.safetensors", self.name), row
+        plan = self.bench.schedule()
+        factor = settings.pop("student_lr_factor", 1.0)
+        start = time.perf_counter()
+        history = distill(self.bench.teacher, student, self.steps,
+                          round_steps=plan["round_steps"], noise_lr=plan["noise_lr"],
+                          lambda_orth=plan["lambda_orth"], lambda_tv=plan["lambda_tv"],
+                          lambda_far=plan["lambda_far"],
+                          student_lr=plan["student_lr"] * factor, lambda_kd=plan["lambda_kd"],
+                          batch_size=plan["batch_size"], size=plan["size"], seed=self.seed,
+                          **settings)
+        row["distill_seconds"] = time.perf_counter() - start
+        row["final_kd"] = history[-1]["kd"] if history else None
+        folder.mkdir(parents=True, exist_ok=True)
+        save_student(student, folder)
+        return student, row
+
+
+def _jsonable(value: Any) -> Any:
+    """A report object as JSON-ready data (dataclasses, mappings, sequences, numbers)."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value):
+        return _jsonable(asdict(value))
+    if hasattr(value, "as_dict"):
+        return _jsonable(value.as_dict())
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["teacher"], row["granularity"], row["target"], row["lever"], row["steps"],
+            row["validation_size"])
+
+
+def screen(args: argparse.Namespace) -> None:
+    """Synthetic-validation rows for each lever (no real image)."""
+    size = args.validation_size or VALIDATION_SIZES[args.teacher]
+    recovery = Recovery(args.teacher, args.granularity, args.target, args.steps, args.seed,
+                        Path(args.work_dir), size)
+    done = {_key(r) for r in _rows()}
+    for lever in args.levers:
+        key = (args.teacher, args.granularity, args.target, lever, args.steps, size)
+        if key in done:
+            print(f"skip {key}: already in {RESULTS.name}", file=sys.stderr)
+            continue
+        start = time.perf_counter()
+        student, fields = recovery.recovered(lever)
+        row = {"teacher": args.teacher, "granularity": args.granularity,
+               "target": args.target, "lever": lever, "settings": LEVERS[lever],
+               "steps": args.steps, "validation_size": size, "seed": args.seed,
+               **fields, "fidelity": recovery.fidelity(student),
+               "wall_seconds": time.perf_counter() - start, "threads": args.threads,
+               "load": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+        _append(row)
+        print(f"{args.teacher} {args.granularity} F={args.target} {lever} {args.steps} steps: "
+              f"fidelity {fields['fidelity_pruned']:.2f} -> {row['fidelity']:.2f} dB on "
+              f"synthetic validation ({row['wall_seconds']:.0f} s)", file=sys.stderr)
+
+
+def score_real(args: argparse.Namespace) -> None:
+    """Score the screened levers on the real pairs once; mark the synthetic choice."""
+    size = args.validation_size or VALIDATION_SIZES[args.teacher]
+    rows = [r for r in _rows() if (r["teacher"], r["granularity"], r["target"],
+                                   r["validation_size"]) ==
+            (args.teacher, args.granularity, args.target, size) and "psnr" not in r]
+    scored = {_key(r) for r in _rows() if "psnr" in r}
+    if not rows:
+        raise SystemExit("no screened rows: run without --real first")
+    chosen = max(rows, key=lambda r: r["fidelity"])["lever"]
+    teacher_row = _teacher_row(args.teacher)
+    recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,
+                        Path(args.work_dir), size)
+    for row in rows:
+        if _key(row) in scored or (args.levers and row["lever"] not in args.levers):
+            continue
+        recovery.steps = row["steps"]
+        student, _ = recovery.recovered(row["lever"])
+        scores = recovery.bench.evaluate(student)
+        real = {**row, **scores, "chosen": row["lever"] == chosen, "real_date":
+                time.strftime("%Y-%m-%d %H:%M"), "real_load": os.getloadavg()}
+        real["gap_db"], real["gap_se"] = gap(real, teacher_row)
+        _append(real)
+        print(f"{args.teacher} {args.granularity} F={args.target} {row['lever']}: "
+              f"{scores['psnr']:.2f} dB ({real['gap_db']:+.2f}, s.e. {real['gap_se']:.2f})"
+              f"{' (chosen)' if real['chosen'] else ''}", file=sys.stderr)
+
+
+def markdown() -> None:
+    """Per teacher, granularity and target: each lever's synthetic fidelity and real gap."""
+    rows = _rows()
+    real = {_key(r): r for r in rows if "psnr" in r}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        if "psnr" not in row:
+            groups.setdefault((row["teacher"], row["granularity"], row["target"]),
+                              []).append(row)
+    for (teacher, granularity, target), members in groups.items():
+        print(f"\n**{TEACHERS[teacher].label}, {granularity}, F = {target}**\n")
+        print("| lever | steps | fidelity pruned -> recovered (synthetic, dB) | real PSNR | "
+              "gap to teacher (s.e.) | prune + distill time |")
+        print("|---|---|---|---|---|---|")
+        for row in members:
+            scored = real.get(_key(row))
+            psnr = f"{scored['psnr']:.2f}" if scored else "-"
+            gap_text = f"{scored['gap_db']:+.2f} ({scored['gap_se']:.2f})" if scored else "-"
+            mark = " (chosen)" if scored and scored.get("chosen") else ""
+            seconds = row.get("prune_seconds", 0) + row.get("distill_seconds", 0)
+            print(f"| {row['lever']}{mark} | {row['steps']} | {row['fidelity_pruned']:.2f} -> "
+                  f"{row['fidelity']:.2f} | {psnr} | {gap_text} | {seconds:.0f} s |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="prenet")
+    parser.add_argument("--granularity", default="channel",
+                        choices=["channel", "depth", "depth+channel"])
+    parser.add_argument("--target", type=float, default=0.58)
+    parser.add_argument("--levers", nargs="*", choices=sorted(LEVERS), default=[])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-size", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work-dir", default="runs/recovery")
+    parser.add_argument("--real", action="store_true",
+                        help="score the screened levers on the real pairs (once)")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    if args.markdown:
+        markdown()
+        return
+    torch.set_num_threads(args.threads)
+    if args.real:
+        score_real(args)
+    else:
+        if not args.levers:
+            parser.error("--levers: name at least one lever")
+        screen(args)
+
+
+if __name__ == "__main__":
+    main()
