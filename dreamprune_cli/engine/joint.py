@@ -4,8 +4,10 @@ The student's inputs come from an input source (:mod:`dreamprune_cli.engine.inpu
 the dreams (the method), synthetic degraded images of the teacher's task, or half of each;
 the loop, its checkpoints and its guarantees are the same for all three.
 
-Long runs survive: a checkpoint (student, both optimisers, current dreams and targets, the
-random generator's state, step, history, training time, the input source's name) is
+Long runs survive: a checkpoint (student, both optimisers, the student's learning-rate
+scheduler and weight average, current dreams and targets, the random generator's state, step,
+history, training time, the input source's name and the settings a resumed run must keep:
+:meth:`JointTrainer.recorded`) is
 written atomically every N steps and at the end, and only if every tensor in it is finite;
 Ctrl-C or SIGTERM finishes the current step, saves, and raises
 :class:`~dreamprune_cli.errors.Interrupted`; a NaN or infinite loss stops with an error
@@ -41,6 +43,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 __all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_resumable_steps",
            "deferred_interrupt"]
+
+
+LEGACY_RECORDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_steps": 0,
+                                   "ema_decay": 0.0, "dream_init": "noise"}
+"""What a checkpoint written before these settings were recorded was run with."""
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -104,6 +111,7 @@ class JointTrainer:
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "history": self.history, "seconds": self.seconds,
                  "generator": self.generator.get_state(), "inputs": self.inputs.name,
+                 "recorded": self.recorded(),
                  **self.inputs.state_dict(),
                  "distiller": self.distiller.state_dict()}
         return state if self.sync is None else \
@@ -116,6 +124,17 @@ class JointTrainer:
         self.generator.set_state(state["generator"])
         self.inputs.load_state_dict(state)
         self.distiller.load_state_dict(state["distiller"])
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings the checkpoint records beyond ``inputs``, which a resumed run must
+        keep: the student's schedule
+        (:meth:`~dreamprune_cli.engine.distill.StudentSchedule.recorded`: ``lr_schedule``,
+        ``warmup_steps``, ``ema_decay``, and for ``cosine`` ``lr_min_ratio`` and ``steps``)
+        and, when dreams are among the inputs, ``dream_init``."""
+        values = self.distiller.schedule.recorded()
+        if self.dreamer is not None:
+            values["dream_init"] = self.dreamer.schedule.dream_init
+        return values
 
     def save(self, path: Path) -> None:
         """Write the state atomically; refuse (keeping the previous file) if any tensor is
@@ -134,7 +153,8 @@ class JointTrainer:
 
         Raises:
             UsageError: unreadable, written by another number of processes, or by a run
-                whose inputs came from another source.
+                whose inputs came from another source or that recorded another value of one
+                of :meth:`recorded`'s settings (the first such setting is named).
         """
         state = _read_state(path)
         check_world_size(state, self.sync, path)
@@ -143,6 +163,14 @@ class JointTrainer:
             raise UsageError(f"$inputs {self.inputs.name}: the checkpoint {path} was written "
                              f"by a run on $inputs {written} (pass $inputs {written} to resume "
                              "it, or start a new run)")
+        written_settings = state.get("recorded", {})  # absent from earlier checkpoints
+        for name, now in self.recorded().items():
+            before = written_settings.get(name, LEGACY_RECORDED.get(name, now))
+            if before != now:
+                why = " (a cosine schedule spans the run's steps)" if name == "steps" else ""
+                raise UsageError(f"${name} {now}: the checkpoint {path} was written by a run "
+                                 f"with ${name} {before}{why} (pass ${name} {before} to "
+                                 "resume it, or start a new run)")
         self.load_state_dict(rank_state(state, self.sync))
         log.info("resuming from %s at step %d", path, self.step)
 
