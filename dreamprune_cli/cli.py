@@ -415,9 +415,9 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
-          "inputs", *STUDENT_SCHEDULE, *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "limit",
-          "grid_crop", "teacher_cache", "checkpoint_every", "resume", "overwrite", *TRUST,
-          *CUDA, *RUNTIME,
+          "inputs", *STUDENT_SCHEDULE, *DREAMING, "out", "eval_input_dir", "eval_target_dir",
+          *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
+          "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")
 def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""

@@ -157,9 +157,9 @@ class Distiller:
         self.scaler = make_scaler(device, precision)
         self.trained = self.student if sync is None else sync.wrap(self.student)
         if lr_lambda is None and self.schedule.scheduled:
-            plan = self.schedule
-            lr_lambda = lambda done: plan.lr_factor(done)  # noqa: E731  # a function: LambdaLR
-            # leaves it out of its state_dict (the settings rebuild it on resume)
+            plan = self.schedule  # a plain function, which LambdaLR leaves out of its
+            # state_dict (the settings rebuild it on resume; its position is saved)
+            lr_lambda = lambda done: plan.lr_factor(done)  # noqa: E731
         self.scheduler = None if lr_lambda is None else LambdaLR(self.optimizer, lr_lambda)
         self.average: AveragedModel | None = None
         """The moving average of the student's network (``ema_decay > 0``): its parameters
