@@ -33,7 +33,8 @@ from torch import nn
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
-from dreamprune_cli.engine.distill import Distiller, DistillResult, distill_offline
+from dreamprune_cli.engine.distill import (Distiller, DistillResult, StudentSchedule,
+                                           distill_offline)
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
 from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
@@ -74,7 +75,9 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             lambda_kd: float = 1.0, batch_size: int = 8, size: int = 64,
             round_steps: int = 50, seed: int = 0, device: str = "auto",
             clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
-            inputs: str = "dreams", **schedule: Any) -> list[dict[str, float]]:
+            inputs: str = "dreams", lr_schedule: str = "constant", warmup_steps: int = 0,
+            lr_min_ratio: float = 0.01, ema_decay: float = 0.0,
+            **schedule: Any) -> list[dict[str, float]]:
     """Train ``student`` (in place, masks kept) to match ``teacher`` on dreamed inputs.
 
     With ``dreams`` (``(N, 3, H, W)`` in [0, 1], e.g. ``dream(...).dreams``): offline, on
@@ -83,14 +86,21 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     :func:`dream`). ``inputs`` (online only): ``dreams`` (the method), ``synthetic``
     (procedural degraded images of the teacher's task, a fresh batch every step, nothing
     dreamed; ``clean_dir`` gives their scenes) or ``mixed`` (each batch half dreams, half
-    synthetic). Returns the per-step loss history (``kd``, and ``dream``/``orth`` when
-    dreams are among the inputs).
+    synthetic); ``dream_init="synthetic"`` (a ``schedule`` field) starts each round of
+    dreams from synthetic degraded images instead of noise. ``lr_schedule`` (``constant``
+    or ``cosine``: to ``lr_min_ratio`` of ``student_lr`` over ``steps``), ``warmup_steps``
+    (linear warm-up) and ``ema_decay`` (above 0: the student ends with the moving average
+    of its weights) as :class:`~dreamprune_cli.engine.distill.StudentSchedule`. Returns the
+    per-step loss history (``kd``, and ``dream``/``orth`` when dreams are among the inputs).
 
     Raises:
         UsageError: ``dreams`` with ``inputs`` other than ``dreams``; an unknown ``inputs``;
-            ``mixed`` with ``batch_size`` 1.
+            ``mixed`` with ``batch_size`` 1; a schedule value out of range.
     """
     check_offline_inputs(dreams is not None, inputs)
+    recovery = StudentSchedule(lr_schedule=lr_schedule,  # type: ignore[arg-type]
+                               warmup_steps=warmup_steps, lr_min_ratio=lr_min_ratio,
+                               ema_decay=ema_decay, total_steps=steps)
     device_ = resolve_device(device)
     precision = resolve_precision(device_)
     generator = seeded(seed)
@@ -100,15 +110,19 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     if dreams is not None:
         if dreams.dim() != 4 or dreams.shape[1] != 3:
             raise UsageError(f"dreams: expected (N, 3, H, W), got {tuple(dreams.shape)}")
-        distiller = Distiller(student_adapter, student_lr, lambda_kd, device_, precision)
+        distiller = Distiller(student_adapter, student_lr, lambda_kd, device_, precision,
+                              schedule=recovery)
         result: DistillResult = distill_offline(distiller, teacher_adapter, dreams, steps,
                                                 batch_size, generator, progress)
+        distiller.adopt_average()
         return result.history
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
     trainer = joint_trainer(teacher_adapter, student_adapter, make_clean_source(clean_dir),
                             plan, round_steps, student_lr, lambda_kd, generator, device_,
-                            precision, inputs=inputs)
-    return trainer.run(steps, progress=progress).history
+                            precision, inputs=inputs, student_plan=recovery)
+    history = trainer.run(steps, progress=progress).history
+    trainer.distiller.adopt_average()
+    return history
 
 
 def evaluate(model: LoadedModel | nn.Module, input_dir: str | Path | None = None,

@@ -147,7 +147,8 @@ LOADING = ("model", "variant", "weights")
 TRUST = ("non_strict", "random_weights", "trust_checkpoint")
 RUNTIME = ("device", "seed", "threads", "config", "json_flag")
 SCORING = ("ssim_variant", "quantize", "pairing", "tile", "tile_overlap")
-DREAMING = ("lambda_orth", "lambda_tv", "lambda_far", "noise_lr")
+DREAMING = ("lambda_orth", "lambda_tv", "lambda_far", "noise_lr", "dream_init")
+STUDENT_SCHEDULE = ("lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay")
 CUDA = ("amp", "channels_last")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -398,8 +399,8 @@ def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("distill", "student", "out", "dreams", *LOADING, "steps", "batch_size", "size",
-          "round_steps", "clean_dir", "student_lr", "lambda_kd", "inputs", *DREAMING,
-          "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
+          "round_steps", "clean_dir", "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE,
+          *DREAMING, "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
 def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Train a pruned student to match the teacher on dreamed inputs (or --inputs).
 
@@ -414,9 +415,9 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size",
           "calibration_source", "calibration_steps", "clean_dir", "student_lr", "lambda_kd",
-          "inputs", *DREAMING, "out", "eval_input_dir", "eval_target_dir", *SCORING, "limit",
-          "grid_crop", "teacher_cache", "checkpoint_every", "resume", "overwrite", *TRUST,
-          *CUDA, *RUNTIME,
+          "inputs", *STUDENT_SCHEDULE, *DREAMING, "out", "eval_input_dir", "eval_target_dir",
+          *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
+          "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")
 def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Prune to a FLOPs target, dream + distill, evaluate, report: the whole method."""

@@ -220,6 +220,11 @@ class DreamSettings(_Section):
     far_pool: int = Field(8, ge=1, description="block size (px) of that coarse distance")
     representation: Literal["gram", "gap"] = Field(
         "gram", description="L_orth representation: gram or gap.")
+    dream_init: Literal["noise", "synthetic"] = Field(
+        "noise",
+        description="What each round of dreams starts from: noise (the method, default), or "
+                    "synthetic degraded images of the teacher's task (the --inputs synthetic "
+                    "source), dreamed towards their clean scenes.")
 
     @property
     def dream_steps(self) -> int:
@@ -245,6 +250,23 @@ class DistillSettings(_Section):
                     "synthetic (procedural degraded images of the teacher's task, a fresh batch "
                     "every step; no teacher inversion) or mixed (each batch half dreams, half "
                     "synthetic).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="The student's learning rate over the run: constant (the method, default) "
+                    "or cosine (decays to --lr-min-ratio of --student-lr over the run's steps, "
+                    "after --warmup-steps).")
+    warmup_steps: int = Field(
+        0, ge=0,
+        description="Linear warm-up of the student's learning rate over the first N steps "
+                    "(0: none).")
+    lr_min_ratio: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="Cosine schedule: the learning rate's floor, as a fraction of --student-lr.")
+    ema_decay: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Keep an exponential moving average of the student's weights with this "
+                    "decay per step, and save and score it as the student (0: off, default; "
+                    "e.g. 0.999).")
     checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints.")
 
 

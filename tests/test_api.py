@@ -95,3 +95,23 @@ def test_evaluate_uses_the_models_scoring_protocol(pair_dirs) -> None:
     rounded = dp.evaluate(model, inputs, targets, quantize="round", device="cpu")
     assert default.quantization == "truncate" and default.psnr == truncated.psnr
     assert rounded.quantization == "round" and rounded.psnr != truncated.psnr
+
+
+def test_distill_recovery_schedule_and_seeded_dreams() -> None:
+    """``lr_schedule``/``warmup_steps``/``ema_decay`` and ``dream_init`` from Python: the
+    student ends as the average, its masks kept; bad values name the setting."""
+    torch.manual_seed(0)
+    teacher = load_model("ffa", "tiny", use_bundled=False, overrides={"blocks": 1})
+    pruned = prune_model(teacher, 0.6, "lamp", flops_size=64)
+    student = pruned.student
+    history = distill(teacher, student, steps=3, size=16, batch_size=2, device="cpu",
+                      lr_schedule="cosine", warmup_steps=1, ema_decay=0.5,
+                      dream_init="synthetic")
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert count_macs(student, size=64).macs == count_macs(pruned.student, size=64).macs
+    offline = distill(teacher, student, dreams=torch.rand((2, 3, 16, 16)), steps=2,
+                      batch_size=2, device="cpu", ema_decay=0.9)
+    assert len(offline) == 2
+    with pytest.raises(UsageError, match="^warmup_steps 3: the cosine schedule"):
+        distill(teacher, student, steps=3, device="cpu", lr_schedule="cosine",
+                warmup_steps=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,45 @@ def test_real_teacher_presets_hold_the_benchmarked_settings(name: str, space: st
     assert resolved.sources["allocator"].endswith(f"presets/{name}.toml")
     assert s.evaluate.metric_space == space
     assert (s.dream.noise_lr, s.dream.lambda_orth, s.distill.student_lr) == (0.05, 0.05, 1e-4)
+
+
+def test_recovery_settings_precedence_and_record(tmp_path: Path, monkeypatch) -> None:
+    """The student's schedule and the dreams' start are ordinary fields (defaults: the
+    method): preset < config file < environment < flag, shown for ``ema_decay``; every one
+    defines a distill and pipeline run (run.json, refused changes on resume)."""
+    from dreamprune_cli import settings as settings_module
+    from dreamprune_cli.run_record import DEFINING
+
+    method = Settings()
+    assert (method.distill.lr_schedule, method.distill.warmup_steps,
+            method.distill.lr_min_ratio, method.distill.ema_decay,
+            method.dream.dream_init) == ("constant", 0, 0.01, 0.0, "noise")
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "ffa.toml").write_text("[distill]\nema_decay = 0.9\n")
+    monkeypatch.setattr(settings_module, "presets_dir", lambda: presets)
+    r = resolve_settings({"model": "ffa"}, env={})
+    assert r.settings.distill.ema_decay == 0.9 and r.sources["ema_decay"].startswith("preset ")
+    config = tmp_path / "c.toml"
+    config.write_text("[distill]\nema_decay = 0.99\nlr_schedule = \"cosine\"\n"
+                      "[dream]\ndream_init = \"synthetic\"\n")
+    r = resolve_settings({"model": "ffa"}, config=config, env={})
+    assert r.settings.distill.ema_decay == 0.99 and r.sources["ema_decay"] == f"config {config}"
+    assert r.settings.distill.lr_schedule == "cosine"
+    assert r.settings.dream.dream_init == "synthetic"
+    env = {"DREAMPRUNE_EMA_DECAY": "0.995", "DREAMPRUNE_WARMUP_STEPS": "20"}
+    r = resolve_settings({"model": "ffa"}, config=config, env=env)
+    assert r.settings.distill.ema_decay == 0.995
+    assert r.sources["ema_decay"] == "env DREAMPRUNE_EMA_DECAY"
+    assert r.settings.distill.warmup_steps == 20
+    r = resolve_settings({"model": "ffa", "ema_decay": 0.5}, config=config, env=env)
+    assert r.settings.distill.ema_decay == 0.5 and r.sources["ema_decay"] == "flag --ema-decay"
+    for name in ("lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay", "dream_init"):
+        assert name in DEFINING["distill"] and name in DEFINING["pipeline"], name
+    assert "dream_init" in DEFINING["dream"]
+    for flags, message in (({"ema_decay": 1.0}, "invalid ema_decay=1.0 (from flag --ema-decay)"),
+                           ({"warmup_steps": -1}, "invalid warmup_steps=-1"),
+                           ({"lr_schedule": "step"}, "invalid lr_schedule='step'"),
+                           ({"dream_init": "gray"}, "invalid dream_init='gray'")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            resolve_settings(flags, env={})

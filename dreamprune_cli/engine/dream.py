@@ -6,8 +6,12 @@ total-variation prior) and minus ``lambda_far * L_far`` (a reward for coarse dis
 clean target), which together turn the bundled dehazer's noisy dreams into veiled, hazy ones
 (docs/RESULTS.md; both 0 by default, set in the FFA preset). Every round starts from fresh
 uniform noise and fresh clean targets drawn from a
-:class:`~dreamprune_cli.data.clean.CleanSource`. All randomness comes from one
-``torch.Generator`` on the CPU, so a run is reproducible and resumable bit for bit on the CPU.
+:class:`~dreamprune_cli.data.clean.CleanSource` (``dream_init = "noise"``, the method), or
+(``dream_init = "synthetic"``) from synthetic degraded images of the teacher's task and
+their clean scenes as targets (:func:`~dreamprune_cli.data.synthetic.make_degraded_batch`,
+the source of ``--inputs synthetic``), so that inversion refines realistic rain or haze. All
+randomness comes from one ``torch.Generator`` on the CPU, so a run is reproducible and
+resumable bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from torch import nn
 
 from dreamprune_cli.data.clean import CleanSource, fractal_noise
+from dreamprune_cli.data.synthetic import check_task, make_degraded_batch
 from dreamprune_cli.engine.distributed import (RankSync, merge_rank_batches, rank_state,
                                                split_batch)
 from dreamprune_cli.engine.runtime import Precision, autocast, make_scaler, to_memory_format
@@ -30,7 +35,7 @@ from dreamprune_cli.engine.features import PenultimateFeatures
 from dreamprune_cli.engine.losses import (Representation, coarse_distance,
                                           degradation_representation, dream_loss,
                                           mean_pairwise_cosine, orth_loss, tv_loss)
-from dreamprune_cli.errors import Interrupted, RuntimeFailure
+from dreamprune_cli.errors import Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.interrupts import deferred_interrupt
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.progress import NullProgress, ProgressSink
@@ -38,6 +43,8 @@ from dreamprune_cli.progress import NullProgress, ProgressSink
 log = logging.getLogger(__name__)
 
 DreamInit = Literal["uniform", "gray", "smooth"]
+DreamStart = Literal["noise", "synthetic"]
+DREAM_STARTS: tuple[str, ...] = ("noise", "synthetic")
 
 
 def initial_dreams(init: DreamInit, count: int, size: int,
@@ -67,7 +74,8 @@ class DreamSchedule:
     representation: Representation = "gram"
     batch_size: int = 8
     size: int = 64
-    init: DreamInit = "uniform"  # what each round starts from (:func:`initial_dreams`)
+    init: DreamInit = "uniform"  # the noise a round starts from (:func:`initial_dreams`)
+    dream_init: DreamStart = "noise"  # noise (``init``), or synthetic degraded images
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DreamSchedule:
@@ -123,6 +131,11 @@ class Dreamer:
         self.precision = precision
         self.sync = sync
         self.batch_size = split_batch(schedule.batch_size, sync)
+        if schedule.dream_init not in DREAM_STARTS:
+            raise UsageError(f"$dream_init {schedule.dream_init!r}: expected one of "
+                             f"{', '.join(DREAM_STARTS)}")
+        self.task = check_task(teacher.info.task) if schedule.dream_init == "synthetic" \
+            else None  # the synthesizer of the seeded starts
         self.scaler = make_scaler(device, precision)
         self.dreams = torch.empty(0)
         self.clean = torch.empty(0)
@@ -132,17 +145,27 @@ class Dreamer:
         ``(B, 3, S, S)``), for pictures; ``None`` before the second round."""
 
     def new_round(self) -> None:
-        """Fresh clean targets and starting images (uniform noise unless the schedule's
-        ``init`` says otherwise; drawn on the CPU for reproducibility); ``batch_size / N``
-        of each under several processes."""
+        """Fresh clean targets and starting images, ``(B, 3, S, S)`` in [0, 1] drawn on the
+        CPU for reproducibility (``batch_size / N`` of each under several processes).
+
+        ``dream_init = "noise"`` (the method): targets from the clean source, uniform noise
+        (or the schedule's ``init``). ``"synthetic"``: one seed drawn from the generator
+        gives :func:`~dreamprune_cli.data.synthetic.make_degraded_batch`'s degraded images of
+        the teacher's task (the first dreams, exactly: the dreams are optimised in image
+        space, kept in [0, 1] by clamping) and their clean scenes (the targets).
+        """
         size, batch = self.schedule.size, self.batch_size
         if self.dreams.numel():  # the round that ends: kept for pictures (dreams.png)
             self.finished = (self.dreams.detach().float().cpu().clone(),
                              self.clean.float().cpu().clone())
-        clean = self.clean_source.sample(batch, size, self.generator)
-        noise = initial_dreams(self.schedule.init, batch, size, self.generator)
+        if self.task is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            start, clean = make_degraded_batch(self.task, batch, size, seed, self.clean_source)
+        else:
+            clean = self.clean_source.sample(batch, size, self.generator)
+            start = initial_dreams(self.schedule.init, batch, size, self.generator)
         self.clean = to_memory_format(clean.to(self.device), self.precision)
-        self.dreams = to_memory_format(noise.to(self.device), self.precision).requires_grad_()
+        self.dreams = to_memory_format(start.to(self.device), self.precision).requires_grad_()
         self.optimizer = torch.optim.Adam([self.dreams], lr=self.schedule.noise_lr)
 
     def step(self) -> DreamStep:

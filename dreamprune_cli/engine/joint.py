@@ -4,8 +4,10 @@ The student's inputs come from an input source (:mod:`dreamprune_cli.engine.inpu
 the dreams (the method), synthetic degraded images of the teacher's task, or half of each;
 the loop, its checkpoints and its guarantees are the same for all three.
 
-Long runs survive: a checkpoint (student, both optimisers, current dreams and targets, the
-random generator's state, step, history, training time, the input source's name) is
+Long runs survive: a checkpoint (student, both optimisers, the student's learning-rate
+scheduler and weight average, current dreams and targets, the random generator's state, step,
+history, training time, the input source's name and the settings a resumed run must keep:
+:meth:`JointTrainer.recorded`) is
 written atomically every N steps and at the end, and only if every tensor in it is finite;
 Ctrl-C or SIGTERM finishes the current step, saves, and raises
 :class:`~dreamprune_cli.errors.Interrupted`; a NaN or infinite loss stops with an error
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from dreamprune_cli.engine.distill import Distiller
+from dreamprune_cli.engine.distill import Distiller, StudentSchedule
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
 from dreamprune_cli.engine.inputs import DreamInputs, InputSource
@@ -39,8 +41,13 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
-__all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_resumable_steps",
-           "deferred_interrupt"]
+__all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_recorded",
+           "check_resumable_steps", "checkpoint_record", "deferred_interrupt"]
+
+
+LEGACY_RECORDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_steps": 0,
+                                   "ema_decay": 0.0, "dream_init": "noise"}
+"""What a checkpoint written before these settings were recorded was run with."""
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -53,14 +60,47 @@ def _read_state(path: Path) -> dict[str, Any]:
             from None
 
 
-def check_resumable_steps(checkpoint: Path, total_steps: int,
-                          sync: RankSync | None = None) -> None:
-    """Before any work: a run resumed to ``total_steps`` must not have done more already,
-    and must run on as many processes as wrote the checkpoint.
+def checkpoint_record(student: StudentSchedule, dream_init: str | None) -> dict[str, Any]:
+    """The settings a joint checkpoint records beyond ``inputs``, which a resumed run must
+    keep: the student's schedule
+    (:meth:`~dreamprune_cli.engine.distill.StudentSchedule.recorded`: ``lr_schedule``,
+    ``warmup_steps``, ``ema_decay``, and for ``cosine`` ``lr_min_ratio`` and ``steps``) and,
+    when dreams are among the inputs (``dream_init`` not ``None``), ``dream_init``."""
+    values = student.recorded()
+    if dream_init is not None:
+        values["dream_init"] = dream_init
+    return values
+
+
+def check_recorded(state: dict[str, Any], recorded: dict[str, Any], path: Path) -> None:
+    """The checkpoint ``state`` (read from ``path``) was written with the settings
+    ``recorded`` (:func:`checkpoint_record`); a checkpoint of an earlier version, which
+    records none, was written with the method's (:data:`LEGACY_RECORDED`).
 
     Raises:
-        UsageError: the checkpoint is unreadable, is past ``total_steps``, or was written
-            by another number of processes.
+        UsageError: one line naming the first setting whose value differs, both values and
+            how to resume.
+    """
+    written = state.get("recorded", {})
+    for name, now in recorded.items():
+        before = written.get(name, LEGACY_RECORDED.get(name, now))
+        if before != now:
+            why = " (a cosine schedule spans the run's steps)" if name == "steps" else ""
+            raise UsageError(f"${name} {now}: the checkpoint {path} was written by a run with "
+                             f"${name} {before}{why} (pass ${name} {before} to resume it, or "
+                             "start a new run)")
+
+
+def check_resumable_steps(checkpoint: Path, total_steps: int,
+                          sync: RankSync | None = None,
+                          recorded: dict[str, Any] | None = None) -> None:
+    """Before any work: a run resumed to ``total_steps`` must not have done more already,
+    must run on as many processes as wrote the checkpoint and, when ``recorded``
+    (:func:`checkpoint_record`) is given, with the settings it recorded.
+
+    Raises:
+        UsageError: the checkpoint is unreadable, is past ``total_steps``, was written
+            by another number of processes, or with other settings (:func:`check_recorded`).
     """
     if not checkpoint.is_file():
         return  # stopped before its first checkpoint: the loop starts at step 0
@@ -70,6 +110,8 @@ def check_resumable_steps(checkpoint: Path, total_steps: int,
     if done > total_steps:
         raise UsageError(f"$steps {total_steps}: the run in {checkpoint.parent} already did "
                          f"{done} joint steps (pass $steps {done} or more to resume it)")
+    if recorded is not None:
+        check_recorded(state, recorded, checkpoint)
 
 
 @dataclass
@@ -104,6 +146,7 @@ class JointTrainer:
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "history": self.history, "seconds": self.seconds,
                  "generator": self.generator.get_state(), "inputs": self.inputs.name,
+                 "recorded": self.recorded(),
                  **self.inputs.state_dict(),
                  "distiller": self.distiller.state_dict()}
         return state if self.sync is None else \
@@ -116,6 +159,12 @@ class JointTrainer:
         self.generator.set_state(state["generator"])
         self.inputs.load_state_dict(state)
         self.distiller.load_state_dict(state["distiller"])
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings the checkpoint records beyond ``inputs``
+        (:func:`checkpoint_record`)."""
+        return checkpoint_record(self.distiller.schedule, None if self.dreamer is None
+                                 else self.dreamer.schedule.dream_init)
 
     def save(self, path: Path) -> None:
         """Write the state atomically; refuse (keeping the previous file) if any tensor is
@@ -134,7 +183,8 @@ class JointTrainer:
 
         Raises:
             UsageError: unreadable, written by another number of processes, or by a run
-                whose inputs came from another source.
+                whose inputs came from another source or that recorded another value of one
+                of :meth:`recorded`'s settings (the first such setting is named).
         """
         state = _read_state(path)
         check_world_size(state, self.sync, path)
@@ -143,6 +193,7 @@ class JointTrainer:
             raise UsageError(f"$inputs {self.inputs.name}: the checkpoint {path} was written "
                              f"by a run on $inputs {written} (pass $inputs {written} to resume "
                              "it, or start a new run)")
+        check_recorded(state, self.recorded(), path)
         self.load_state_dict(rank_state(state, self.sync))
         log.info("resuming from %s at step %d", path, self.step)
 

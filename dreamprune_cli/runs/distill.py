@@ -14,14 +14,14 @@ import torch
 
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.data.pairs import ImagePair
-from dreamprune_cli.engine.distill import Distiller, distill_offline
+from dreamprune_cli.engine.distill import Distiller, StudentSchedule, distill_offline
 from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, rank_seed,
                                                split_batch)
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.inputs import make_input_source
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
-                                         check_resumable_steps)
+                                         check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.errors import UsageError
@@ -73,15 +73,29 @@ def check_offline_inputs(offline: bool, inputs: str) -> None:
                          "one of them")
 
 
+def student_schedule(resolved: ResolvedSettings) -> StudentSchedule:
+    """The student's learning-rate schedule and weight averaging of a ``distill`` or
+    ``pipeline`` run (its ``distill`` settings over its joint steps), checked before any work.
+
+    Raises:
+        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
+    """
+    s = resolved.settings
+    return StudentSchedule.from_values(s.distill.model_dump(), s.dream.joint_steps)
+
+
 def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_source: CleanSource,
                   schedule: DreamSchedule, round_steps: int, student_lr: float,
                   lambda_kd: float, generator: torch.Generator, device: torch.device,
                   precision: Precision,
                   lr_lambda: Callable[[int], float] | None = None,
-                  sync: RankSync | None = None, inputs: str = "dreams") -> JointTrainer:
+                  sync: RankSync | None = None, inputs: str = "dreams",
+                  student_plan: StudentSchedule | None = None) -> JointTrainer:
     """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
-    ``device``), drawing its randomness from ``generator``; ``lr_lambda``: the student's
-    learning-rate factor per step (:class:`~dreamprune_cli.engine.distill.Distiller`);
+    ``device``), drawing its randomness from ``generator``; ``student_plan``: the student's
+    learning-rate schedule and weight averaging (``None``: constant rate, no averaging);
+    ``lr_lambda``: instead, any learning-rate factor per step
+    (:class:`~dreamprune_cli.engine.distill.Distiller`);
     ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
     ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
     inputs, ``dreams``, ``synthetic`` or ``mixed``
@@ -89,14 +103,16 @@ def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_sour
     source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
                                precision, sync)
     distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
-                          lr_lambda=lr_lambda)
+                          schedule=student_plan, lr_lambda=lr_lambda)
     return JointTrainer(source, distiller, round_steps, generator, sync)
 
 
 def train_joint(trainer: JointTrainer, out_dir: Path, steps: int, checkpoint_every: int,
                 resume: bool, progress: ProgressSink) -> tuple[JointResult, float]:
     """Run ``trainer`` to ``steps`` joint steps, checkpointed in ``out_dir/checkpoint.pt``
-    (loaded first on ``resume``; none: stopped before its first checkpoint).
+    (loaded first on ``resume``; none: stopped before its first checkpoint); then the
+    student takes its weights' moving average, if it keeps one
+    (:meth:`~dreamprune_cli.engine.distill.Distiller.adopt_average`).
 
     Returns:
         The loop's result and the training seconds of earlier sessions (0 when new).
@@ -105,7 +121,9 @@ def train_joint(trainer: JointTrainer, out_dir: Path, steps: int, checkpoint_eve
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
     earlier = trainer.seconds
-    return trainer.run(steps, checkpoint, checkpoint_every, progress), earlier
+    result = trainer.run(steps, checkpoint, checkpoint_every, progress)
+    trainer.distiller.adopt_average()  # after the last checkpoint, which keeps both
+    return result, earlier
 
 
 def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
@@ -118,7 +136,8 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 progress: ProgressSink | None = None, ssim_variant: SsimVariant = "basicsr",
                 quantization: Quantization = "round",
                 tiling: Tiling | None = None, sync: RankSync | None = None,
-                inputs: str = "dreams") -> DistillOutcome:
+                inputs: str = "dreams",
+                student_plan: StudentSchedule | None = None) -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
@@ -131,14 +150,18 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     (:mod:`dreamprune_cli.engine.distributed`; each rank seeds its generator with
     :func:`~dreamprune_cli.engine.distributed.rank_seed`); offline, each rank draws
     ``batch_size / N`` of each minibatch; rank 0 writes the files, and the other ranks
-    return an outcome without metrics.
+    return an outcome without metrics. ``student_plan``: the student's learning-rate schedule
+    and weight averaging over ``steps`` (``None``: constant rate, no averaging); with
+    averaging, the average is the student written and scored.
     """
     check_offline_inputs(dreams is not None, inputs)
     progress = progress or NullProgress()
     start = time.perf_counter()
     out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), overwrite, resume))
     if resume and dreams is None:
-        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync)
+        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync, checkpoint_record(
+            student_plan or StudentSchedule(total_steps=steps),
+            None if inputs == "synthetic" else schedule.dream_init))
     if run_record is not None and is_writer(sync):
         write_run_record(out_dir, "distill", run_record)
     generator = torch.Generator().manual_seed(rank_seed(seed, sync))
@@ -146,14 +169,16 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     student.network.to(device)
     student_adapter = student.adapter().to(device)
     if dreams is not None:
-        distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision, sync)
+        distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision, sync,
+                              schedule=student_plan)
         result = distill_offline(distiller, teacher_adapter, dreams, steps,
                                  split_batch(schedule.batch_size, sync), generator, progress)
+        distiller.adopt_average()
         history, mode, per_step = result.history, "offline", None
     else:
         trainer = joint_trainer(teacher_adapter, student_adapter, clean_source, schedule,
                                 round_steps, student_lr, lambda_kd, generator, device,
-                                precision, sync=sync, inputs=inputs)
+                                precision, sync=sync, inputs=inputs, student_plan=student_plan)
         distiller = trainer.distiller
         joint, _ = train_joint(trainer, out_dir, steps, checkpoint_every, resume,
                                progress)
@@ -205,6 +230,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
                                      "file names its model)")
     steps = s.dream.joint_steps
     check_offline_inputs(s.distill.dreams is not None, s.distill.inputs)
+    plan = student_schedule(resolved)
     online = s.distill.dreams is None
     ctx = training_context(resolved, dreaming=online,
                            diversity=online and s.distill.inputs != "synthetic",
@@ -219,4 +245,4 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
         **protocol, device=ctx.device, precision=ctx.precision, seed=ctx.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=recorded_settings("distill", resolved, steps),
-        progress=progress, sync=ctx.sync, inputs=s.distill.inputs)
+        progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=plan)

@@ -165,7 +165,7 @@ def estimate_pipeline(resolved: Any, ctx: Any, teacher: torch.nn.Module,
     """The estimate of a pipeline run (see the module doc): ``steps`` joint steps still to
     run, ``calibrate``: whether the run dreams for the adaptive allocator's calibration.
     ``resolved`` and ``ctx`` are the run's settings and training context."""
-    from dreamprune_cli.runs.distill import joint_trainer
+    from dreamprune_cli.runs.distill import joint_trainer, student_schedule
 
     s = resolved.settings
 
@@ -173,7 +173,8 @@ def estimate_pipeline(resolved: Any, ctx: Any, teacher: torch.nn.Module,
              generator: torch.Generator) -> Any:
         return joint_trainer(teacher_copy, student, ctx.clean_source, ctx.schedule,
                              s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
-                             generator, ctx.device, ctx.precision, inputs=s.distill.inputs)
+                             generator, ctx.device, ctx.precision, inputs=s.distill.inputs,
+                             student_plan=student_schedule(resolved))
 
     factor = 1.0 if s.prune.granularity == "unstructured" else s.prune.flops_target
     inputs, distill = time_joint_step(make, teacher, s.common.seed, ctx.device)

@@ -116,6 +116,29 @@ def joint_body(sync: RankSync, out: Path, steps: int) -> None:
                out / f"rank{sync.rank}.pt")
 
 
+def ema_body(sync: RankSync, out: Path, steps: int) -> None:
+    """Joint steps over the ranks with a cosine schedule and a weight average (of the
+    unwrapped student); saves the raw student after every step and the adopted average."""
+    from dreamprune_cli.engine.distill import StudentSchedule
+
+    teacher, student = teacher_student()
+    generator = torch.Generator().manual_seed(rank_seed(0, sync))
+    precision = resolve_precision(CPU)
+    dreamer = Dreamer(teacher, make_clean_source(None), SCHEDULE, generator, CPU, precision,
+                      sync)
+    plan = StudentSchedule("cosine", warmup_steps=1, ema_decay=0.6, total_steps=steps)
+    distiller = Distiller(student, STUDENT_LR, 1.0, CPU, precision, sync, schedule=plan)
+    trainer = JointTrainer(dreamer, distiller, round_steps=2, generator=generator, sync=sync)
+    raw = []
+    for step in range(1, steps + 1):
+        trainer.run(step)
+        raw.append(plain_state_dict(student.network))
+    distiller.adopt_average()
+    torch.save({"raw": raw, "adopted": plain_state_dict(student.network),
+                "masks": get_masks(student.network), "lr": distiller.lr},
+               out / f"rank{sync.rank}.pt")
+
+
 def dream_body(sync: RankSync, out: Path, steps: int) -> None:
     """A few dreaming steps of one round; saves the first and the last dreams."""
     teacher, _ = teacher_student()

@@ -59,6 +59,24 @@ def test_two_rank_student_equals_averaged_gradients(tmp_path: Path) -> None:
     assert ranks[0]["history"] == ranks[1]["history"]
 
 
+def test_two_rank_weight_average_is_of_the_unwrapped_student(tmp_path: Path) -> None:
+    """With DistributedDataParallel, the average is of the (unwrapped) student every rank
+    holds: the same on both ranks, the hand-computed EMA of the raw weights, masks zero."""
+    steps, decay = 3, 0.6
+    workers.spawn(workers.ema_body, tmp_path, steps)
+    ranks = [_load(tmp_path, rank) for rank in range(workers.WORLD)]
+    assert ranks[0]["lr"] == ranks[1]["lr"] == pytest.approx(workers.STUDENT_LR * 0.01)
+    for key, value in ranks[0]["adopted"].items():
+        assert torch.equal(value, ranks[1]["adopted"][key]), key
+        ema = ranks[0]["raw"][0][key]
+        for raw in ranks[0]["raw"][1:]:
+            ema = decay * ema + (1 - decay) * raw[key]
+        torch.testing.assert_close(value, ema, atol=1e-6, rtol=0, msg=key)
+    assert any(not torch.equal(v, ranks[0]["raw"][-1][k]) for k, v in ranks[0]["adopted"].items())
+    for name, mask in ranks[0]["masks"].items():
+        assert torch.all(ranks[0]["adopted"][f"{name}.weight"][~mask] == 0), name
+
+
 @pytest.mark.parametrize("inputs", ["synthetic", "mixed"])
 def test_two_ranks_on_synthetic_and_mixed_inputs(tmp_path: Path, inputs: str) -> None:
     """Each rank draws its own share (synthetic: 2 of 4; mixed: 1 dream and 1 synthetic image
