@@ -343,6 +343,10 @@ def _drift(adapter: nn.Module, batches: list[torch.Tensor],
     for batch, want in zip(batches, reference):
         out = _forward(adapter, batch)
         assert out is not None
+        if out.shape != want.shape:
+            raise ValueError(f"the student's output is shaped {tuple(out.shape)}, the "
+                             f"teacher's {tuple(want.shape)}: a structured student keeps the "
+                             "teacher's output channels")
         squared += float(((out.float() - want) ** 2).sum())
     return squared / sum(r.numel() for r in reference)
 
@@ -389,8 +393,9 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
         ``N * calls * positions * C_kept * 4`` bytes per layer.
 
     Raises:
-        ValueError: ``calibration`` is not a float ``(N, C, H, W)`` batch, or ``positions``,
-            ``batch_size`` or ``ridge`` out of range.
+        ValueError: ``calibration`` is not a float ``(N, C, H, W)`` batch, ``positions``,
+            ``batch_size`` or ``ridge`` out of range, or the student's output is not shaped
+            like the teacher's.
     """
     start = time.perf_counter()
     if not (calibration.is_floating_point() and calibration.dim() == 4
