@@ -195,7 +195,7 @@ class PruneSettings(_Section):
                     "--depth-calibration-size (or --calibration patches); a layer keeps its "
                     "weights when the fit is not better.")
     reconstruct_count: int = Field(
-        16, ge=1, description="--reconstruct: calibration images (default 16).")
+        8, ge=1, description="--reconstruct: calibration images (default 8).")
 
     @field_validator("flops_target")
     @classmethod
