@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "prune_depth": "dreamprune_cli.prune.depth.plan",
     "prune_depth_channel": "dreamprune_cli.prune.depth.plan",
     "PruneResult": "dreamprune_cli.prune.plan",
+    "reconstruct_student": "dreamprune_cli.prune.reconstruct",
+    "ReconstructionReport": "dreamprune_cli.prune.reconstruct",
+    "teacher_channels": "dreamprune_cli.prune.channel_map",
     # the engine underneath, for finer control
     "dream_images": "dreamprune_cli.engine.dream",
     "DreamResult": "dreamprune_cli.engine.dream",
@@ -98,6 +101,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
     from dreamprune_cli.prune.plan import PruneResult, prune_model
+    from dreamprune_cli.prune.channel_map import teacher_channels
+    from dreamprune_cli.prune.reconstruct import ReconstructionReport, reconstruct_student
     from dreamprune_cli.errors import DreampruneError, RuntimeFailure, UsageError
     from dreamprune_cli.flops import CostReport, count_costs
     from dreamprune_cli.metrics import psnr, ssim

@@ -41,7 +41,7 @@ DEFINING: dict[str, tuple[str, ...]] = {
                  "granularity", "allocator",
                  "channel_multiple", "flops_size",
                  "exclude", "default_exclude", "min_keep", "calibration_source",
-                 "calibration_steps"),
+                 "calibration_steps", "reconstruct", "reconstruct_count"),
 }
 """Settings a resumed run must keep (``dream``'s ``steps`` count per batch, so they define
 the dreams; in ``distill`` and ``pipeline`` they are the total and may grow)."""

@@ -187,6 +187,15 @@ class PruneSettings(_Section):
                     "networks with instance norms).")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
+    reconstruct: bool = Field(
+        False,
+        description="After a structured cut (--granularity channel, depth, depth+channel): "
+                    "refit each layer by ridge least squares to the teacher's output at the "
+                    "channels it kept, in forward order, on synthetic degraded images of side "
+                    "--depth-calibration-size (or --calibration patches); a layer keeps its "
+                    "weights when the fit is not better.")
+    reconstruct_count: int = Field(
+        8, ge=1, description="--reconstruct: calibration images (default 8).")
 
     @field_validator("flops_target")
     @classmethod

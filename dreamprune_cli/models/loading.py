@@ -13,6 +13,8 @@ from torch import nn
 
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
+from dreamprune_cli.models.channel_map import (ChannelMap, channel_map_metadata, map_problems,
+                                              read_channel_map)
 from dreamprune_cli.models.checkpoint import load_weights, read_checkpoint, save_safetensors
 from dreamprune_cli.models.custom import custom_model_info, declared_info, is_custom_spec
 from dreamprune_cli.models.depth import depth_metadata, read_removed, remove_modules
@@ -34,6 +36,10 @@ class LoadedModel:
     config: dict[str, Any]
     weights: Path | None
     granularity: str = "unstructured"  # see STRUCTURED: thinner or fewer layers
+    kept_channels: ChannelMap | None = None
+    """Per convolution and linear layer, the teacher's output and input channels it kept
+    (:mod:`dreamprune_cli.models.channel_map`); set on structured students made or saved
+    since the map exists, ``None`` otherwise (teachers, masked students, older files)."""
 
     @property
     def structured(self) -> bool:
@@ -72,10 +78,12 @@ class LoadedModel:
     def file_metadata(self) -> dict[str, str]:
         """What a file of this network's state dict must record to be rebuilt: thinner
         layers (:func:`~dreamprune_cli.models.resize.architecture_metadata`), removed blocks
-        (:func:`~dreamprune_cli.models.depth.depth_metadata`) and the granularity."""
+        (:func:`~dreamprune_cli.models.depth.depth_metadata`), the granularity, and the
+        kept-channel map when there is one
+        (:func:`~dreamprune_cli.models.channel_map.channel_map_metadata`)."""
         state = self.network.state_dict()
         metadata = {**architecture_metadata(state, self.info.factory, self.config),
-                    **depth_metadata(self.network)}
+                    **depth_metadata(self.network), **channel_map_metadata(self.kept_channels)}
         if self.structured:
             metadata[GRANULARITY_KEY] = self.granularity
         return metadata
@@ -163,16 +171,38 @@ def load_model(name: str | None, variant: str = "official", weights: str | Path 
         remove_modules(network, read_removed(checkpoint.metadata, where))  # depth-pruned
         if granularity != "depth":  # thinner layers
             resize_to_state_dict(network, checkpoint.state_dict)
+    kept_channels = None
     if checkpoint is not None:
         skipped = load_weights(network, checkpoint, strict=strict)
         for problem in skipped:
             log.warning("--non-strict: %s", problem)
+        kept_channels = _channel_map(network, checkpoint.metadata, weights_field, weights)
     network.eval()
     if is_custom_spec(name):
         info = declared_info(info, network)
     return LoadedModel(name=name, info=info, network=network, config=config,
                        weights=Path(weights) if weights is not None else None,
-                       granularity=granularity)
+                       granularity=granularity, kept_channels=kept_channels)
+
+
+def _channel_map(network: nn.Module, metadata: dict[str, str], field: str,
+                 path: str | Path) -> ChannelMap | None:
+    """The file's kept-channel map if it describes ``network``; ``None`` (with a warning
+    naming the first problems) when it does not, or when the file has none.
+
+    Raises:
+        UsageError: a malformed record (:func:`~dreamprune_cli.models.channel_map.
+            read_channel_map`).
+    """
+    kept = read_channel_map(metadata, f"${field} {path}")
+    if kept is None:
+        return None
+    problems = map_problems(network, kept)
+    if problems:
+        log.warning("%s: its kept-channel map does not fit the network (%s); loaded without "
+                    "it", path, "; ".join(problems[:3]))
+        return None
+    return kept
 
 
 def _has_parameters(info: ModelInfo, config: dict[str, Any]) -> bool:

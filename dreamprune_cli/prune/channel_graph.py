@@ -194,6 +194,26 @@ def group_steps(group: object, names: Mapping[int, str]) -> list[GroupStep]:
     return steps
 
 
+def removed_indices(removals: Iterable[tuple[Iterable[GroupStep], set[int]]]
+                    ) -> dict[tuple[str, Callable, int | None], set[int]]:
+    """What :func:`remove_channels` removes: per ``(target, pruning function, dim)``, the
+    union over all groups ``(steps, drop)`` of the indices (in the layer's unpruned
+    numbering) that follow the dropped root channels ``drop``.
+
+    :func:`~dreamprune_cli.prune.channel_map.kept_channel_map` reads the same record, so
+    the kept-channel map and the removal cannot disagree.
+    """
+    union: dict[tuple[str, Callable, int | None], set[int]] = {}
+    for steps, drop in removals:
+        if not drop:
+            continue
+        for step in steps:
+            chosen = {i for i, root in zip(step.indices, step.root_indices) if root in drop}
+            if chosen:
+                union.setdefault((step.target, step.prune, step.dim), set()).update(chosen)
+    return union
+
+
 def remove_channels(network: nn.Module, removals: Iterable[tuple[Iterable[GroupStep], set[int]]]
                     ) -> None:
     """Remove, in place, the root channels ``drop`` of each group ``(steps, drop)``.
@@ -207,16 +227,8 @@ def remove_channels(network: nn.Module, removals: Iterable[tuple[Iterable[GroupS
     Raises:
         KeyError: a step names a module or parameter that ``network`` does not have.
     """
-    union: dict[tuple[str, Callable, int | None], set[int]] = {}
-    for steps, drop in removals:
-        if not drop:
-            continue
-        for step in steps:
-            chosen = {i for i, root in zip(step.indices, step.root_indices) if root in drop}
-            if chosen:
-                union.setdefault((step.target, step.prune, step.dim), set()).update(chosen)
     modules = dict(network.named_modules())
-    for (target, prune, dim), indices in union.items():
+    for (target, prune, dim), indices in removed_indices(removals).items():
         if target in modules:
             prune(modules[target], sorted(indices))
             continue

@@ -19,9 +19,11 @@ from dreamprune_cli.prune.plan import PruneResult, structured_layers
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
+from dreamprune_cli.models.channel_map import map_problems
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_drift import DEFAULT_CHANNEL_LEVELS
+from dreamprune_cli.prune.channel_map import kept_channel_map
 from dreamprune_cli.prune.channels import (CHANNEL_ALLOCATORS, CHANNEL_TOLERANCE,
                                            allocate_channels, trace_input)
 from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
@@ -89,7 +91,9 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
 
     Returns:
         A :class:`PruneResult` with ``granularity="channel"``: its student is the thinner
-        network, ``scalar`` the pruning ratio, ``details`` the groups and their channels.
+        network with its kept-channel map (``student.kept_channels``,
+        :func:`~dreamprune_cli.prune.channel_map.kept_channel_map`), ``scalar`` the pruning
+        ratio, ``details`` the groups and their channels.
 
     Raises:
         UsageError: bad size, allocator or target, an unreachable target, a network the
@@ -119,9 +123,15 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         parameter.requires_grad_(True)
     after = count_costs(student_network, input_size)
     layers = structured_layers(teacher, student_network, before, after)
+    kept_channels = kept_channel_map(teacher, plan.groups, plan.kept)
+    problems = map_problems(student_network, kept_channels)
+    if problems:  # widths the removal and the map disagree on: record no map rather than a wrong one
+        log.warning("%s: the kept-channel map does not fit the student (%s); the student "
+                    "carries no map", loaded.name, "; ".join(problems[:3]))
+        kept_channels = None
     student = LoadedModel(name=loaded.name, info=loaded.info, network=student_network,
                           config=dict(loaded.config), weights=loaded.weights,
-                          granularity="channel")
+                          granularity="channel", kept_channels=kept_channels)
     details = {
         "granularity": "channel",
         "tolerance": CHANNEL_TOLERANCE,

@@ -50,7 +50,7 @@ from dreamprune_cli.runs.dream_files import versions
 from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
-                                      prune_teacher)
+                                      check_reconstruct, prune_teacher)
 from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.settings import ResolvedSettings
 
@@ -197,6 +197,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     allocator = allocator_for(resolved)
     channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
     check_latency_target(resolved)
+    check_reconstruct(resolved)
     plan = student_schedule(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync

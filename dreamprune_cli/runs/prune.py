@@ -19,6 +19,7 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_plan import channel_allocator, prune_channels
 from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 from dreamprune_cli.prune.plan import PruneResult, prune_model, write_prune_outputs
+from dreamprune_cli.prune.reconstruct import reconstruct_student
 from dreamprune_cli.report import ResultTable
 from dreamprune_cli.runs.context import load_teacher, require, runtime
 from dreamprune_cli.settings import ResolvedSettings
@@ -133,15 +134,52 @@ def check_latency_target(resolved: ResolvedSettings) -> None:
                          f"{resolved.sources['flops_target']}): give one of them")
 
 
+def check_reconstruct(resolved: ResolvedSettings) -> None:
+    """Refuse ``reconstruct`` with weight masks, before any work.
+
+    Raises:
+        UsageError: ``reconstruct`` with ``granularity = "unstructured"``.
+    """
+    pr = resolved.settings.prune
+    if pr.reconstruct and pr.granularity == "unstructured":
+        raise UsageError(f"$reconstruct (from {resolved.sources.get('reconstruct', 'default')}) "
+                         "needs a structured $granularity (channel, depth, depth+channel): "
+                         "least squares does not keep weight masks")
+
+
 def prune_teacher(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
                   calibration: torch.Tensor | None = None,
                   progress: ProgressSink | None = None) -> PruneResult:
     """Prune ``teacher`` to the settings' MAC target, or to their latency target
-    (:func:`prune_to_latency`)."""
+    (:func:`prune_to_latency`); with ``reconstruct``, then repair the student
+    (:func:`reconstruct_result`)."""
     pr = resolved.settings.prune
     if pr.latency_target is not None:
-        return prune_to_latency(teacher, resolved, device, calibration, progress)
-    return prune_at(teacher, resolved, pr.flops_target, device, calibration, progress)
+        result = prune_to_latency(teacher, resolved, device, calibration, progress)
+    else:
+        result = prune_at(teacher, resolved, pr.flops_target, device, calibration, progress)
+    if pr.reconstruct:
+        reconstruct_result(teacher, result, resolved, progress)
+    return result
+
+
+def reconstruct_result(teacher: LoadedModel, result: PruneResult, resolved: ResolvedSettings,
+                       progress: ProgressSink | None = None) -> None:
+    """Refit the structured student of ``result`` in place by layer-wise least squares
+    (:func:`~dreamprune_cli.prune.reconstruct.reconstruct_student`) on ``reconstruct_count``
+    images of side ``depth_calibration_size``: patches of ``calibration`` when set, else
+    synthetic degraded images of the model's task. Its report goes into
+    ``result.details["reconstruction"]`` and its time into ``result.seconds``."""
+    pr, seed = resolved.settings.prune, resolved.settings.common.seed
+    images = None
+    if pr.calibration is not None:
+        images = calibration_from_dir(pr.calibration, pr.reconstruct_count,
+                                      pr.depth_calibration_size, seed)
+    report = reconstruct_student(teacher, result.student, images, count=pr.reconstruct_count,
+                                 size=pr.depth_calibration_size, seed=seed, progress=progress)
+    result.details["reconstruction"] = report.as_dict()
+    result.seconds += report.seconds
+    log.info("%s", report.describe())
 
 
 def prune_to_latency(teacher: LoadedModel, resolved: ResolvedSettings, device: torch.device,
@@ -239,6 +277,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
     channel_multiple_for(resolved)  # contradictory settings: refused before any work
     allocator_for(resolved)
     check_latency_target(resolved)
+    check_reconstruct(resolved)
     out = require(common.out, "out", ": the folder for student.safetensors, "
                                      "masks.safetensors and report.json")
     if out.exists():  # refuse a non-empty folder before any work
@@ -251,7 +290,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pru
         elif pr.allocator == "adaptive":
             images = calibration_from_dir(pr.calibration, pr.calibration_count,
                                           pr.calibration_size, common.seed)
-        elif resolved.user_set("calibration"):
+        elif resolved.user_set("calibration") and not pr.reconstruct:
             log.warning("--calibration is only used by the adaptive allocator; ignored")
     device, _precision, _sync = runtime(common)
     teacher = load_teacher(common)

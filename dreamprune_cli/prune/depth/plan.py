@@ -29,6 +29,7 @@ from dreamprune_cli.data.calibration import synthetic_calibration
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
+from dreamprune_cli.models.channel_map import identity_map
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_plan import prune_channels
@@ -76,7 +77,8 @@ def _student(loaded: LoadedModel, step: DepthStep, granularity: str = "depth") -
         parameter.requires_grad_(True)
     return LoadedModel(name=loaded.name, info=loaded.info, network=network,
                        config={**loaded.config, **dict(step.state.repeats)},
-                       weights=loaded.weights, granularity=granularity)
+                       weights=loaded.weights, granularity=granularity,
+                       kept_channels=identity_map(network))  # blocks go, widths stay
 
 
 def within_budget(macs_ratio: float, target: float) -> bool:

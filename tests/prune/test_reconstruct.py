@@ -1,0 +1,197 @@
+"""Layer-wise least-squares reconstruction of structured students."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dreamprune_cli.errors import UsageError
+from dreamprune_cli.models.channel_map import LayerChannels, identity_map
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.models.registry import build_model, get_model_info, model_config
+from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.reconstruct import POSITIONS, reconstruct, reconstruct_student
+
+
+def _images(count: int = 6, size: int = 32) -> torch.Tensor:
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _cut_pair(conv2: dict) -> tuple[nn.Sequential, nn.Sequential, dict[str, LayerChannels]]:
+    """A teacher conv->relu->conv->relu->conv whose conv1 channels 2 and 5 are dead (always 0
+    after the ReLU) and whose conv3 ignores conv2's channels 1 and 4; its student: those
+    channels cut, conv2's weights perturbed. The teacher's kept conv2 outputs are an exact
+    linear function of the student's conv2 inputs, and the output depends on nothing cut."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(8, 6, 3, **conv2), nn.ReLU(),
+                            nn.Conv2d(6, 3, 1)).eval()
+    kept_in, kept_out = [0, 1, 3, 4, 6, 7], [0, 2, 3, 5]
+    with torch.no_grad():
+        teacher[0].weight[[2, 5]] = 0
+        teacher[0].bias[[2, 5]] = -1.0
+        teacher[4].weight[:, [1, 4]] = 0
+    student = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(6, 4, 3, **conv2), nn.ReLU(),
+                            nn.Conv2d(4, 3, 1)).eval()
+    with torch.no_grad():
+        student[0].weight.copy_(teacher[0].weight[kept_in])
+        student[0].bias.copy_(teacher[0].bias[kept_in])
+        student[2].weight.copy_(teacher[2].weight[kept_out][:, kept_in]
+                                + 0.3 * torch.randn(4, 6, 3, 3))
+        student[2].bias.copy_(teacher[2].bias[kept_out] + 0.3)
+        student[4].weight.copy_(teacher[4].weight[:, kept_out])
+        student[4].bias.copy_(teacher[4].bias)
+    kept = {"0": LayerChannels(tuple(kept_in), (0, 1, 2)),
+            "2": LayerChannels(tuple(kept_out), tuple(kept_in)),
+            "4": LayerChannels((0, 1, 2), tuple(kept_out))}
+    return teacher, student, kept
+
+
+@pytest.mark.parametrize("conv2", [
+    {"padding": 1},
+    {"padding": 2, "dilation": 2, "stride": 2},
+    {"padding": 1, "padding_mode": "reflect"},
+    {"padding": "same", "bias": True},
+])
+def test_a_cut_linear_layer_is_recovered_exactly(conv2: dict) -> None:
+    teacher, student, kept = _cut_pair(conv2)
+    x = _images()
+    report = reconstruct(teacher, student, x, kept, ridge=1e-10)
+    with torch.no_grad():
+        want, got = teacher[:3](x)[:, [0, 2, 3, 5]], student[:3](x)
+        assert (student(x) - teacher(x)).abs().max().item() < 1e-5
+    assert (got - want).abs().max().item() < 1e-5
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers["2"].status == "solved" and layers["2"].error_after < 1e-5
+    assert layers["2"].error_before > 0.1 and layers["2"].rows == 6 * min(
+        POSITIONS, want.shape[-1] * want.shape[-2])
+    assert layers["0"].error_before < 1e-6 and layers["4"].error_after < 1e-5  # exact already
+    assert report.mse_after < 1e-10 < report.mse_before
+
+
+def test_linear_layers_are_solved() -> None:
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 5),
+                            nn.Linear(5, 2)).eval()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3),
+                            nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        teacher[4].weight[:, [2, 3]] = 0
+        student[1].load_state_dict(teacher[1].state_dict())
+        student[3].weight.copy_(teacher[3].weight[[0, 1, 4]] + 0.5)
+        student[4].weight.copy_(teacher[4].weight[:, [0, 1, 4]])
+        student[4].bias.copy_(teacher[4].bias)
+    kept = {"1": LayerChannels(tuple(range(8)), tuple(range(12))),
+            "3": LayerChannels((0, 1, 4), tuple(range(8))),
+            "4": LayerChannels((0, 1), (0, 1, 4))}
+    x = torch.rand(64, 3, 2, 2, generator=torch.Generator().manual_seed(2))
+    report = reconstruct(teacher, student, x, kept, ridge=1e-10)
+    with torch.no_grad():
+        assert (student[:4](x) - teacher[:4](x)[:, [0, 1, 4]]).abs().max().item() < 1e-5
+    assert {layer.name: layer.status for layer in report.layers}["3"] == "solved"
+
+
+class Twice(nn.Module):
+    """A stem, one convolution applied ``repeats`` times (shared weights), a head."""
+
+    def __init__(self, repeats: int = 2) -> None:
+        super().__init__()
+        self.repeats = repeats
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.body = nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        for _ in range(self.repeats):
+            y = torch.relu(self.body(y))
+        return self.head(y)
+
+
+def test_a_layer_called_twice_gathers_both_calls() -> None:
+    torch.manual_seed(0)
+    teacher = Twice().eval()
+    student = Twice().eval()
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        student.body.weight.add_(0.2 * torch.randn_like(student.body.weight))
+    calls = []
+    student.body.register_forward_hook(lambda *_: calls.append(1))
+    x = _images(4, 16)
+    report = reconstruct(teacher, student, x, identity_map(teacher), positions=64)
+    body = next(layer for layer in report.layers if layer.name == "body")
+    assert body.calls == 2 and body.rows == 2 * 4 * 64  # both calls of every image
+    assert body.status == "solved" and body.error_after < body.error_before
+    assert report.mse_after < report.mse_before
+    # a student with fewer repeats (a depth cut) pairs its call with the teacher's first
+    shallow = Twice(repeats=1).eval()
+    shallow.load_state_dict(teacher.state_dict())
+    report = reconstruct(teacher, shallow, x, identity_map(teacher))
+    assert next(layer for layer in report.layers if layer.name == "body").calls == 1
+
+
+def test_a_solve_that_does_not_help_is_refused() -> None:
+    """A layer already equal to the teacher's (no bias to compensate): a strong ridge only
+    shrinks it, so it keeps its weights."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False)).eval()
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False)).eval()
+    student.load_state_dict(teacher.state_dict())
+    before = student[0].weight.detach().clone()
+    report = reconstruct(teacher, student, _images(), identity_map(teacher), ridge=10.0)
+    assert report.layers[0].status == "kept"
+    assert torch.equal(student[0].weight, before)
+
+
+def test_grouped_convolutions_are_left_unchanged() -> None:
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 3, padding=1, groups=6),
+                            nn.Conv2d(6, 3, 1)).eval()
+    student = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 3, padding=1, groups=6),
+                            nn.Conv2d(6, 3, 1)).eval()
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        student[1].weight.add_(1.0)
+    before = student[1].weight.detach().clone()
+    report = reconstruct(teacher, student, _images(), identity_map(teacher))
+    grouped = next(layer for layer in report.layers if layer.name == "1")
+    assert grouped.status == "skipped" and "grouped" in grouped.reason
+    assert torch.equal(student[1].weight, before)
+
+
+def _tiny_prenet() -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(name="prenet", info=get_model_info("prenet"),
+                       network=build_model("prenet", "tiny", channels=8).eval(),
+                       config=model_config("prenet", "tiny", channels=8), weights=None)
+
+
+def test_channel_pruned_prenet_drifts_less_after() -> None:
+    teacher = _tiny_prenet()
+    student = prune_channels(teacher, 0.58, "lamp", flops_size=32).student
+    report = reconstruct_student(teacher, student, count=4, size=32)
+    assert report.count("solved") > 0 and not report.reverted
+    assert report.mse_after <= report.mse_before
+    assert report.fidelity_db_after >= report.fidelity_db_before
+    gates = {layer.name: layer for layer in report.layers}["conv_g.0"]
+    assert gates.calls == 3  # the recurrent stages of the tiny PReNet, every call gathered
+    data = report.as_dict()
+    assert data["images"] == 4 and data["size"] == [32, 32] and len(data["layers"]) == len(
+        report.layers)
+
+
+def test_depth_pruned_prenet_drifts_no_more_after() -> None:
+    from dreamprune_cli.prune.depth.plan import prune_depth
+
+    teacher = _tiny_prenet()
+    student = prune_depth(teacher, 0.67, flops_size=32, calibration_size=32).student
+    report = reconstruct_student(teacher, student, count=4, size=32)
+    assert report.mse_after <= report.mse_before
+
+
+def test_masked_students_are_refused() -> None:
+    teacher = _tiny_prenet()
+    with pytest.raises(UsageError, match="structured"):
+        reconstruct_student(teacher, teacher, count=1, size=16)
