@@ -5,7 +5,6 @@ shared over the processes (:mod:`dreamprune_cli.engine.distributed`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,10 @@ from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, r
                                                split_batch)
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.inputs import make_input_source
-from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
-                                         check_resumable_steps)
+from dreamprune_cli.engine.joint import CHECKPOINT_NAME, check_resumable_steps
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
@@ -32,9 +29,10 @@ from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.student import load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import write_run_record
-from dreamprune_cli.runs.context import (evaluation_pairs, recorded_settings, require,
-                                         training_context)
-from dreamprune_cli.runs.dream_files import read_dreams, versions
+from dreamprune_cli.runkit.checks import check_offline_inputs
+from dreamprune_cli.runkit.context import (evaluation_pairs, recorded_settings, require,
+                                           training_context)
+from dreamprune_cli.runkit.dream_files import read_dreams, versions
 from dreamprune_cli.settings import ResolvedSettings
 
 
@@ -60,52 +58,6 @@ class DistillOutcome:
                             [[m["steps"], m["final_kd_loss"], m["psnr_teacher"],
                               m["psnr_student"], m["macs_ratio"], self.student_path]],
                             caption=self.gap.describe("student - teacher"))]
-
-
-def check_offline_inputs(offline: bool, inputs: str) -> None:
-    """Saved dreams (``$dreams``) are the inputs of an offline run: no other source.
-
-    Raises:
-        UsageError: ``offline`` with ``inputs`` other than ``dreams``.
-    """
-    if offline and inputs != "dreams":
-        raise UsageError(f"$inputs {inputs}: $dreams distills offline on saved dreams; drop "
-                         "one of them")
-
-
-def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_source: CleanSource,
-                  schedule: DreamSchedule, round_steps: int, student_lr: float,
-                  lambda_kd: float, generator: torch.Generator, device: torch.device,
-                  precision: Precision,
-                  lr_lambda: Callable[[int], float] | None = None,
-                  sync: RankSync | None = None, inputs: str = "dreams") -> JointTrainer:
-    """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
-    ``device``), drawing its randomness from ``generator``; ``lr_lambda``: the student's
-    learning-rate factor per step (:class:`~dreamprune_cli.engine.distill.Distiller`);
-    ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
-    ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
-    inputs, ``dreams``, ``synthetic`` or ``mixed``
-    (:func:`~dreamprune_cli.engine.inputs.make_input_source`)."""
-    source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
-                               precision, sync)
-    distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
-                          lr_lambda=lr_lambda)
-    return JointTrainer(source, distiller, round_steps, generator, sync)
-
-
-def train_joint(trainer: JointTrainer, out_dir: Path, steps: int, checkpoint_every: int,
-                resume: bool, progress: ProgressSink) -> tuple[JointResult, float]:
-    """Run ``trainer`` to ``steps`` joint steps, checkpointed in ``out_dir/checkpoint.pt``
-    (loaded first on ``resume``; none: stopped before its first checkpoint).
-
-    Returns:
-        The loop's result and the training seconds of earlier sessions (0 when new).
-    """
-    checkpoint = out_dir / CHECKPOINT_NAME
-    if resume and checkpoint.is_file():
-        trainer.load(checkpoint)
-    earlier = trainer.seconds
-    return trainer.run(steps, checkpoint, checkpoint_every, progress), earlier
 
 
 def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,

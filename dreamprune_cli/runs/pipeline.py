@@ -35,22 +35,22 @@ from dreamprune_cli.engine.dream import dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resumable_steps
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
+from dreamprune_cli.engine.score_cache import teacher_scores
+from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
 from dreamprune_cli.prune.student import STUDENT_FILE, load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
-from dreamprune_cli.runs.checks import check_flops_size
-from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, recorded_settings,
-                                         training_context)
-from dreamprune_cli.runs.distill import joint_trainer, train_joint
-from dreamprune_cli.runs.dream_files import versions
-from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
-from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
+from dreamprune_cli.runkit.checks import check_flops_size
+from dreamprune_cli.runkit.context import (default_out_dir, evaluation_pairs, recorded_settings,
+                                           training_context)
+from dreamprune_cli.runkit.dream_files import versions
+from dreamprune_cli.runkit.estimate import EtaProgress, done_steps, estimate_pipeline
+from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
                                       prune_teacher)
-from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     The pruning is :func:`dreamprune_cli.runs.prune.prune_teacher` (the adaptive allocator
     calibrated on a short dreaming phase when ``calibration_source = "dreams"``, the method;
     ``synthetic``: on degraded images of the model's task), the training
-    :func:`dreamprune_cli.runs.distill.train_joint`. The teacher, the pruned student before
+    :func:`dreamprune_cli.engine.training.train_joint`. The teacher, the pruned student before
     training and the distilled student are scored on the same pairs (``eval_input_dir`` and
     ``eval_target_dir``, else the synthetic set of the model's task). With ``resume`` the
     report covers the whole run: the pruning of the first session, and the training time of

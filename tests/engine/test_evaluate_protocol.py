@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.runs.context import scoring as _scoring
+from dreamprune_cli.runkit.context import scoring as _scoring
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.engine.evaluate import evaluate_pairs, is_out_of_memory
 from dreamprune_cli.engine.tiling import Tiling

@@ -14,7 +14,7 @@ from dreamprune_cli.cli import app
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.run_record import RunRecord
-from dreamprune_cli.runs.context import scoring
+from dreamprune_cli.runkit.context import scoring
 from dreamprune_cli.settings import resolve_settings
 
 WARNING = "--tile-overlap is only used with --tile; ignored"

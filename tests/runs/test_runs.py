@@ -13,7 +13,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.registry import build_model, model_config
 from dreamprune_cli.runs import evaluate, prune, synth
-from dreamprune_cli.runs.context import evaluation_pairs, generator, load_teacher
+from dreamprune_cli.runkit.context import evaluation_pairs, generator, load_teacher
 from dreamprune_cli.settings import resolve_run_settings, resolve_settings
 
 

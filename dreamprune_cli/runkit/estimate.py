@@ -165,7 +165,7 @@ def estimate_pipeline(resolved: Any, ctx: Any, teacher: torch.nn.Module,
     """The estimate of a pipeline run (see the module doc): ``steps`` joint steps still to
     run, ``calibrate``: whether the run dreams for the adaptive allocator's calibration.
     ``resolved`` and ``ctx`` are the run's settings and training context."""
-    from dreamprune_cli.runs.distill import joint_trainer
+    from dreamprune_cli.engine.training import joint_trainer
 
     s = resolved.settings
 

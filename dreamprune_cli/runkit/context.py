@@ -35,7 +35,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.metrics import SSIM_WINDOW
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.run_record import record_settings
-from dreamprune_cli.runs.checks import check_diversity_layer, check_eval_pairs, check_input_size
+from dreamprune_cli.runkit.checks import check_diversity_layer, check_eval_pairs, check_input_size
 from dreamprune_cli.settings import FIELD_SECTION, CommonSettings, ResolvedSettings
 
 log = logging.getLogger(__name__)
