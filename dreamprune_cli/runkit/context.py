@@ -13,6 +13,7 @@ global RNG. Every check that can fail runs before any work.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dreamprune_cli import __version__
 from dreamprune_cli.data.clean import CleanSource, make_clean_source
 from dreamprune_cli.data.pairs import ImagePair, pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
@@ -190,3 +192,9 @@ def recorded_settings(command: str, resolved: ResolvedSettings, steps: int) -> d
 def default_out_dir(model: str) -> Path:
     """``runs/<model>-<YYYYmmdd-HHMMSS>``: the folder of a run given none."""
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def versions() -> dict[str, str]:
+    """Versions that determine a run's numbers."""
+    return {"dreamprune": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}

@@ -31,8 +31,8 @@ from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import write_run_record
 from dreamprune_cli.runkit.checks import check_offline_inputs
 from dreamprune_cli.runkit.context import (evaluation_pairs, recorded_settings, require,
-                                           training_context)
-from dreamprune_cli.runkit.dream_files import read_dreams, versions
+                                           training_context, versions)
+from dreamprune_cli.runkit.dream_files import read_dreams
 from dreamprune_cli.settings import ResolvedSettings
 
 

@@ -45,8 +45,7 @@ from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
 from dreamprune_cli.runkit.checks import check_flops_size
 from dreamprune_cli.runkit.context import (default_out_dir, evaluation_pairs, recorded_settings,
-                                           training_context)
-from dreamprune_cli.runkit.dream_files import versions
+                                           training_context, versions)
 from dreamprune_cli.runkit.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
