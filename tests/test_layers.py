@@ -82,6 +82,20 @@ def test_imports_follow_the_layers(path: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_runs_holds_only_subcommands() -> None:
+    """Each module of ``runs/`` is a subcommand: it defines ``run``. What several subcommands
+    share lives in ``runkit/`` (or below), never in ``runs/``."""
+    helpers = []
+    for path in sorted((PACKAGE / "runs").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(isinstance(node, ast.FunctionDef) and node.name == "run"
+                   for node in tree.body):
+            helpers.append(path.name)
+    assert not helpers, f"runs/ modules that are not subcommands (no run()): {helpers}"
+
+
 def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
     """The parser sees lazy imports inside functions, the way the package writes them."""
     source = tmp_path / "m.py"
