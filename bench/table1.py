@@ -42,11 +42,11 @@ from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.runtime import resolve_precision
+from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.prune import ALLOCATORS
 from dreamprune_cli.prune.plan import prune_model
-from dreamprune_cli.runs.context import generator as seeded
-from dreamprune_cli.runs.distill import joint_trainer
+from dreamprune_cli.runkit.context import generator as seeded
 from dreamprune_cli.settings import resolve_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def distill_on(inputs: Callable[[torch.Generator], torch.Tensor], teacher: Loade
 
 def dream_distill(teacher: LoadedModel, student: LoadedModel, steps: int, lr: float,
                   schedule: DreamSchedule, seed: int, round_steps: int) -> float:
-    """The pipeline's joint loop (:func:`dreamprune_cli.runs.distill.joint_trainer`) on
+    """The pipeline's joint loop (:func:`dreamprune_cli.engine.training.joint_trainer`) on
     ``student``; returns seconds."""
     trainer = joint_trainer(teacher.adapter(), student.adapter(), make_clean_source(None),
                             schedule, round_steps, lr, 1.0, seeded(seed), CPU,

@@ -15,7 +15,7 @@ facts, config); the functions call them through the model's adapter, so images a
 RGB ``(N, 3, H, W)`` float32 in [0, 1]. Nothing here prints: pass a ``progress`` sink
 (:mod:`dreamprune_cli.progress`) to follow long runs. The same steps as whole commands,
 from settings to a run folder, are :mod:`dreamprune_cli.runs` (``runs.pipeline.run``, ...);
-these functions share their run context (:mod:`dreamprune_cli.runs.context`: device,
+these functions share their run context (:mod:`dreamprune_cli.runkit.context`: device,
 precision, seeded generators, evaluation pairs) and their joint loop. The lower-level engine
 (:func:`prune_model`, :func:`dream_images`, the ``Dreamer``/``Distiller`` loop) is exported
 too for finer control. (There is no ``prune`` function: ``dreamprune_cli.prune`` is the
@@ -38,12 +38,13 @@ from dreamprune_cli.engine.distill import (Distiller, DistillResult, StudentSche
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
 from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
+from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import CostReport, count_costs
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.runs.context import generator as seeded
-from dreamprune_cli.runs.distill import check_offline_inputs, joint_trainer
+from dreamprune_cli.runkit.checks import check_offline_inputs
+from dreamprune_cli.runkit.context import generator as seeded
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:

@@ -1,10 +1,12 @@
 """The import rule of the package, read from the source with ``ast`` (lazy imports included).
 
-    front (cli, api, the package's lazy exports) -> runs -> settings, run records, reports
-        -> {engine, prune} -> {models, data} -> {metrics, flops, fileio, errors, progress, ...}
+    front (cli, api, the package's lazy exports) -> runs -> runkit
+        -> settings, run records, reports -> {engine, prune} -> {models, data}
+        -> {metrics, flops, fileio, errors, progress, ...}
 
 A module may import its own layer and the layers below it; ``engine`` and ``prune`` do not
-import each other; nothing imports ``cli`` or ``runs`` but the front (and bench/ and tests).
+import each other; nothing imports ``cli`` or ``runs`` but the front (and bench/ and tests):
+``runs/`` holds the subcommands only, and what several of them share lives in ``runkit/``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dreamprune_cli"
 LAYERS: list[tuple[str, set[str]]] = [
     ("front", {"cli", "__main__", "api", "__init__", "console"}),
     ("runs", {"runs"}),
+    ("run parts", {"runkit"}),
     ("shared by runs", {"settings", "run_record", "report"}),
     ("engine and prune", {"engine", "prune"}),
     ("models and data", {"models", "data"}),
@@ -79,9 +82,23 @@ def test_imports_follow_the_layers(path: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_runs_holds_only_subcommands() -> None:
+    """Each module of ``runs/`` is a subcommand: it defines ``run``. What several subcommands
+    share lives in ``runkit/`` (or below), never in ``runs/``."""
+    helpers = []
+    for path in sorted((PACKAGE / "runs").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(isinstance(node, ast.FunctionDef) and node.name == "run"
+                   for node in tree.body):
+            helpers.append(path.name)
+    assert not helpers, f"runs/ modules that are not subcommands (no run()): {helpers}"
+
+
 def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
     """The parser sees lazy imports inside functions, the way the package writes them."""
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from dreamprune_cli.runs.context import generator\n")
-    assert _imports(source) == [(2, "dreamprune_cli.runs.context", ["generator"])]
-    assert RANK["runs"] < RANK["engine"]
+    source.write_text("def f():\n    from dreamprune_cli.runkit.context import generator\n")
+    assert _imports(source) == [(2, "dreamprune_cli.runkit.context", ["generator"])]
+    assert RANK["runs"] < RANK["runkit"] < RANK["engine"]

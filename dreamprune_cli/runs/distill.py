@@ -5,7 +5,6 @@ shared over the processes (:mod:`dreamprune_cli.engine.distributed`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,10 @@ from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, r
                                                split_batch)
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.inputs import make_input_source
-from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
-                                         check_resumable_steps, checkpoint_record)
+from dreamprune_cli.engine.joint import CHECKPOINT_NAME, check_resumable_steps, checkpoint_record
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
-from dreamprune_cli.errors import UsageError
+from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic
 from dreamprune_cli.metrics import Quantization, SsimVariant
 from dreamprune_cli.models.loading import LoadedModel
@@ -32,9 +29,11 @@ from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.student import load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import write_run_record
-from dreamprune_cli.runs.context import (evaluation_pairs, recorded_settings, require,
-                                         training_context)
-from dreamprune_cli.runs.dream_files import read_dreams, versions
+from dreamprune_cli.runkit.checks import check_offline_inputs
+from dreamprune_cli.runkit.context import (evaluation_pairs, recorded_settings, require,
+                                           student_schedule,
+                                           training_context, versions)
+from dreamprune_cli.runkit.dream_files import read_dreams
 from dreamprune_cli.settings import ResolvedSettings
 
 
@@ -60,70 +59,6 @@ class DistillOutcome:
                             [[m["steps"], m["final_kd_loss"], m["psnr_teacher"],
                               m["psnr_student"], m["macs_ratio"], self.student_path]],
                             caption=self.gap.describe("student - teacher"))]
-
-
-def check_offline_inputs(offline: bool, inputs: str) -> None:
-    """Saved dreams (``$dreams``) are the inputs of an offline run: no other source.
-
-    Raises:
-        UsageError: ``offline`` with ``inputs`` other than ``dreams``.
-    """
-    if offline and inputs != "dreams":
-        raise UsageError(f"$inputs {inputs}: $dreams distills offline on saved dreams; drop "
-                         "one of them")
-
-
-def student_schedule(resolved: ResolvedSettings) -> StudentSchedule:
-    """The student's learning-rate schedule and weight averaging of a ``distill`` or
-    ``pipeline`` run (its ``distill`` settings over its joint steps), checked before any work.
-
-    Raises:
-        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
-    """
-    s = resolved.settings
-    return StudentSchedule.from_values(s.distill.model_dump(), s.dream.joint_steps)
-
-
-def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_source: CleanSource,
-                  schedule: DreamSchedule, round_steps: int, student_lr: float,
-                  lambda_kd: float, generator: torch.Generator, device: torch.device,
-                  precision: Precision,
-                  lr_lambda: Callable[[int], float] | None = None,
-                  sync: RankSync | None = None, inputs: str = "dreams",
-                  student_plan: StudentSchedule | None = None) -> JointTrainer:
-    """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
-    ``device``), drawing its randomness from ``generator``; ``student_plan``: the student's
-    learning-rate schedule and weight averaging (``None``: constant rate, no averaging);
-    ``lr_lambda``: instead, any learning-rate factor per step
-    (:class:`~dreamprune_cli.engine.distill.Distiller`);
-    ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
-    ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
-    inputs, ``dreams``, ``synthetic`` or ``mixed``
-    (:func:`~dreamprune_cli.engine.inputs.make_input_source`)."""
-    source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
-                               precision, sync)
-    distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
-                          schedule=student_plan, lr_lambda=lr_lambda)
-    return JointTrainer(source, distiller, round_steps, generator, sync)
-
-
-def train_joint(trainer: JointTrainer, out_dir: Path, steps: int, checkpoint_every: int,
-                resume: bool, progress: ProgressSink) -> tuple[JointResult, float]:
-    """Run ``trainer`` to ``steps`` joint steps, checkpointed in ``out_dir/checkpoint.pt``
-    (loaded first on ``resume``; none: stopped before its first checkpoint); then the
-    student takes its weights' moving average, if it keeps one
-    (:meth:`~dreamprune_cli.engine.distill.Distiller.adopt_average`).
-
-    Returns:
-        The loop's result and the training seconds of earlier sessions (0 when new).
-    """
-    checkpoint = out_dir / CHECKPOINT_NAME
-    if resume and checkpoint.is_file():
-        trainer.load(checkpoint)
-    earlier = trainer.seconds
-    result = trainer.run(steps, checkpoint, checkpoint_every, progress)
-    trainer.distiller.adopt_average()  # after the last checkpoint, which keeps both
-    return result, earlier
 
 
 def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,

@@ -1,5 +1,5 @@
 """``dream``: invert the teacher, optimising noise into degraded images it restores to clean
-ones, into a dream folder (:mod:`dreamprune_cli.runs.dream_files`), resumable."""
+ones, into a dream folder (:mod:`dreamprune_cli.runkit.dream_files`), resumable."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.report import ResultTable
-from dreamprune_cli.runs.context import recorded_settings, require, training_context
-from dreamprune_cli.runs.dream_files import run_dream_to_folder
+from dreamprune_cli.runkit.context import recorded_settings, require, training_context
+from dreamprune_cli.runkit.dream_files import run_dream_to_folder
 from dreamprune_cli.settings import ResolvedSettings
 
 

@@ -12,7 +12,7 @@ import torch
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.report import ResultTable
-from dreamprune_cli.runs.context import evaluation_pairs, load_teacher, runtime
+from dreamprune_cli.runkit.context import evaluation_pairs, load_teacher, runtime
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.loading import save_model
 from dreamprune_cli.models.onnx_export import check_onnx_packages, export_onnx
 from dreamprune_cli.report import ResultTable
-from dreamprune_cli.runs.context import load_teacher
+from dreamprune_cli.runkit.context import load_teacher
 from dreamprune_cli.settings import ResolvedSettings
 
 

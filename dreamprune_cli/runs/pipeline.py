@@ -30,28 +30,31 @@ from typing import Any
 
 import torch
 
+from dreamprune_cli.data.pairs import ImagePair
 from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, check_resumable_steps,
-                                         checkpoint_record)
+from dreamprune_cli.engine.distill import StudentSchedule
+from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
+                                         check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
+from dreamprune_cli.engine.score_cache import CachedScores, teacher_scores
+from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
+from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
 from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
 from dreamprune_cli.prune.student import STUDENT_FILE, load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
-from dreamprune_cli.runs.checks import check_flops_size
-from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, recorded_settings,
-                                         training_context)
-from dreamprune_cli.runs.distill import joint_trainer, student_schedule, train_joint
-from dreamprune_cli.runs.dream_files import versions
-from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
-from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
+from dreamprune_cli.runkit.checks import check_flops_size
+from dreamprune_cli.runkit.context import (TrainingContext, default_out_dir, evaluation_pairs,
+                                           recorded_settings, student_schedule,
+                                           training_context, versions)
+from dreamprune_cli.runkit.estimate import EtaProgress, RunEstimate, done_steps, estimate_pipeline
+from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
 from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
                                       check_reconstruct, prune_teacher)
-from dreamprune_cli.runs.score_cache import teacher_scores
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -173,7 +176,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     The pruning is :func:`dreamprune_cli.runs.prune.prune_teacher` (the adaptive allocator
     calibrated on a short dreaming phase when ``calibration_source = "dreams"``, the method;
     ``synthetic``: on degraded images of the model's task), the training
-    :func:`dreamprune_cli.runs.distill.train_joint`. The teacher, the pruned student before
+    :func:`dreamprune_cli.engine.training.train_joint`. The teacher, the pruned student before
     training and the distilled student are scored on the same pairs (``eval_input_dir`` and
     ``eval_target_dir``, else the synthetic set of the model's task). With ``resume`` the
     report covers the whole run: the pruning of the first session, and the training time of
@@ -190,8 +193,121 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
         UsageError: bad settings, files or sizes (before any work); on resume, a folder this
             command did not write or settings that would change the run.
     """
-    progress = progress or NullProgress()
     start = time.perf_counter()
+    job = _check(resolved, progress or NullProgress())
+    _open_folder(job)
+    estimate = _estimate(job)
+    teacher_eval, teacher_cache = _score_teacher(job)
+    pruned = _prune_phase(job)
+    trained = _dream_distill_phase(job, pruned, estimate)
+    student_eval, latency = _evaluate_phase(job, pruned)
+    evaluations = _Evaluations(teacher_eval, pruned.evaluation, student_eval)
+    if job.writer:  # the files and the report are rank 0's
+        student_path = _save_outputs(job, pruned, trained, evaluations)
+    else:
+        student_path = job.out_dir / STUDENT_FILE
+    result = _result(job, start, student_path, evaluations, pruned, trained, latency)
+    if job.writer:
+        _report(job, result, pruned.report, teacher_cache)
+    return result
+
+
+run_pipeline = run  # the name the package exports
+
+
+@dataclass
+class _Job:
+    """What the phases of one pipeline run share: the settings, the checked context and
+    evaluation pairs, the output folder and the time of each phase (``phases``; ``once``:
+    the one-time phases, pruning and its calibration, of the session that ran them)."""
+
+    resolved: ResolvedSettings
+    progress: ProgressSink
+    ctx: TrainingContext
+    allocator: str
+    channel_multiple: int
+    eval_pairs: list[ImagePair]
+    protocol: dict[str, Any]
+    out_dir: Path
+    student_plan: StudentSchedule
+    phases: dict[str, float] = field(default_factory=dict)
+    once: dict[str, float] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resume(self) -> bool:
+        return self.resolved.settings.common.resume is not None
+
+    @property
+    def steps(self) -> int:
+        return self.resolved.settings.dream.joint_steps
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the files (rank 0, or the only process)."""
+        return is_writer(self.ctx.sync)
+
+    @property
+    def prune_dir(self) -> Path:
+        return self.out_dir / "prune"
+
+    @cached_property
+    def generator(self) -> torch.Generator:
+        """The run's one generator, shared by the calibration dreams and the joint loop."""
+        return self.ctx.generator()
+
+    @cached_property
+    def teacher_adapter(self) -> torch.nn.Module:
+        return self.ctx.teacher.adapter().to(self.ctx.device)
+
+    def evaluate(self, model: torch.nn.Module, phase: str) -> EvaluationResult:
+        """``model`` scored on the evaluation pairs (the first ``GRID_ROWS`` restorations
+        kept for ``grid.png``), timed in ``phases[phase]``."""
+        scoring: dict[str, Any] = {**self.protocol, "keep_outputs": GRID_ROWS,
+                                   "sync": self.ctx.sync}
+        tick = time.perf_counter()
+        result = evaluate_pairs(model, self.eval_pairs, device=self.ctx.device,
+                                progress=self.progress, **scoring)
+        self.phases[phase] = time.perf_counter() - tick
+        return result
+
+
+@dataclass
+class _Pruned:
+    """The pruning phase's outcome: the pruned student (``adapter``: on the device, trained
+    next), its scores before training, the pruning summary and whether this session pruned
+    (``False``: the student of an earlier session, or rank 0's)."""
+
+    student: LoadedModel
+    adapter: torch.nn.Module
+    evaluation: EvaluationResult
+    report: dict[str, Any] | None
+    pruned_now: bool
+
+
+@dataclass
+class _Trained:
+    """The joint loop (for ``dreams.png``), its result and the training seconds of earlier
+    sessions."""
+
+    trainer: JointTrainer
+    joint: JointResult
+    trained_before: float
+
+
+@dataclass
+class _Evaluations:
+    """The three models' scores on the evaluation pairs (``grid.png``'s columns)."""
+
+    teacher: EvaluationResult
+    pruned: EvaluationResult
+    student: EvaluationResult
+
+
+def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
+    """Everything that can fail, before any work: the pruning settings' contradictions, the
+    training context (teacher, device, clean source, dream schedule, under torchrun the
+    process group), the evaluation pairs and their scoring protocol, the MAC-counting size."""
     s = resolved.settings
     pr = s.prune
     allocator = allocator_for(resolved)
@@ -200,152 +316,207 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     check_reconstruct(resolved)
     plan = student_schedule(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
-    teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
+    teacher = ctx.teacher
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
                                             s.pipeline.eval_target_dir,
                                             ("eval_input_dir", "eval_target_dir"),
                                             limit=s.evaluate.limit)
     check_flops_size(teacher, pr.flops_size)
-    resume = s.common.resume is not None
-    steps = s.dream.joint_steps
     out_dir = s.common.resume or s.common.out or default_out_dir(teacher.name)
+    return _Job(resolved=resolved, progress=progress, ctx=ctx, allocator=allocator,
+                channel_multiple=channel_multiple, eval_pairs=eval_pairs, protocol=protocol,
+                out_dir=Path(out_dir), student_plan=plan)
 
-    phases: dict[str, float] = {}
-    out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), s.common.overwrite,
-                                                         resume))
-    earlier = read_run_record(out_dir, "pipeline") if resume else None
-    once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
-    record = recorded_settings("pipeline", resolved, steps)
-    prune_dir = out_dir / "prune"
-    if resume:
-        check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync, checkpoint_record(
-            plan, None if s.distill.inputs == "synthetic" else ctx.schedule.dream_init))
-    if is_writer(sync):
-        write_run_record(out_dir, "pipeline", record, once)
-    generator = ctx.generator()
-    teacher_adapter = teacher.adapter().to(device)
-    scoring: dict[str, Any] = {**protocol, "keep_outputs": GRID_ROWS, "sync": sync}
-    estimate = None
-    if sync is None:  # timed on throwaway copies; under torchrun the ranks would wait
-        calibrate = allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
-            and pr.granularity in ("unstructured", "channel") \
-            and not (resume and (prune_dir / STUDENT_FILE).is_file())
-        estimate = estimate_pipeline(
-            resolved, ctx, teacher_adapter, eval_pairs, protocol,
-            steps - (done_steps(out_dir / CHECKPOINT_NAME) if resume else 0), calibrate)
-        log.info("%s", estimate.describe())
 
-    def evaluate(model: torch.nn.Module, phase: str) -> EvaluationResult:
-        tick = time.perf_counter()
-        result = evaluate_pairs(model, eval_pairs, device=device, progress=progress, **scoring)
-        phases[phase] = time.perf_counter() - tick
-        return result
+def _open_folder(job: _Job) -> None:
+    """The output folder: created (or, on resume, checked: written by this command, its
+    checkpoint resumable to ``steps``), and ``run.json`` written with the defining settings
+    and, on resume, the one-time phases of the first session."""
+    s, sync = job.resolved.settings, job.ctx.sync
+    job.out_dir = on_writer(sync, lambda: ensure_output_dir(job.out_dir, s.common.overwrite,
+                                                            job.resume))
+    earlier = read_run_record(job.out_dir, "pipeline") if job.resume else None
+    job.once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
+    job.record = recorded_settings("pipeline", job.resolved, job.steps)
+    if job.resume:
+        dream_init = None if s.distill.inputs == "synthetic" else job.ctx.schedule.dream_init
+        check_resumable_steps(job.out_dir / CHECKPOINT_NAME, job.steps, sync,
+                              checkpoint_record(job.student_plan, dream_init))
+    if job.writer:
+        write_run_record(job.out_dir, "pipeline", job.record, job.once)
 
-    teacher_eval, teacher_cache = teacher_scores(
-        lambda: evaluate(teacher_adapter, "evaluate_teacher"), teacher_adapter, teacher.weights,
-        teacher.name, teacher.config, eval_pairs, protocol, s.evaluate.limit, device,
+
+def _estimate(job: _Job) -> RunEstimate | None:
+    """The run's time, estimated on throwaway copies and logged (``None`` under torchrun,
+    where the ranks would wait)."""
+    if job.ctx.sync is not None:
+        return None
+    s, pr = job.resolved.settings, job.resolved.settings.prune
+    calibrate = job.allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
+        and pr.granularity in ("unstructured", "channel") \
+        and not (job.resume and (job.prune_dir / STUDENT_FILE).is_file())
+    estimate = estimate_pipeline(
+        job.resolved, job.ctx, job.teacher_adapter, job.eval_pairs, job.protocol,
+        job.steps - (done_steps(job.out_dir / CHECKPOINT_NAME) if job.resume else 0),
+        calibrate)
+    log.info("%s", estimate.describe())
+    return estimate
+
+
+def _score_teacher(job: _Job) -> tuple[EvaluationResult, CachedScores]:
+    """The teacher's scores: from the cache of teacher scores when an entry fits (real
+    evaluation folders only), else evaluated (phase ``evaluate_teacher``)."""
+    s, teacher = job.resolved.settings, job.ctx.teacher
+    return teacher_scores(
+        lambda: job.evaluate(job.teacher_adapter, "evaluate_teacher"), job.teacher_adapter,
+        teacher.weights, teacher.name, teacher.config, job.eval_pairs, job.protocol,
+        s.evaluate.limit, job.ctx.device,
         enabled=s.pipeline.teacher_cache and s.pipeline.eval_input_dir is not None,
-        writer=is_writer(sync), keep_outputs=GRID_ROWS)
+        writer=job.writer, keep_outputs=GRID_ROWS)
 
+
+def _prune_phase(job: _Job) -> _Pruned:
+    """The pruned student, scored before any training: the one in ``prune/`` on resume (and,
+    under torchrun, on the ranks other than 0, once rank 0 has written it), else the teacher
+    pruned now (the adaptive allocator calibrated on a short dreaming phase with
+    ``calibration_source = "dreams"``) and written to ``prune/``, with the one-time phases
+    recorded in ``run.json``."""
+    s, pr = job.resolved.settings, job.resolved.settings.prune
+    ctx, phases, prune_dir = job.ctx, job.phases, job.prune_dir
+    teacher, device, sync = ctx.teacher, ctx.device, ctx.sync
     prune_report: dict[str, Any] | None = None
     pruned: PruneResult | None = None
-    follower = not is_writer(sync)
+    follower = not job.writer
     if sync is not None and follower:  # rank 0 prunes (or finds the pruned student) first
         sync.barrier()
-    if (resume or follower) and (prune_dir / STUDENT_FILE).is_file():
+    if (job.resume or follower) and (prune_dir / STUDENT_FILE).is_file():
         log.info("resuming: reusing the pruned student in %s", prune_dir)
         student = load_student(prune_dir / STUDENT_FILE, teacher.name)
         prune_report = _read_prune_report(prune_dir / REPORT_FILE)
     else:
-        if resume:
-            log.info("resuming: %s holds no pruned student yet; pruning", out_dir)
+        if job.resume:
+            log.info("resuming: %s holds no pruned student yet; pruning", job.out_dir)
         calibration = None  # pruning then uses synthetic images of the model's task
-        if allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
+        if job.allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
                 and pr.granularity in ("unstructured", "channel"):  # depth: full-size images
             tick = time.perf_counter()
-            calibration = dream_images(teacher_adapter, ctx.clean_source,
+            calibration = dream_images(job.teacher_adapter, ctx.clean_source,
                                        ctx.schedule.batch_size, s.pipeline.calibration_steps,
-                                       ctx.schedule, generator, device, precision,
-                                       progress).dreams
+                                       ctx.schedule, job.generator, device, ctx.precision,
+                                       job.progress).dreams
             phases["calibration_dreams"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        pruned = prune_teacher(teacher, resolved, device, calibration, progress)
+        pruned = prune_teacher(teacher, job.resolved, device, calibration, job.progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
-        once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}
-        write_run_record(out_dir, "pipeline", record, once)
+        job.once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}
+        write_run_record(job.out_dir, "pipeline", job.record, job.once)
         student = pruned.student
         prune_report = pruned.as_dict(layers=False)
     if sync is not None and sync.is_writer:
         sync.barrier()  # prune/ is written: the other ranks load it
     student.network.to(device)
     student_adapter = student.adapter().to(device)
-    pruned_eval = evaluate(copy.deepcopy(student_adapter), "evaluate_pruned")
+    pruned_eval = job.evaluate(copy.deepcopy(student_adapter), "evaluate_pruned")
+    return _Pruned(student=student, adapter=student_adapter, evaluation=pruned_eval,
+                   report=prune_report, pruned_now=pruned is not None)
 
-    trainer = joint_trainer(teacher_adapter, student_adapter, ctx.clean_source, ctx.schedule,
+
+def _dream_distill_phase(job: _Job, pruned: _Pruned, estimate: RunEstimate | None
+                         ) -> _Trained:
+    """The joint dream + distill loop on the pruned student, to ``steps`` (checkpointed,
+    resumed from ``checkpoint.pt``; the progress line with the run's ``eta`` when
+    estimated); phase ``dream_distill`` is every session's training time."""
+    s, ctx, progress = job.resolved.settings, job.ctx, job.progress
+    trainer = joint_trainer(job.teacher_adapter, pruned.adapter, ctx.clean_source, ctx.schedule,
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
-                            generator, device, precision, sync=sync,
-                            inputs=s.distill.inputs, student_plan=plan)
+                            job.generator, ctx.device, ctx.precision, sync=ctx.sync,
+                            inputs=s.distill.inputs, student_plan=job.student_plan)
     joint, trained_before = train_joint(
-        trainer, out_dir, steps, s.distill.checkpoint_every, resume,
+        trainer, job.out_dir, job.steps, s.distill.checkpoint_every, job.resume,
         progress if estimate is None else EtaProgress(progress, trainer.inputs.phase,
                                                       estimate.evaluation_after))
-    phases["dream_distill"] = joint.seconds  # every session's training time
+    job.phases["dream_distill"] = joint.seconds  # every session's training time
+    return _Trained(trainer=trainer, joint=joint, trained_before=trained_before)
 
-    student_eval = evaluate(student_adapter, "evaluate_student")
-    latency = None if not is_writer(sync) else measure_latency(
-        teacher_adapter, student_adapter, pr.flops_size, device, s.common.seed, phases)
 
-    for name, seconds in once.items():  # one-time phases of the first session, on resume
-        phases.setdefault(name, seconds)
-    macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
-    if follower:  # the files and the report are rank 0's
-        return PipelineResult(out_dir=out_dir, student_path=out_dir / STUDENT_FILE,
-                              macs_ratio=macs_ratio, teacher=teacher_eval, pruned=pruned_eval,
-                              student=student_eval, joint=joint,
-                              seconds=time.perf_counter() - start, phases=phases,
-                              model=teacher.name, allocator=allocator,
-                              granularity=pr.granularity, channel_multiple=channel_multiple,
-                              flops_target=pr.flops_target,
-                              device=str(device), inputs=s.distill.inputs)
+def _evaluate_phase(job: _Job, pruned: _Pruned) -> tuple[EvaluationResult,
+                                                         PairedLatency | None]:
+    """The distilled student's scores and, on rank 0, its forward time against the
+    teacher's at the MAC-counting size."""
+    s, ctx = job.resolved.settings, job.ctx
+    student_eval = job.evaluate(pruned.adapter, "evaluate_student")
+    latency = None if not job.writer else measure_latency(
+        job.teacher_adapter, pruned.adapter, s.prune.flops_size, ctx.device, s.common.seed,
+        job.phases)
+    return student_eval, latency
+
+
+def _save_outputs(job: _Job, pruned: _Pruned, trained: _Trained,
+                  evaluations: _Evaluations) -> Path:
+    """Rank 0's files besides the report: the distilled student (its file's path returned),
+    the loss history, ``grid.png`` and ``dreams.png``."""
+    s, pr, device = job.resolved.settings, job.resolved.settings.prune, job.ctx.device
+    joint, out_dir = trained.joint, job.out_dir
     extra = {"dreamprune.pipeline.flops_target": repr(pr.flops_target),
-             "dreamprune.pipeline.allocator": allocator,
+             "dreamprune.pipeline.allocator": job.allocator,
              "dreamprune.pipeline.granularity": pr.granularity,
              "dreamprune.pipeline.steps": str(joint.steps)}
     if pr.granularity in ("channel", "depth+channel"):
-        extra["dreamprune.pipeline.channel_multiple"] = str(channel_multiple)
-    student_path = save_student(student, out_dir, extra)
+        extra["dreamprune.pipeline.channel_multiple"] = str(job.channel_multiple)
+    student_path = save_student(pruned.student, out_dir, extra)
     save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
-    comparison_grid(out_dir / "grid.png", eval_pairs, [teacher_eval, pruned_eval, student_eval],
+    comparison_grid(out_dir / "grid.png", job.eval_pairs,
+                    [evaluations.teacher, evaluations.pruned, evaluations.student],
                     GRID_COLUMNS, crop=s.pipeline.grid_crop)
-    dream_grid(out_dir / "dreams.png", trainer.inputs, teacher_adapter, student_adapter,
-               joint.steps, s.dream.round_steps, device,
+    dream_grid(out_dir / "dreams.png", trained.trainer.inputs, job.teacher_adapter,
+               pruned.adapter, joint.steps, s.dream.round_steps, device,
                DREAM_GRID_COLUMNS if s.distill.inputs == "dreams" else INPUT_GRID_COLUMNS)
+    return student_path
 
-    # the whole run: this session, plus the pruning and training of earlier sessions
-    earlier_seconds = trained_before + (sum(once.values()) if pruned is None else 0.0)
-    result = PipelineResult(out_dir=out_dir, student_path=student_path, macs_ratio=macs_ratio,
-                            teacher=teacher_eval, pruned=pruned_eval, student=student_eval,
-                            joint=joint, seconds=time.perf_counter() - start + earlier_seconds,
-                            phases=phases, model=teacher.name, allocator=allocator,
-                            granularity=pr.granularity, channel_multiple=channel_multiple,
-                            flops_target=pr.flops_target,
-                            device=str(device), latency=latency, inputs=s.distill.inputs)
-    report = {**result.summary(), "model": teacher.name, "allocator": allocator,
-              "granularity": pr.granularity, "channel_multiple": channel_multiple,
+
+def _result(job: _Job, start: float, student_path: Path, evaluations: _Evaluations,
+            pruned: _Pruned, trained: _Trained, latency: PairedLatency | None
+            ) -> PipelineResult:
+    """The run's result, built once. On rank 0 its time is the whole run's: this session,
+    plus the pruning (when an earlier session did it) and the training of earlier sessions;
+    the other ranks count this session only."""
+    s, pr = job.resolved.settings, job.resolved.settings.prune
+    for name, seconds in job.once.items():  # one-time phases of the first session, on resume
+        job.phases.setdefault(name, seconds)
+    teacher_eval, student_eval = evaluations.teacher, evaluations.student
+    macs_ratio = student_eval.macs_256 / teacher_eval.macs_256 if teacher_eval.macs_256 else 1.0
+    earlier_seconds = 0.0
+    if job.writer:
+        earlier_seconds = trained.trained_before + (sum(job.once.values())
+                                                    if not pruned.pruned_now else 0.0)
+    return PipelineResult(out_dir=job.out_dir, student_path=student_path,
+                          macs_ratio=macs_ratio, teacher=teacher_eval,
+                          pruned=evaluations.pruned, student=student_eval, joint=trained.joint,
+                          seconds=time.perf_counter() - start + earlier_seconds,
+                          phases=job.phases, model=job.ctx.teacher.name,
+                          allocator=job.allocator, granularity=pr.granularity,
+                          channel_multiple=job.channel_multiple, flops_target=pr.flops_target,
+                          device=str(job.ctx.device), latency=latency, inputs=s.distill.inputs)
+
+
+def _report(job: _Job, result: PipelineResult, prune_report: dict[str, Any] | None,
+            teacher_cache: CachedScores) -> None:
+    """``report.json`` (the result's summary, the settings, the three evaluations, the
+    pruning, the teacher scores' cache, the latency) and ``report.md``."""
+    s, pr = job.resolved.settings, job.resolved.settings.prune
+    latency = result.latency
+    report = {**result.summary(), "model": result.model, "allocator": job.allocator,
+              "granularity": pr.granularity, "channel_multiple": job.channel_multiple,
               "flops_target": pr.flops_target, "flops_size": pr.flops_size,
-              "seed": s.common.seed, "device": str(device), "versions": versions(),
-              "settings": resolved.flat(), "teacher": teacher_eval.as_dict(),
-              "pruned": pruned_eval.as_dict(), "distilled": student_eval.as_dict(),
-              "prune": prune_report, "resumed": resume,
+              "seed": s.common.seed, "device": result.device, "versions": versions(),
+              "settings": job.resolved.flat(), "teacher": result.teacher.as_dict(),
+              "pruned": result.pruned.as_dict(), "distilled": result.student.as_dict(),
+              "prune": prune_report, "resumed": job.resume,
               "teacher_scores_cache": teacher_cache.as_dict(),
               "latency": latency.as_dict() if latency else None}
-    write_json_atomic(out_dir / "report.json", report, overwrite=True)
-    write_text_atomic(out_dir / "report.md", result.markdown(), overwrite=True)
-    return result
-
-
-run_pipeline = run  # the name the package exports
+    write_json_atomic(job.out_dir / "report.json", report, overwrite=True)
+    write_text_atomic(job.out_dir / "report.md", result.markdown(), overwrite=True)
 
 def measure_latency(teacher: torch.nn.Module, student: torch.nn.Module, size: int,
                     device: torch.device, seed: int, phases: dict[str, float]) -> PairedLatency:

@@ -21,7 +21,7 @@ from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 from dreamprune_cli.prune.plan import PruneResult, prune_model, write_prune_outputs
 from dreamprune_cli.prune.reconstruct import reconstruct_student
 from dreamprune_cli.report import ResultTable
-from dreamprune_cli.runs.context import load_teacher, require, runtime
+from dreamprune_cli.runkit.context import load_teacher, require, runtime
 from dreamprune_cli.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)

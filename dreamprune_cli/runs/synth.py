@@ -9,7 +9,7 @@ from typing import Any
 from dreamprune_cli.data.synthetic import write_synthetic_set
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.report import ResultTable
-from dreamprune_cli.runs.context import require
+from dreamprune_cli.runkit.context import require
 from dreamprune_cli.settings import ResolvedSettings
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,14 +12,11 @@ import torch
 from torch import nn
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.runs.context import scoring as _scoring
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.engine.evaluate import evaluate_pairs, is_out_of_memory
 from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.metrics import ssim
-from dreamprune_cli.models.registry import get_model_info
-from dreamprune_cli.settings import resolve_settings
 from tests.conftest import save_rgb
 
 CPU = torch.device("cpu")
@@ -105,18 +101,6 @@ def test_other_runtime_errors_are_not_called_out_of_memory(flat_pairs: list) -> 
 
 
 # --------------------------------------------------------------------------- CLI
-def test_scoring_defaults_come_from_the_registry_entry() -> None:
-    info = dataclasses.replace(get_model_info("identity"), metric_space="y",
-                               ssim_variant="matlab", quantization="truncate", size_multiple=4)
-    defaults = _scoring(resolve_settings({}, env={}), info)
-    assert defaults == {"metric_space": "y", "crop_border": 0, "ssim_variant": "matlab",
-                        "quantization": "truncate", "tiling": None}
-    given = _scoring(resolve_settings({"ssim_variant": "basicsr", "quantize": "round",
-                                       "tile": 30, "tile_overlap": 5}, env={}), info)
-    assert given["ssim_variant"] == "basicsr" and given["quantization"] == "round"
-    assert given["tiling"] == Tiling(32, 8, 4)
-
-
 def test_evaluate_flags_in_json(runner, pair_dirs) -> None:
     inputs, targets = pair_dirs
     args = ["evaluate", "--model", "identity", "--input-dir", str(inputs), "--target-dir",
@@ -186,10 +170,3 @@ def test_metrics_thread_count_is_restored() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
-
-
-def test_overlap_without_tile_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
-    info = get_model_info("identity")
-    with caplog.at_level("WARNING", logger="dreamprune_cli"):
-        assert _scoring(resolve_settings({"tile_overlap": 8}, env={}), info)["tiling"] is None
-    assert "--tile-overlap is only used with --tile" in caplog.text

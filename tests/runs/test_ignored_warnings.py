@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -12,36 +11,8 @@ import torch
 
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.checkpoint import save_safetensors
-from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.run_record import RunRecord
-from dreamprune_cli.runs.context import scoring
-from dreamprune_cli.settings import resolve_settings
-
-WARNING = "--tile-overlap is only used with --tile; ignored"
-
-
-def _warnings(caplog: pytest.LogCaptureFixture, resolved) -> list[str]:
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        scoring(resolved, get_model_info("ffa"))
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-
-
-def test_tile_overlap_warning_only_when_the_user_set_it(tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
-    record = RunRecord(tmp_path / "run.json", "pipeline", {"tile_overlap": 32, "tile": None})
-    resumed = resolve_settings({}, env={}, run_record=record)
-    assert resumed.sources["tile_overlap"].startswith("run ")
-    assert not resumed.user_set("tile_overlap")
-    assert _warnings(caplog, resumed) == []
-    assert _warnings(caplog, resolve_settings({}, env={})) == []  # the default
-    config = tmp_path / "c.toml"
-    config.write_text("[evaluate]\ntile_overlap = 8\n")
-    for chosen in (resolve_settings({"tile_overlap": 16}, env={}),
-                   resolve_settings({}, env={"DREAMPRUNE_TILE_OVERLAP": "16"}),
-                   resolve_settings({}, config=config, env={}),
-                   resolve_settings({"tile_overlap": 16}, env={}, run_record=record)):
-        assert _warnings(caplog, chosen) == [WARNING]
+from dreamprune_cli.models.registry import build_model, model_config
+from tests.runkit.test_context import WARNING
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ import torch
 
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.registry import build_model, model_config
+from dreamprune_cli.runkit.estimate import EtaProgress, RunEstimate, minutes
 from dreamprune_cli.runs import pipeline
-from dreamprune_cli.runs.estimate import EtaProgress, RunEstimate, minutes
 from dreamprune_cli.settings import resolve_settings
 
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from dreamprune_cli.engine.evaluate import EvaluationResult, ImageScore
+from dreamprune_cli.engine.score_cache import cache_dir, result_from_dict, teacher_scores
+from dreamprune_cli.fileio import to_jsonable
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.registry import build_model, model_config
 from dreamprune_cli.runs import pipeline
-from dreamprune_cli.runs.score_cache import cache_dir, result_from_dict, teacher_scores
-from dreamprune_cli.fileio import to_jsonable
 from dreamprune_cli.settings import resolve_settings
 
 CPU = torch.device("cpu")

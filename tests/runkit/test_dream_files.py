@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.dream import DreamSchedule
-from dreamprune_cli.runs.dream_files import STATE_NAME, run_dream_to_folder
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.loading import load_model
+from dreamprune_cli.runkit.dream_files import STATE_NAME, run_dream_to_folder
 
 SCHEDULE = DreamSchedule(size=32, batch_size=2)
 CPU = torch.device("cpu")

@@ -94,3 +94,14 @@ def check_flops_size(model: LoadedModel, flops_size: int) -> None:
         raise UsageError(f"$flops_size {flops_size}: expected a multiple of {multiple} for "
                          f"{model.name}")
     check_input_size(model, flops_size, flops_size, f"$flops_size {flops_size}")
+
+
+def check_offline_inputs(offline: bool, inputs: str) -> None:
+    """Saved dreams (``$dreams``) are the inputs of an offline run: no other source.
+
+    Raises:
+        UsageError: ``offline`` with ``inputs`` other than ``dreams``.
+    """
+    if offline and inputs != "dreams":
+        raise UsageError(f"$inputs {inputs}: $dreams distills offline on saved dreams; drop "
+                         "one of them")

@@ -31,8 +31,11 @@ import torch
 
 from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.evaluate import one_intra_op_thread, restore
+from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.metrics import psnr, quantize_8bit, ssim
 from dreamprune_cli.progress import ProgressSink
+from dreamprune_cli.runkit.context import TrainingContext, student_schedule
+from dreamprune_cli.settings import ResolvedSettings
 
 
 @dataclass(frozen=True)
@@ -159,14 +162,12 @@ class EtaProgress:
         self.inner.finish()
 
 
-def estimate_pipeline(resolved: Any, ctx: Any, teacher: torch.nn.Module,
+def estimate_pipeline(resolved: ResolvedSettings, ctx: TrainingContext, teacher: torch.nn.Module,
                       pairs: list[ImagePair], protocol: dict[str, Any], steps: int,
                       calibrate: bool) -> RunEstimate:
     """The estimate of a pipeline run (see the module doc): ``steps`` joint steps still to
     run, ``calibrate``: whether the run dreams for the adaptive allocator's calibration.
     ``resolved`` and ``ctx`` are the run's settings and training context."""
-    from dreamprune_cli.runs.distill import joint_trainer, student_schedule
-
     s = resolved.settings
 
     def make(teacher_copy: torch.nn.Module, student: torch.nn.Module,

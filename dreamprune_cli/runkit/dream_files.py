@@ -15,14 +15,12 @@ Layout::
 from __future__ import annotations
 
 import logging
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from dreamprune_cli import __version__
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, is_writer, on_writer
@@ -36,18 +34,13 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.metrics import psnr
 from dreamprune_cli.report import save_grid, save_loss_history
 from dreamprune_cli.run_record import write_run_record
+from dreamprune_cli.runkit.context import versions
 
 log = logging.getLogger(__name__)
 
 TENSORS_NAME = "dreams.safetensors"
 STATE_NAME = "state.pt"
 DREAM_COLUMNS = ["dream (input)", "teacher output", "clean target"]
-
-
-def versions() -> dict[str, str]:
-    """Versions that determine a run's numbers."""
-    return {"dreamprune": __version__, "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def write_dream_folder(folder: Path, result: DreamResult, manifest: dict[str, Any],

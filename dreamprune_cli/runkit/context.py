@@ -13,6 +13,7 @@ global RNG. Every check that can fail runs before any work.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 
 import torch
 
+from dreamprune_cli import __version__
 from dreamprune_cli.data.clean import CleanSource, make_clean_source
 from dreamprune_cli.data.pairs import ImagePair, pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
 from dreamprune_cli.engine.distributed import (RankSync, join_from_environment, rank_seed,
                                                split_batch)
+from dreamprune_cli.engine.distill import StudentSchedule
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import scoring_protocol
 from dreamprune_cli.engine.inputs import input_batches
@@ -35,7 +38,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.metrics import SSIM_WINDOW
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.run_record import record_settings
-from dreamprune_cli.runs.checks import check_diversity_layer, check_eval_pairs, check_input_size
+from dreamprune_cli.runkit.checks import check_diversity_layer, check_eval_pairs, check_input_size
 from dreamprune_cli.settings import FIELD_SECTION, CommonSettings, ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -190,3 +193,20 @@ def recorded_settings(command: str, resolved: ResolvedSettings, steps: int) -> d
 def default_out_dir(model: str) -> Path:
     """``runs/<model>-<YYYYmmdd-HHMMSS>``: the folder of a run given none."""
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def versions() -> dict[str, str]:
+    """Versions that determine a run's numbers."""
+    return {"dreamprune": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def student_schedule(resolved: ResolvedSettings) -> StudentSchedule:
+    """The student's learning-rate schedule and weight averaging of a ``distill`` or
+    ``pipeline`` run (its ``distill`` settings over its joint steps), checked before any work.
+
+    Raises:
+        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
+    """
+    s = resolved.settings
+    return StudentSchedule.from_values(s.distill.model_dump(), s.dream.joint_steps)

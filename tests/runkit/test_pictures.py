@@ -20,8 +20,8 @@ from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.report import save_grid
-from dreamprune_cli.runs import pictures
-from dreamprune_cli.runs.pictures import comparison_grid, latest_samples
+from dreamprune_cli.runkit import pictures
+from dreamprune_cli.runkit.pictures import comparison_grid, latest_samples
 from tests.conftest import save_rgb
 
 COLUMNS = ["input", "teacher", "pruned", "student", "target"]
