@@ -37,7 +37,7 @@ from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, check_resu
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
+from dreamprune_cli.prune.result import REPORT_FILE, PruneResult, write_prune_outputs
 from dreamprune_cli.prune.student import STUDENT_FILE, load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
@@ -48,10 +48,9 @@ from dreamprune_cli.runs.distill import joint_trainer, train_joint
 from dreamprune_cli.runs.dream_files import versions
 from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
-from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
-                                      prune_teacher)
+from dreamprune_cli.runs.prune import prune_teacher
 from dreamprune_cli.runs.score_cache import teacher_scores
-from dreamprune_cli.settings import ResolvedSettings
+from dreamprune_cli.settings import ResolvedSettings, resolve_prune_spec
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +192,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     start = time.perf_counter()
     s = resolved.settings
     pr = s.prune
-    allocator = allocator_for(resolved)
-    channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
-    check_latency_target(resolved)
+    spec = resolve_prune_spec(resolved)  # contradictions: refused before any work
+    allocator, channel_multiple = spec.allocator, spec.channel_multiple
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
@@ -265,7 +263,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
                                        progress).dreams
             phases["calibration_dreams"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        pruned = prune_teacher(teacher, resolved, device, calibration, progress)
+        pruned = prune_teacher(teacher, spec, device, calibration, progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
         once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}

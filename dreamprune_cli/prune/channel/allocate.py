@@ -4,16 +4,16 @@ Whole output channels are removed, together with the matching inputs of every la
 consumes them: Torch-Pruning (``torch_pruning``) traces the network, couples the layers that
 must lose the same channels (residual additions, concatenations, attention products) into
 *groups*, ranks each group's channels with its importance criteria, and its pruning
-functions perform the removal (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`).
+functions perform the removal (:func:`~dreamprune_cli.prune.channel.graph.remove_channels`).
 This module decides how many channels each
 group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
 reads the target.
 
-The library's graph is built and corrected by :func:`dreamprune_cli.prune.tracing.build_graph`
+The library's graph is built and corrected by :func:`dreamprune_cli.prune.channel.tracing.build_graph`
 (channel-broadcast products, concatenations with untraced operands, channel-preserving
 layers; groups found by the indexed search of
-:func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class`). The network is traced once:
-each group records its layers' indices (:class:`~dreamprune_cli.prune.channel_graph.GroupStep`)
+:func:`~dreamprune_cli.prune.channel.graph.indexed_graph_class`). The network is traced once:
+each group records its layers' indices (:class:`~dreamprune_cli.prune.channel.graph.GroupStep`)
 and every candidate is pruned from that record (:func:`apply_channel_counts`). A convolution that writes an output of the network (the restored image) or a
 1-channel map keeps its output channels (:func:`protected_layers`); nothing else is kept
 dense.
@@ -26,7 +26,7 @@ Allocators (the unstructured allocators' names where they make sense):
   (the library's ``GroupMagnitudeImportance``); the lowest fraction ``r`` of all channels go.
 * ``lamp``: the same with LAMP-normalised scores (the library's ``LAMPImportance``).
 * ``adaptive``: the same with each channel scored by the drift it causes per MAC it saves,
-  measured on calibration images (:mod:`dreamprune_cli.prune.channel_drift`); channels
+  measured on calibration images (:mod:`dreamprune_cli.prune.channel.drift`); channels
   leave each group in the library's magnitude order.
 
 Each finds its ``r`` by bisection on counted MACs; channel steps are coarse, so the result is
@@ -49,14 +49,14 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel_graph import (ChannelGroup, GroupStep, group_steps,
-                                               remove_channels)
-from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
+from dreamprune_cli.prune.channel.graph import (ChannelGroup, GroupStep, group_steps,
+                                                remove_channels)
+from dreamprune_cli.prune.channel.drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
                                                 adaptive_scores, measure_channel_drift)
-from dreamprune_cli.prune.masks import matches
+from dreamprune_cli.prune.spec import matches
 from dreamprune_cli.models.resize import unshare_modules
-from dreamprune_cli.prune.library import torch_pruning
-from dreamprune_cli.prune.tracing import CHANNELWISE_ATTRIBUTE, build_graph, failing_layer
+from dreamprune_cli.prune.channel.library import torch_pruning
+from dreamprune_cli.prune.channel.tracing import CHANNELWISE_ATTRIBUTE, build_graph, failing_layer
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         example: tracing input (:func:`trace_input`).
         allocator: ``lamp`` scores channels with LAMP normalisation, the others with the
             group-mean-normalised L2 magnitude (``adaptive`` replaces these scores by
-            measured drift, :func:`~dreamprune_cli.prune.channel_drift.adaptive_scores`,
+            measured drift, :func:`~dreamprune_cli.prune.channel.drift.adaptive_scores`,
             and keeps the magnitude order).
         exclude: module-name globs whose output channels stay too (``--exclude``).
 
@@ -334,7 +334,7 @@ def apply_channel_counts(network: nn.Module, groups: Sequence[ChannelGroup],
 
     No new trace: every group's layers lose the channels that follow its dropped root
     channels, by the steps recorded when the unpruned network was traced once
-    (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`). ``network`` must be the
+    (:func:`~dreamprune_cli.prune.channel.graph.remove_channels`). ``network`` must be the
     unpruned network the groups were found on (or a copy of it, e.g. on the meta device); the
     copy keeps its real weights when ``network`` has them.
 
@@ -422,7 +422,7 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
 
     ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global``,
     ``lamp`` and ``adaptive``: the ``round(ratio * total)`` lowest-scored channels of all
-    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel_drift.
+    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel.drift.
     adaptive_scores`). A group keeps at least ``max(1, ceil(min_keep * n))`` channels either
     way, and with ``multiple`` above 1 a multiple of it (:func:`round_kept`).
     """
