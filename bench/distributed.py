@@ -44,7 +44,7 @@ from dreamprune_cli.engine.distributed import RankSync, rank_seed, spawn_local
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule, teacher_features
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.losses import cosine_matrix
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.models.loading import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

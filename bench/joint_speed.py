@@ -29,7 +29,7 @@ from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.losses import orth_loss
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.models.loading import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -45,10 +45,10 @@ from dreamprune_cli.models.adapter import network_input_size
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.models.teachers import bundled_teachers
-from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
-from dreamprune_cli.prune.masks import plain_state_dict
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.unstructured.masks import plain_state_dict
+from dreamprune_cli.prune.unstructured.plan import prune_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "gcanet"]

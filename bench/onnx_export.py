@@ -34,8 +34,8 @@ from dreamprune_cli.errors import DreampruneError
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.onnx_export import export_onnx
 from dreamprune_cli.models.registry import list_models
-from dreamprune_cli.prune.channel_plan import prune_channels
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.unstructured.plan import prune_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "onnx_export.json"

@@ -46,15 +46,16 @@ from torch import nn
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.prune.plan import (ALLOCATORS, apply_allocation, measure_plan_drift,
-                                         plan_pruning, write_prune_outputs)
+from dreamprune_cli.prune.unstructured.plan import (ALLOCATORS, apply_allocation,
+                                                    measure_plan_drift, plan_pruning)
+from dreamprune_cli.prune.result import write_prune_outputs
 from dreamprune_cli.models import build_model
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
 from dreamprune_cli.data.calibration import synthetic_calibration
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
-from dreamprune_cli.prune.channel_drift import DEFAULT_CHANNEL_LEVELS
-from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.channel.drift import DEFAULT_CHANNEL_LEVELS
+from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.student import load_student
 
 ROOT = Path(__file__).resolve().parent.parent

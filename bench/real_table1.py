@@ -224,7 +224,7 @@ class Bench:
         """The pruned student (masks, or whole channels removed when ``channel``), from the
         cache or pruned now; and the seconds spent."""
         from dreamprune_cli import load_student, prune_model, save_student
-        from dreamprune_cli.prune.channel_plan import prune_channels
+        from dreamprune_cli.prune.channel.plan import prune_channels
 
         folder = self.work / f"prune{_channel_tag(channel)}_{target}_{allocator}"
         if (folder / "student.safetensors").exists():

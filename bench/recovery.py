@@ -156,7 +156,7 @@ class Recovery:
         return student, details, time.perf_counter() - start
 
     def _prune(self) -> tuple[Any, dict[str, Any]]:
-        from dreamprune_cli.prune.channel_plan import prune_channels
+        from dreamprune_cli.prune.channel.plan import prune_channels
         from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 
         teacher, target = self.bench.teacher, self.target

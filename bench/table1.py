@@ -45,7 +45,7 @@ from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.models.loading import LoadedModel, load_model
 from dreamprune_cli.prune import ALLOCATORS
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.runkit.context import generator as seeded
 from dreamprune_cli.settings import resolve_settings
 

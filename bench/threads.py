@@ -48,7 +48,7 @@ def worker(threads: int, max_seconds: float, max_steps: int) -> dict[str, Any]:
     from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
     from dreamprune_cli.engine.evaluate import evaluate_pairs
     from dreamprune_cli.engine.joint import JointTrainer
-    from dreamprune_cli.prune.plan import prune_model
+    from dreamprune_cli.prune.unstructured.plan import prune_model
     from dreamprune_cli.models.loading import load_model
     from dreamprune_cli.settings import resolve_settings
 

@@ -40,10 +40,10 @@ _EXPORTS: dict[str, str] = {
     "load_student": "dreamprune_cli.prune.student",
     "save_student": "dreamprune_cli.prune.student",
     # pruning (``dreamprune_cli.prune`` is the subpackage of allocators and masks)
-    "prune_model": "dreamprune_cli.prune.plan",
+    "prune_model": "dreamprune_cli.prune.unstructured.plan",
     "prune_depth": "dreamprune_cli.prune.depth.plan",
     "prune_depth_channel": "dreamprune_cli.prune.depth.plan",
-    "PruneResult": "dreamprune_cli.prune.plan",
+    "PruneResult": "dreamprune_cli.prune.result",
     "reconstruct_student": "dreamprune_cli.prune.reconstruct",
     "ReconstructionReport": "dreamprune_cli.prune.reconstruct",
     "teacher_channels": "dreamprune_cli.prune.channel_map",
@@ -100,7 +100,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from dreamprune_cli.settings import ResolvedSettings, Settings, resolve_settings
     from dreamprune_cli.engine.threads import apply_threads
     from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
-    from dreamprune_cli.prune.plan import PruneResult, prune_model
+    from dreamprune_cli.prune.result import PruneResult
+    from dreamprune_cli.prune.unstructured.plan import prune_model
     from dreamprune_cli.prune.channel_map import teacher_channels
     from dreamprune_cli.prune.reconstruct import ReconstructionReport, reconstruct_student
     from dreamprune_cli.errors import DreampruneError, RuntimeFailure, UsageError

@@ -1,7 +1,7 @@
 """The Python API: the method's steps as plain functions with the CLI's defaults.
 
 Everything here is re-exported by the package (``from dreamprune_cli import dream``), with
-:func:`~dreamprune_cli.prune.plan.prune_model` and
+:func:`~dreamprune_cli.prune.unstructured.plan.prune_model` and
 :func:`~dreamprune_cli.models.loading.load_model`::
 
     teacher = load_model("ffa")                                  # bundled FFA-Net teacher

@@ -35,7 +35,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from dreamprune_cli.prune import ALLOCATORS, GRANULARITIES
+from dreamprune_cli.prune import ALLOCATORS, CHANNEL_ALLOCATORS, GRANULARITIES
+from dreamprune_cli.prune.spec import DEFAULT_CHANNEL_ALLOCATOR, PruneSpec
 
 log = logging.getLogger(__name__)
 
@@ -565,3 +566,92 @@ def _check_unchanged(resolved: ResolvedSettings, run_record: RunRecord) -> None:
                 f"$resume {folder}: {name} was {before!r} in this run, now {now!r} (from "
                 f"{resolved.sources[name]}); a resumed run keeps the settings that define it "
                 f"(drop the change, or start a new run with $out)")
+
+
+def resolve_prune_spec(resolved: ResolvedSettings) -> PruneSpec:
+    """The pruning a run does (:class:`~dreamprune_cli.prune.spec.PruneSpec`), decided once.
+
+    Every decision that depends on where a setting came from is made here, before any work,
+    so that the planners only see values:
+
+    * ``channel_multiple``: the setting at ``channel`` and ``depth+channel``, else 1; a
+      multiple above 1 given explicitly (config file, ``DREAMPRUNE_CHANNEL_MULTIPLE``, flag)
+      at another granularity contradicts it (refused), one from a preset or the record of a
+      resumed run is ignored;
+    * ``allocator``: the setting (unstructured); ``drift`` at ``depth`` (blocks are chosen by
+      measured drift; an explicit allocator is refused); at ``channel`` and ``depth+channel``
+      the setting if it has a channel form, else, when it was not asked for (default, preset,
+      a resumed run's record: a recorded value of a channel run was a default, since an
+      explicit one was refused when the run started), ``lamp``
+      (:data:`~dreamprune_cli.prune.spec.DEFAULT_CHANNEL_ALLOCATOR`), and refused when it was;
+    * ``latency_target``: refused with unstructured pruning (masks keep the teacher's speed)
+      or together with an explicit ``flops_target``;
+    * ``reconstruct``: refused with unstructured pruning (least squares does not keep masks);
+    * the calibration images: ``calibration`` is read at the depth granularities (images of
+      ``depth_calibration_size``), by the adaptive allocator (``calibration_size``) and by the
+      reconstruction (``depth_calibration_size``); a folder the user gave that none reads is
+      flagged ``calibration_ignored``.
+
+    Raises:
+        UsageError: the contradictions above, in that order.
+    """
+    pr, seed = resolved.settings.prune, resolved.settings.common.seed
+    granularity = pr.granularity
+    channels = granularity in ("channel", "depth+channel")
+    depth = granularity in ("depth", "depth+channel")
+
+    channel_multiple = pr.channel_multiple if channels else 1
+    if not channels and pr.channel_multiple > 1 and resolved.user_set("channel_multiple"):
+        raise UsageError(f"$channel_multiple {pr.channel_multiple} (from "
+                         f"{resolved.sources.get('channel_multiple', 'default')}) applies "
+                         f"only at $granularity channel or depth+channel (now "
+                         f"{granularity!r}, from "
+                         f"{resolved.sources.get('granularity', 'default')}): drop it, or "
+                         "add $granularity channel")
+
+    allocator = pr.allocator
+    source = resolved.sources.get("allocator", "default")
+    if granularity == "depth":
+        if resolved.user_set("allocator"):
+            raise UsageError(f"$allocator {pr.allocator!r} (from {source}) at $granularity "
+                             "depth: depth pruning chooses blocks by measured drift; drop "
+                             "$allocator, or use $granularity depth+channel")
+        allocator = "drift"
+    elif channels and allocator not in CHANNEL_ALLOCATORS:
+        if resolved.user_set("allocator"):
+            raise UsageError(f"$allocator {allocator!r} (from {source}) at $granularity "
+                             f"channel: expected one of {', '.join(CHANNEL_ALLOCATORS)}")
+        log.info("--granularity channel: the %s allocator has no channel form; using %s",
+                 allocator, DEFAULT_CHANNEL_ALLOCATOR)
+        allocator = DEFAULT_CHANNEL_ALLOCATOR
+
+    if pr.latency_target is not None:
+        latency_source = resolved.sources.get("latency_target", "default")
+        if granularity == "unstructured":
+            raise UsageError(f"$latency_target {pr.latency_target} (from {latency_source}) "
+                             "needs a structured $granularity (channel, depth, depth+channel): "
+                             "weight masks do not make the network faster")
+        if resolved.user_set("flops_target"):
+            raise UsageError(f"$latency_target (from {latency_source}) and $flops_target (from "
+                             f"{resolved.sources['flops_target']}): give one of them")
+
+    if pr.reconstruct and granularity == "unstructured":
+        raise UsageError(f"$reconstruct (from {resolved.sources.get('reconstruct', 'default')}) "
+                         "needs a structured $granularity (channel, depth, depth+channel): "
+                         "least squares does not keep weight masks")
+
+    reads_calibration = depth or pr.allocator == "adaptive"
+    return PruneSpec(
+        granularity=granularity, allocator=allocator, flops_target=pr.flops_target,
+        latency_target=pr.latency_target, flops_size=pr.flops_size,
+        channel_multiple=channel_multiple, exclude=tuple(pr.exclude),
+        default_exclude=pr.default_exclude, min_keep=pr.min_keep,
+        calibration_dir=pr.calibration if reads_calibration else None,
+        calibration_count=pr.calibration_count,
+        calibration_size=pr.depth_calibration_size if depth else pr.calibration_size,
+        seed=seed,
+        calibration_ignored=(pr.calibration is not None and not reads_calibration
+                             and not pr.reconstruct and resolved.user_set("calibration")),
+        reconstruct=pr.reconstruct, reconstruct_count=pr.reconstruct_count,
+        reconstruct_size=pr.depth_calibration_size,
+        reconstruct_dir=pr.calibration if pr.reconstruct else None)

@@ -32,7 +32,7 @@ APART = [{"engine", "prune"}]  # same layer, but neither imports the other
 
 
 def _unit(module: str) -> str | None:
-    """``dreamprune_cli.prune.plan`` -> ``prune``; ``dreamprune_cli.cli`` -> ``cli``."""
+    """``dreamprune_cli.prune.spec`` -> ``prune``; ``dreamprune_cli.cli`` -> ``cli``."""
     parts = module.split(".")
     if parts[0] != "dreamprune_cli":
         return None

@@ -17,7 +17,7 @@ a built-in family, a custom model may declare as attributes of its class (or ins
 
 A *layer* class of a custom model may declare ``preserves_channels = True`` (output channel
 ``i`` from input channel ``i`` alone, no parameter with a channel dimension) so that channel
-pruning passes through it (:mod:`dreamprune_cli.prune.tracing`).
+pruning passes through it (:mod:`dreamprune_cli.prune.channel.tracing`).
 """
 
 from __future__ import annotations

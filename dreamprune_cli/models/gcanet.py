@@ -72,7 +72,7 @@ class ShareSepConv(nn.Module):
 
     Output channel ``i`` is computed from input channel ``i`` alone with a kernel that has no
     channel dimension, so the layer follows any channel pruning unchanged
-    (``preserves_channels``, read by :mod:`dreamprune_cli.prune.tracing`).
+    (``preserves_channels``, read by :mod:`dreamprune_cli.prune.channel.tracing`).
 
     Raises:
         ValueError: even ``kernel_size``.

@@ -1,28 +1,32 @@
-"""Pruning a teacher to a MAC target, at four granularities behind one result type
-(:class:`~dreamprune_cli.prune.plan.PruneResult`):
+"""Pruning a teacher to a MAC target at four granularities, one subpackage each, behind one
+spec and one result type.
 
-* ``unstructured`` -- weight masks (the paper's method): the modules below;
-* ``channel`` -- whole channels removed with Torch-Pruning (``channels``, ``channel_plan``);
-* ``depth`` and ``depth+channel`` -- whole residual blocks and repeated stages removed
-  (:mod:`dreamprune_cli.prune.depth`), alone or with channels.
+* ``unstructured`` -- fixed weight masks on a copy of the teacher (the paper's method):
+  :mod:`dreamprune_cli.prune.unstructured`;
+* ``channel`` -- whole channels removed with Torch-Pruning, a thinner network:
+  :mod:`dreamprune_cli.prune.channel`;
+* ``depth`` and ``depth+channel`` -- whole residual blocks and repeated stages removed, alone
+  or with channels (the channel part is :mod:`~dreamprune_cli.prune.channel`'s planner):
+  :mod:`dreamprune_cli.prune.depth`.
 
-* :mod:`~dreamprune_cli.prune.masks` -- which layers may be pruned, fixed binary masks attached
-  with ``torch.nn.utils.parametrize``, and the plain state dict with pruned weights at zero.
-* :mod:`~dreamprune_cli.prune.budget` -- kept MACs as a linear function of the weights kept
-  per layer, read from the project's MAC counter; reachable targets.
-* :mod:`~dreamprune_cli.prune.allocators` -- how many weights each layer keeps (uniform,
-  global, ERK, LAMP), each meeting the target by bisection on its own scalar.
-* :mod:`~dreamprune_cli.prune.drift` -- the adaptive allocator: per-layer drift curves and the
-  Lagrangian choice.
-* :mod:`~dreamprune_cli.prune.plan` -- the pruning API: plan, allocate, mask, verify.
-* :mod:`~dreamprune_cli.prune.channels`, :mod:`~dreamprune_cli.prune.channel_plan` -- channel
-  pruning (whole channels removed with Torch-Pruning), returning the same result;
-  :mod:`~dreamprune_cli.prune.tracing` -- the library's dependency graph and its corrections.
-  :mod:`~dreamprune_cli.prune.channel_drift` -- the adaptive allocator's channel form.
+The seam, shared by all of them:
+
+* :mod:`~dreamprune_cli.prune.spec` -- :class:`~dreamprune_cli.prune.spec.PruneSpec`, what to
+  do, every value already decided (``dreamprune_cli.settings.resolve_prune_spec`` builds it
+  once per run from the settings and their sources; nothing here reads where a value came
+  from); the shared defaults and the exclusion globs;
+* :mod:`~dreamprune_cli.prune.dispatch` -- ``prune_to_spec``: the spec to its granularity's
+  planner;
+* :mod:`~dreamprune_cli.prune.result` -- :class:`~dreamprune_cli.prune.result.PruneResult`,
+  what every planner returns, and ``write_prune_outputs``;
 * :mod:`~dreamprune_cli.prune.student` -- the one writer and reader of student and mask files.
 
-The allocator names below are the one definition the settings, the planner and the help
-read (this module imports nothing, so the settings can use it without importing PyTorch).
+A granularity's subpackage imports the shared modules and the layers below (``models``,
+``data``, the base), never another granularity's internals (``depth+channel`` calls the
+channel planner, its public entry point).
+
+The names below are the one definition the settings, the planners and the help read (this
+module imports nothing, so the settings can use it without importing PyTorch).
 """
 
 GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "depth", "depth+channel")
@@ -31,8 +35,8 @@ GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "depth", "depth+cha
 
 ALLOCATORS: tuple[str, ...] = ("uniform", "global", "erk", "lamp", "adaptive")
 """Every allocator of unstructured pruning: the magnitude ones
-(:data:`~dreamprune_cli.prune.allocators.MAGNITUDE_ALLOCATORS`) and ``adaptive`` (drift)."""
+(:data:`~dreamprune_cli.prune.unstructured.allocators.MAGNITUDE_ALLOCATORS`) and ``adaptive`` (drift)."""
 
 CHANNEL_ALLOCATORS: tuple[str, ...] = ("uniform", "global", "lamp", "adaptive")
-"""The allocators that have a channel form (:mod:`~dreamprune_cli.prune.channels`)."""
+"""The allocators that have a channel form (:mod:`~dreamprune_cli.prune.channel.allocate`)."""
 

@@ -3,8 +3,8 @@
 Torch-Pruning removes channels physically, so a thinner student no longer knows which of
 the teacher's channels it holds. :func:`kept_channel_map` computes that map from the very
 record the removal uses (the groups' steps and the channels each group drops, through
-:func:`~dreamprune_cli.prune.channel_graph.removed_indices`, the helper
-:func:`~dreamprune_cli.prune.channel_graph.remove_channels` itself calls), so the map and the
+:func:`~dreamprune_cli.prune.channel.graph.removed_indices`, the helper
+:func:`~dreamprune_cli.prune.channel.graph.remove_channels` itself calls), so the map and the
 removal cannot disagree. The channel planner stores it on the student
 (:attr:`~dreamprune_cli.models.loading.LoadedModel.kept_channels`), the student file records
 it (``dreamprune.channel.kept``, :mod:`dreamprune_cli.models.channel_map`) and loading reads
@@ -25,7 +25,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.channel_map import (ChannelMap, LayerChannels, identity_map,
                                               layer_widths, mapped_layers)
 from dreamprune_cli.models.loading import LoadedModel
-from dreamprune_cli.prune.channel_graph import ChannelGroup, removed_indices
+from dreamprune_cli.prune.channel.graph import ChannelGroup, removed_indices
 
 __all__ = ["ChannelMap", "LayerChannels", "kept_channel_map", "teacher_channels"]
 
@@ -44,7 +44,7 @@ def kept_channel_map(network: nn.Module, groups: Sequence[ChannelGroup],
     Args:
         network: the unpruned network the groups were found on (the teacher, or a
             depth-pruned teacher; layer names and widths are read from it).
-        groups: the channel groups (:func:`~dreamprune_cli.prune.channels.channel_groups`).
+        groups: the channel groups (:func:`~dreamprune_cli.prune.channel.allocate.channel_groups`).
         kept: channels kept per group (the ``kept[i]`` most important of ``groups[i]``).
 
     Returns:

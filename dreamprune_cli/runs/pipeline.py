@@ -43,7 +43,8 @@ from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.prune.plan import REPORT_FILE, PruneResult, write_prune_outputs
+from dreamprune_cli.prune.result import REPORT_FILE, PruneResult, write_prune_outputs
+from dreamprune_cli.prune.spec import PruneSpec
 from dreamprune_cli.prune.student import STUDENT_FILE, load_student, save_student
 from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import read_run_record, write_run_record
@@ -53,9 +54,8 @@ from dreamprune_cli.runkit.context import (TrainingContext, default_out_dir, eva
                                            training_context, versions)
 from dreamprune_cli.runkit.estimate import EtaProgress, RunEstimate, done_steps, estimate_pipeline
 from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
-from dreamprune_cli.runs.prune import (allocator_for, channel_multiple_for, check_latency_target,
-                                      check_reconstruct, prune_teacher)
-from dreamprune_cli.settings import ResolvedSettings
+from dreamprune_cli.runs.prune import prune_teacher
+from dreamprune_cli.settings import ResolvedSettings, resolve_prune_spec
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,7 @@ class _Job:
     resolved: ResolvedSettings
     progress: ProgressSink
     ctx: TrainingContext
-    allocator: str
-    channel_multiple: int
+    spec: PruneSpec
     eval_pairs: list[ImagePair]
     protocol: dict[str, Any]
     out_dir: Path
@@ -233,6 +232,14 @@ class _Job:
     phases: dict[str, float] = field(default_factory=dict)
     once: dict[str, float] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def allocator(self) -> str:
+        return self.spec.allocator
+
+    @property
+    def channel_multiple(self) -> int:
+        return self.spec.channel_multiple
 
     @property
     def resume(self) -> bool:
@@ -310,10 +317,7 @@ def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
     process group), the evaluation pairs and their scoring protocol, the MAC-counting size."""
     s = resolved.settings
     pr = s.prune
-    allocator = allocator_for(resolved)
-    channel_multiple = channel_multiple_for(resolved)  # contradictions: before any work
-    check_latency_target(resolved)
-    check_reconstruct(resolved)
+    spec = resolve_prune_spec(resolved)  # contradictions: refused before any work
     plan = student_schedule(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher = ctx.teacher
@@ -323,9 +327,8 @@ def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
                                             limit=s.evaluate.limit)
     check_flops_size(teacher, pr.flops_size)
     out_dir = s.common.resume or s.common.out or default_out_dir(teacher.name)
-    return _Job(resolved=resolved, progress=progress, ctx=ctx, allocator=allocator,
-                channel_multiple=channel_multiple, eval_pairs=eval_pairs, protocol=protocol,
-                out_dir=Path(out_dir), student_plan=plan)
+    return _Job(resolved=resolved, progress=progress, ctx=ctx, spec=spec, eval_pairs=eval_pairs,
+                protocol=protocol, out_dir=Path(out_dir), student_plan=plan)
 
 
 def _open_folder(job: _Job) -> None:
@@ -406,7 +409,7 @@ def _prune_phase(job: _Job) -> _Pruned:
                                        job.progress).dreams
             phases["calibration_dreams"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        pruned = prune_teacher(teacher, job.resolved, device, calibration, job.progress)
+        pruned = prune_teacher(teacher, job.spec, device, calibration, job.progress)
         write_prune_outputs(pruned, prune_dir, overwrite=True)
         phases["prune"] = time.perf_counter() - tick
         job.once = {k: phases[k] for k in ("calibration_dreams", "prune") if k in phases}

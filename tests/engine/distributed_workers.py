@@ -26,8 +26,8 @@ from dreamprune_cli.engine.evaluate import evaluate_pairs
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
-from dreamprune_cli.prune.masks import (attach_masks, get_masks, magnitude_masks,
-                                        plain_state_dict, prunable_modules, set_masks)
+from dreamprune_cli.prune.unstructured.masks import (attach_masks, get_masks, magnitude_masks,
+                                                     plain_state_dict, prunable_modules, set_masks)
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[2]

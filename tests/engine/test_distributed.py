@@ -16,7 +16,7 @@ from dreamprune_cli.engine.losses import distill_loss
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.data.pairs import pair_folders
-from dreamprune_cli.prune.masks import plain_state_dict
+from dreamprune_cli.prune.unstructured.masks import plain_state_dict
 from tests.engine import distributed_workers as workers
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()

@@ -19,8 +19,8 @@ from dreamprune_cli.engine.losses import coarse_distance, tv_loss
 from dreamprune_cli.errors import Interrupted, RuntimeFailure
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
-from dreamprune_cli.prune.masks import (attach_masks, get_masks, magnitude_masks,
-                                        plain_state_dict, prunable_modules, set_masks)
+from dreamprune_cli.prune.unstructured.masks import (attach_masks, get_masks, magnitude_masks,
+                                                     plain_state_dict, prunable_modules, set_masks)
 from dreamprune_cli.settings import resolve_settings
 
 CPU = torch.device("cpu")

@@ -21,7 +21,7 @@ from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.adapter import RestorationAdapter
-from dreamprune_cli.prune.masks import get_masks, plain_state_dict
+from dreamprune_cli.prune.unstructured.masks import get_masks, plain_state_dict
 from tests.engine.test_joint import _teacher_student
 
 CPU = torch.device("cpu")

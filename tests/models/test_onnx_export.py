@@ -15,8 +15,8 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.onnx_export import check_onnx_packages, export_onnx
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.prune.channel_plan import prune_channels
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.runs.export import check_destination
 from tests.runs.test_commands import _ffa_weights
 

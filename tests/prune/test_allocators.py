@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from dreamprune_cli.prune.allocators import (allocate_erk, allocate_global, allocate_lamp,
-                                             allocate_uniform, erk_densities, lamp_scores)
-from dreamprune_cli.prune.budget import MacBudget, PrunableLayer
+from dreamprune_cli.prune.unstructured.allocators import (allocate_erk, allocate_global,
+                                                          allocate_lamp, allocate_uniform,
+                                                          erk_densities, lamp_scores)
+from dreamprune_cli.prune.unstructured.budget import MacBudget, PrunableLayer
 
 
 def _budget(shapes: list[tuple[int, ...]], positions: list[int], fixed: int = 0) -> MacBudget:

@@ -10,8 +10,8 @@ from torch import nn
 
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
-from dreamprune_cli.prune.budget import measure_budget
-from dreamprune_cli.prune.masks import attach_masks, magnitude_mask, set_masks
+from dreamprune_cli.prune.unstructured.budget import measure_budget
+from dreamprune_cli.prune.unstructured.masks import attach_masks, magnitude_mask, set_masks
 
 
 def _net() -> nn.Sequential:

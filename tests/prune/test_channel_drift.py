@@ -10,13 +10,13 @@ import torch
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.prune.channel_drift import (ChannelDrift, GroupDrift, adaptive_scores,
+from dreamprune_cli.prune.channel.drift import (ChannelDrift, GroupDrift, adaptive_scores,
                                                 level_counts, lower_hull_slopes,
                                                 measure_channel_drift)
-from dreamprune_cli.prune.channel_plan import prune_channels
-from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, ChannelGroup,
-                                           apply_channel_counts, channel_groups,
-                                           kept_for_ratio, trace_input)
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.channel.allocate import (CHANNEL_TOLERANCE, ChannelGroup,
+                                                   apply_channel_counts, channel_groups,
+                                                   kept_for_ratio, trace_input)
 
 
 def _tiny(name: str) -> LoadedModel:
@@ -110,7 +110,7 @@ def test_adaptive_channel_pruning_meets_the_target() -> None:
 
 
 def test_adaptive_needs_calibration() -> None:
-    from dreamprune_cli.prune.channels import allocate_channels
+    from dreamprune_cli.prune.channel.allocate import allocate_channels
     loaded = _tiny("ffa")
     with pytest.raises(ValueError, match="calibration"):
         allocate_channels(loaded.network, trace_input(1), (3, 32, 32), 0.6, "adaptive")

@@ -11,11 +11,11 @@ from torch import nn
 
 from dreamprune_cli.models.registry import build_model, get_model_info
 from dreamprune_cli.models.resize import unshare_modules
-from dreamprune_cli.prune.channel_graph import GroupStep, indexed_graph_class, remove_channels
-from dreamprune_cli.prune.channels import (ChannelGroup, _next_count, allocate_channels,
-                                           apply_channel_counts, build_graph,
-                                           channel_groups, kept_for_ratio, round_kept,
-                                           shape_copy, trace_input)
+from dreamprune_cli.prune.channel.graph import GroupStep, indexed_graph_class, remove_channels
+from dreamprune_cli.prune.channel.allocate import (ChannelGroup, _next_count, allocate_channels,
+                                                   apply_channel_counts, build_graph,
+                                                   channel_groups, kept_for_ratio, round_kept,
+                                                   shape_copy, trace_input)
 
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
 ROOTS = [nn.modules.conv._ConvNd, nn.Linear]

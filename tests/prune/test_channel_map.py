@@ -18,9 +18,9 @@ from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channel_map import kept_channel_map, teacher_channels
-from dreamprune_cli.prune.channel_plan import prune_channels
-from dreamprune_cli.prune.channels import channel_groups, trace_input
-from dreamprune_cli.prune.plan import write_prune_outputs
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.channel.allocate import channel_groups, trace_input
+from dreamprune_cli.prune.result import write_prune_outputs
 from dreamprune_cli.prune.student import load_student
 
 

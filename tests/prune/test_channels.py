@@ -10,15 +10,15 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from dreamprune_cli.prune.channel_plan import channel_allocator, prune_channels
-from dreamprune_cli.prune.plan import write_prune_outputs
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.result import write_prune_outputs
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import network_input_size
 from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.prune.channels import (CHANNEL_TOLERANCE, channel_groups, kept_for_ratio,
-                                           ChannelGroup, trace_input)
+from dreamprune_cli.prune.channel.allocate import (CHANNEL_TOLERANCE, channel_groups,
+                                                   kept_for_ratio, ChannelGroup, trace_input)
 from dreamprune_cli.models.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
                                          unshare_modules)
 
@@ -108,16 +108,6 @@ def test_unreachable_target_names_the_smallest_fraction() -> None:
         prune_channels(_tiny("ffa"), 0.5, "erk", flops_size=32)
     with pytest.raises(UsageError, match="matches no"):
         prune_channels(_tiny("ffa"), 0.5, "uniform", flops_size=32, exclude=["nothing*"])
-
-
-def test_channel_allocator_replaces_only_defaults() -> None:
-    assert channel_allocator("global", "flag --allocator") == "global"
-    assert channel_allocator("adaptive", "default") == "adaptive"  # it has a channel form
-    assert channel_allocator("adaptive", "flag --allocator") == "adaptive"
-    assert channel_allocator("erk", "default") == "lamp"
-    assert channel_allocator("erk", "preset presets/ffa.toml") == "lamp"
-    with pytest.raises(UsageError, match="erk"):
-        channel_allocator("erk", "flag --allocator")
 
 
 @pytest.mark.parametrize("name", ZOO)

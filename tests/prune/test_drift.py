@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from dreamprune_cli.prune.budget import MacBudget, PrunableLayer, measure_budget
-from dreamprune_cli.prune.drift import DriftCurves, allocate_adaptive, measure_drift
-from dreamprune_cli.prune.masks import attach_masks, get_masks, magnitude_mask
+from dreamprune_cli.prune.unstructured.budget import MacBudget, PrunableLayer, measure_budget
+from dreamprune_cli.prune.unstructured.drift import DriftCurves, allocate_adaptive, measure_drift
+from dreamprune_cli.prune.unstructured.masks import attach_masks, get_masks, magnitude_mask
 
 
 def _net() -> nn.Sequential:

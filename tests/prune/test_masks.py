@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.prune.masks import (attach_masks, default_exclude, get_masks,
-                                        magnitude_mask, matches, plain_state_dict, set_masks,
-                                        split_layers)
+from dreamprune_cli.prune.unstructured.masks import (attach_masks, default_exclude, get_masks,
+                                                     magnitude_mask, matches, plain_state_dict,
+                                                     set_masks, split_layers)
 
 
 def _net() -> nn.Sequential:

@@ -14,12 +14,13 @@ from torch import nn
 from dreamprune_cli.cli import app
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.engine.evaluate import evaluate_pairs
-from dreamprune_cli.prune.plan import (ALLOCATORS, apply_allocation, measure_plan_drift,
-                                         plan_pruning, prune_model, write_prune_outputs)
+from dreamprune_cli.prune.unstructured.plan import (ALLOCATORS, apply_allocation,
+                                                    measure_plan_drift, plan_pruning, prune_model)
+from dreamprune_cli.prune.result import write_prune_outputs
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models import build_model
 from dreamprune_cli.models.loading import load_model, save_model
-from dreamprune_cli.prune.masks import matches
+from dreamprune_cli.prune.unstructured.masks import matches
 
 MODELS = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p"]
 SIZE = 64  # MACs counted at 3x64x64 keep the checks fast; the command defaults to 256

@@ -10,7 +10,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.channel_map import LayerChannels, identity_map
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.prune.channel_plan import prune_channels
+from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.reconstruct import POSITIONS, reconstruct, reconstruct_student
 
 

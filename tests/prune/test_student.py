@@ -10,8 +10,8 @@ from safetensors import safe_open
 from dreamprune_cli.models.checkpoint import METADATA_MODEL, save_safetensors
 from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.models.registry import build_model, model_config
-from dreamprune_cli.prune.masks import get_masks
-from dreamprune_cli.prune.plan import prune_model
+from dreamprune_cli.prune.unstructured.masks import get_masks
+from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.prune.student import MASKS_FILE, load_student, write_student
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.registry import build_model
-from dreamprune_cli.prune.channels import (apply_channel_counts, channel_groups,
-                                           protected_layers, trace_input)
-from dreamprune_cli.prune.tracing import build_graph, complete_constant_concats
+from dreamprune_cli.prune.channel.allocate import (apply_channel_counts, channel_groups,
+                                                   protected_layers, trace_input)
+from dreamprune_cli.prune.channel.tracing import build_graph, complete_constant_concats
 
 
 class _StateFirst(nn.Module):

@@ -10,7 +10,7 @@ import torch
 
 from dreamprune_cli.cli import app
 from dreamprune_cli.models.loading import load_model
-from dreamprune_cli.prune.channels import CHANNEL_TOLERANCE
+from dreamprune_cli.prune.channel.allocate import CHANNEL_TOLERANCE
 from tests.runs.test_commands import TINY, _ffa_weights
 
 pytestmark = pytest.mark.slow  # whole commands, end to end (CI runs them too)

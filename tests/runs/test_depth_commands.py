@@ -107,7 +107,7 @@ def test_latency_target_replans_until_the_measured_ratio_is_met(monkeypatch,
                                                                  tmp_path: Path) -> None:
     from dreamprune_cli.engine.latency import PairedLatency
     from dreamprune_cli.runs import prune as prune_run
-    from dreamprune_cli.settings import resolve_settings
+    from dreamprune_cli.settings import resolve_prune_spec, resolve_settings
 
     def slow_student(teacher, student, size, device, seed):  # time = 1.5 x the MAC ratio
         from dreamprune_cli.flops import count_costs
@@ -123,7 +123,8 @@ def test_latency_target_replans_until_the_measured_ratio_is_met(monkeypatch,
                                  "latency_target": 0.9, "flops_size": 16,
                                  "depth_calibration_size": 16}, env={})
     teacher = load_model("prenet", variant="tiny", use_bundled=False)
-    result = prune_run.prune_teacher(teacher, resolved, torch.device("cpu"))
+    result = prune_run.prune_teacher(teacher, resolve_prune_spec(resolved),
+                                     torch.device("cpu"))
     record = result.details["latency_target"]
     tries = record["tries"]
     # the first plan keeps at most 0.9 of the MACs and runs at 1.5 x that: too slow; each next

@@ -89,22 +89,8 @@ def test_prune_run_channel_multiple_reaches_the_plan_and_the_files(tmp_path: Pat
     assert report["details"]["channel_multiple"] == 4
 
 
-def test_channel_multiple_applies_only_at_channel_granularity(tmp_path: Path) -> None:
-    from dreamprune_cli.settings import ResolvedSettings
-
-    channel = _settings(granularity="channel", channel_multiple=16)
-    assert prune.channel_multiple_for(channel) == 16
-    assert prune.channel_multiple_for(_settings()) == 1
-    explicit = _settings(channel_multiple=16)
-    with pytest.raises(UsageError) as info:
-        prune.channel_multiple_for(explicit)
-    assert str(info.value).startswith("channel_multiple 16 (from flag --channel-multiple) "
-                                      "applies only at granularity channel")
-    # from a preset or a resumed run's record it is not the user's contradiction: ignored
-    for source in ("preset presets/ffa.toml", "run runs/x/run.json"):
-        quiet = ResolvedSettings(explicit.settings, {**explicit.sources,
-                                                     "channel_multiple": source})
-        assert prune.channel_multiple_for(quiet) == 1
+def test_a_contradictory_channel_multiple_is_refused_before_any_work(tmp_path: Path) -> None:
+    """(The resolver's rule: tests/test_prune_spec.py.)"""
     # refused before any work: the weights are not read, no folder is made
     with pytest.raises(UsageError, match="channel_multiple"):
         prune.run(_settings(model="ffa", weights=tmp_path / "missing.safetensors",

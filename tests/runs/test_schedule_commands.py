@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.prune.masks import get_masks, plain_state_dict
+from dreamprune_cli.prune.unstructured.masks import get_masks, plain_state_dict
 from dreamprune_cli.prune.student import load_student
 from tests.runs.test_commands import TINY, _ffa_weights, _prune
 

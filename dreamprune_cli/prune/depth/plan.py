@@ -1,5 +1,5 @@
 """``prune --granularity depth`` and ``depth+channel``: fewer blocks and stages (and thinner
-layers) at a MAC target, returning the same :class:`~dreamprune_cli.prune.plan.PruneResult`
+layers) at a MAC target, returning the same :class:`~dreamprune_cli.prune.result.PruneResult`
 as the other granularities.
 
 * ``depth``: the greedy path (:func:`~dreamprune_cli.prune.depth.search.greedy_path`) from
@@ -10,7 +10,7 @@ as the other granularities.
   miss the target: a miss above :data:`DEPTH_TOLERANCE` is reported with the neighbours.
 * ``depth+channel``: every state on that path (and the finishing states) above the budget is
   completed by channel pruning down to the target
-  (:func:`~dreamprune_cli.prune.channel_plan.prune_channels` on the depth student), every
+  (:func:`~dreamprune_cli.prune.channel.plan.prune_channels` on the depth student), every
   state within it is a candidate as it is; among the candidates within the budget, the one
   whose output drifts least from the teacher's on the calibration images is the student
   (when whole channels meet it nowhere, the smallest). The split between depth and width is thus chosen by
@@ -32,13 +32,12 @@ from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
 from dreamprune_cli.models.channel_map import identity_map
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel_plan import prune_channels
-from dreamprune_cli.prune.channels import trace_input
+from dreamprune_cli.prune.channel.plan import prune_channels
+from dreamprune_cli.prune.channel.allocate import trace_input
 from dreamprune_cli.prune.depth.candidates import DepthSpace, find_depth_space
-from dreamprune_cli.prune.depth.search import (DepthSearch, DepthStep, finishing_steps,
-                                               greedy_path)
-from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
-from dreamprune_cli.prune.plan import PruneResult, structured_layers
+from dreamprune_cli.prune.depth.search import DepthSearch, DepthStep, finishing_steps, greedy_path
+from dreamprune_cli.prune.spec import DEFAULT_MIN_KEEP
+from dreamprune_cli.prune.result import PruneResult, structured_layers
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,8 @@ def _least_drift(states: Sequence[DepthStep], target: float) -> DepthStep:
 
 
 def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flops_size: int,
-            allocator: str, details: dict, start: float) -> PruneResult:
+            allocator: str, details: dict, start: float,
+            metadata: dict[str, str] | None = None) -> PruneResult:
     input_size = network_input_size(loaded.info, flops_size)
     before = count_costs(loaded.network, input_size)
     after = count_costs(student.network, input_size)
@@ -118,7 +118,7 @@ def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flop
         params_before=before.params_nonzero, params_after=after.params_nonzero,
         layers=structured_layers(loaded.network, student.network, before, after),
         exclude=list(loaded.info.prune_exclude), seconds=time.perf_counter() - start,
-        details=details, granularity=student.granularity)
+        details=details, granularity=student.granularity, metadata=dict(metadata or {}))
 
 
 def prune_depth(loaded: LoadedModel, flops_target: float, flops_size: int = 256,
@@ -167,7 +167,7 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
 
     Args: as :func:`prune_depth`, plus the channel part's ``channel_allocator``,
     ``channel_multiple``, ``exclude`` and ``min_keep`` (see
-    :func:`~dreamprune_cli.prune.channel_plan.prune_channels`).
+    :func:`~dreamprune_cli.prune.channel.plan.prune_channels`).
 
     Returns:
         A result with ``granularity="depth+channel"`` (or ``"depth"`` when removing blocks
@@ -223,7 +223,8 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
                "channel_multiple": channel_multiple,
                "splits": [split for _, _, split in splits], "chosen_split": best}
     return _result(loaded, student, flops_target, flops_size,
-                   f"drift+{channel_allocator}", details, start)
+                   f"drift+{channel_allocator}", details, start,
+                   {"dreamprune.prune.channel_multiple": str(channel_multiple)})
 
 
 def _probe(loaded: LoadedModel) -> torch.Tensor:

@@ -4,16 +4,16 @@ Whole output channels are removed, together with the matching inputs of every la
 consumes them: Torch-Pruning (``torch_pruning``) traces the network, couples the layers that
 must lose the same channels (residual additions, concatenations, attention products) into
 *groups*, ranks each group's channels with its importance criteria, and its pruning
-functions perform the removal (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`).
+functions perform the removal (:func:`~dreamprune_cli.prune.channel.graph.remove_channels`).
 This module decides how many channels each
 group keeps, so that the project's MAC counter (:func:`dreamprune_cli.flops.count_costs`)
 reads the target.
 
-The library's graph is built and corrected by :func:`dreamprune_cli.prune.tracing.build_graph`
+The library's graph is built and corrected by :func:`dreamprune_cli.prune.channel.tracing.build_graph`
 (channel-broadcast products, concatenations with untraced operands, channel-preserving
 layers; groups found by the indexed search of
-:func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class`). The network is traced once:
-each group records its layers' indices (:class:`~dreamprune_cli.prune.channel_graph.GroupStep`)
+:func:`~dreamprune_cli.prune.channel.graph.indexed_graph_class`). The network is traced once:
+each group records its layers' indices (:class:`~dreamprune_cli.prune.channel.graph.GroupStep`)
 and every candidate is pruned from that record (:func:`apply_channel_counts`). A convolution that writes an output of the network (the restored image) or a
 1-channel map keeps its output channels (:func:`protected_layers`); nothing else is kept
 dense.
@@ -26,7 +26,7 @@ Allocators (the unstructured allocators' names where they make sense):
   (the library's ``GroupMagnitudeImportance``); the lowest fraction ``r`` of all channels go.
 * ``lamp``: the same with LAMP-normalised scores (the library's ``LAMPImportance``).
 * ``adaptive``: the same with each channel scored by the drift it causes per MAC it saves,
-  measured on calibration images (:mod:`dreamprune_cli.prune.channel_drift`); channels
+  measured on calibration images (:mod:`dreamprune_cli.prune.channel.drift`); channels
   leave each group in the library's magnitude order.
 
 Each finds its ``r`` by bisection on counted MACs; channel steps are coarse, so the result is
@@ -49,14 +49,14 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel_graph import (ChannelGroup, GroupStep, group_steps,
-                                               remove_channels)
-from dreamprune_cli.prune.channel_drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
+from dreamprune_cli.prune.channel.graph import (ChannelGroup, GroupStep, group_steps,
+                                                remove_channels)
+from dreamprune_cli.prune.channel.drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
                                                 adaptive_scores, measure_channel_drift)
-from dreamprune_cli.prune.masks import matches
+from dreamprune_cli.prune.spec import matches
 from dreamprune_cli.models.resize import unshare_modules
-from dreamprune_cli.prune.library import torch_pruning
-from dreamprune_cli.prune.tracing import CHANNELWISE_ATTRIBUTE, build_graph, failing_layer
+from dreamprune_cli.prune.channel.library import torch_pruning
+from dreamprune_cli.prune.channel.tracing import CHANNELWISE_ATTRIBUTE, build_graph, failing_layer
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def channel_groups(network: nn.Module, example: torch.Tensor, allocator: str = "
         example: tracing input (:func:`trace_input`).
         allocator: ``lamp`` scores channels with LAMP normalisation, the others with the
             group-mean-normalised L2 magnitude (``adaptive`` replaces these scores by
-            measured drift, :func:`~dreamprune_cli.prune.channel_drift.adaptive_scores`,
+            measured drift, :func:`~dreamprune_cli.prune.channel.drift.adaptive_scores`,
             and keeps the magnitude order).
         exclude: module-name globs whose output channels stay too (``--exclude``).
 
@@ -334,7 +334,7 @@ def apply_channel_counts(network: nn.Module, groups: Sequence[ChannelGroup],
 
     No new trace: every group's layers lose the channels that follow its dropped root
     channels, by the steps recorded when the unpruned network was traced once
-    (:func:`~dreamprune_cli.prune.channel_graph.remove_channels`). ``network`` must be the
+    (:func:`~dreamprune_cli.prune.channel.graph.remove_channels`). ``network`` must be the
     unpruned network the groups were found on (or a copy of it, e.g. on the meta device); the
     copy keeps its real weights when ``network`` has them.
 
@@ -422,7 +422,7 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
 
     ``uniform``: ``floor(ratio * n)`` channels leave every group of ``n``; ``global``,
     ``lamp`` and ``adaptive``: the ``round(ratio * total)`` lowest-scored channels of all
-    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel_drift.
+    groups leave (``adaptive``: groups scored by :func:`~dreamprune_cli.prune.channel.drift.
     adaptive_scores`). A group keeps at least ``max(1, ceil(min_keep * n))`` channels either
     way, and with ``multiple`` above 1 a multiple of it (:func:`round_kept`).
     """
@@ -446,6 +446,144 @@ def kept_for_ratio(groups: Sequence[ChannelGroup], allocator: str, ratio: float,
     return kept
 
 
+Candidate = tuple[tuple[int, ...], int]
+"""Kept channels per group, and the MACs they keep."""
+
+
+class _Candidates:
+    """Counts the MACs of kept-channel candidates, each once: pruned on one copy of the network
+    (shapes only where it runs on the meta device, :func:`shape_copy`), counted at
+    ``input_size``, only the count kept."""
+
+    def __init__(self, trial: nn.Module, groups: list[ChannelGroup],
+                 input_size: tuple[int, ...]) -> None:
+        self.trial, self.groups, self.input_size = trial, groups, input_size
+        self.cache: dict[tuple[int, ...], int] = {}
+
+    def __contains__(self, kept: tuple[int, ...]) -> bool:
+        return kept in self.cache
+
+    def count(self, kept: tuple[int, ...]) -> Candidate:
+        if kept not in self.cache:
+            self.cache[kept] = count_costs(apply_channel_counts(self.trial, self.groups, kept),
+                                           self.input_size).macs
+        return kept, self.cache[kept]
+
+
+def _check_request(allocator: str, flops_target: float, calibration: torch.Tensor | None,
+                   wrap: Callable[[nn.Module], nn.Module] | None, multiple: int) -> None:
+    """Refuse what :func:`allocate_channels` cannot do, before any tracing."""
+    if allocator not in CHANNEL_ALLOCATORS:
+        raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
+                         f"{', '.join(CHANNEL_ALLOCATORS)}")
+    if not (0.0 < flops_target <= 1.0):
+        raise UsageError(f"$flops_target {flops_target!r}: expected a fraction of the MACs to "
+                         "keep in (0, 1], e.g. 0.58")
+    if allocator == "adaptive" and (calibration is None or wrap is None):
+        raise ValueError("the adaptive channel allocator needs calibration images and wrap")
+    if multiple < 1:
+        raise ValueError(f"multiple: expected a channel count of at least 1, got {multiple}")
+
+
+def _check_reachable(smallest: int, goal: float, dense: int, flops_target: float,
+                     min_keep: float, model_name: str) -> None:
+    """Refuse a target below what keeping the least of every group leaves (``smallest``)."""
+    if smallest > goal * (1 + CHANNEL_TOLERANCE):
+        reachable = math.ceil(smallest / dense * 1e4) / 1e4
+        raise UsageError(
+            f"$flops_target {flops_target:g} cannot be met for {model_name} at $granularity "
+            f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
+            f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
+            f"of the MACs; the smallest reachable F is {reachable:.4f}")
+
+
+def _drift_scores(network: nn.Module, example: torch.Tensor, groups: list[ChannelGroup],
+                  least: Sequence[int], wrap: Callable[[nn.Module], nn.Module],
+                  calibration: torch.Tensor, keep_levels: Sequence[float],
+                  progress: ProgressSink | None) -> tuple[list[ChannelGroup], ChannelDrift]:
+    """``adaptive``: every group's drift curve measured on ``calibration`` (thinner copies of
+    ``network`` built from the one trace's record), and the groups rescored by it
+    (:func:`~dreamprune_cli.prune.channel.drift.adaptive_scores`)."""
+    drift = measure_channel_drift(
+        network, example, groups, least,
+        lambda kept: apply_channel_counts(network, groups, kept), wrap,
+        calibration, keep_levels, progress)
+    return adaptive_scores(groups, drift), drift
+
+
+def _bisect(evaluate: Callable[[float], Candidate], smallest: Candidate, goal: float,
+            dense: int, iterations: int, tried: list[tuple[float, float]]
+            ) -> tuple[tuple[float, Candidate], tuple[float, Candidate]]:
+    """Bisection on the pruning ratio: the ratios and candidates around ``goal`` MACs,
+    ``(low, high)`` with ``low`` keeping at least ``goal`` and ``high`` less (the same when
+    the unpruned network already keeps at most ``goal``). Every ratio tried goes to
+    ``tried`` as ``(ratio, MAC fraction)``."""
+    full = evaluate(0.0)
+    low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
+    tried += [(0.0, full[1] / dense), (1.0, smallest[1] / dense)]
+    if full[1] <= goal:
+        return low, low
+    for _ in range(iterations):
+        if low[1][0] == high[1][0] or high[0] - low[0] < 1e-6:
+            break
+        middle = (low[0] + high[0]) / 2
+        result = evaluate(middle)
+        tried.append((middle, result[1] / dense))
+        if result[1] >= goal:
+            low = (middle, result)
+        else:
+            high = (middle, result)
+    return low, high
+
+
+def _refine(candidates: _Candidates, least: Sequence[int], multiple: int, goal: float,
+            dense: int, above: Candidate, below: Candidate, best: Candidate, ratio: float,
+            steps: int, evaluations: int, tried: list[tuple[float, float]]) -> Candidate:
+    """Channel by channel from the bisection's two candidates, the best candidate found.
+
+    The ratio's steps are coarse (one channel of a narrow group can be several percent of the
+    MACs): from the candidate ``above`` the target, take single channels (or one multiple)
+    from one group at a time, each time the step that lands closest to the target without
+    passing below the tolerance; if that ends outside it, give them back from the candidate
+    ``below`` the target the same way (the largest step that stays within the tolerance
+    above). Each direction at most ``steps`` steps and ``evaluations`` newly counted
+    candidates; ``best`` is replaced by any candidate closer to the target.
+    """
+    groups = candidates.groups
+    kept, macs = best
+    bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
+    for step, start in ((-1, above), (1, below)):
+        current = start
+        budget = evaluations
+        for _ in range(steps):
+            options = []
+            for i, group in enumerate(groups):
+                following = _next_count(current[0][i], group.channels, least[i], multiple,
+                                        step)
+                if following is None:
+                    continue
+                candidate = tuple(following if j == i else k
+                                  for j, k in enumerate(current[0]))
+                if candidate not in candidates:
+                    budget -= 1
+                    if budget < 0:
+                        break
+                option = candidates.count(candidate)
+                if (option[1] >= bounds[0]) if step < 0 else (option[1] <= bounds[1]):
+                    options.append(option)
+            if not options:
+                break
+            current = (min if step < 0 else max)(options, key=lambda o: o[1])
+            tried.append((ratio, current[1] / dense))
+            if abs(current[1] - goal) < abs(macs - goal):
+                kept, macs = current
+            if bounds[0] <= current[1] <= bounds[1]:
+                break
+        if abs(macs - goal) <= CHANNEL_TOLERANCE * goal:
+            break
+    return kept, macs
+
+
 def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tuple[int, ...],
                       flops_target: float, allocator: str, min_keep: float = 0.1,
                       exclude: Sequence[str] = (), model_name: str = "model",
@@ -458,17 +596,17 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
     """Prune a copy of ``network`` to ``flops_target`` of its MACs by whole channels.
 
     The network is traced once (:func:`channel_groups`). Bisection on the allocator's pruning
-    ratio ``r`` in ``[0, 1]``; every candidate is pruned (on a shape-only copy where the network
-    runs on the meta device, :func:`shape_copy`) and counted with the project's counter at
-    ``input_size``; only the chosen one is built from the real weights. When the two candidates
-    around the target both miss it by more than 1% (narrow networks: one channel is a large
-    step) and the network has at most ``refine_groups`` groups, single channels are then
-    taken from one group at a time, each where the count lands closest to the
-    target without passing 1% below it, and if that fails, given back one group at a time
+    ratio ``r`` in ``[0, 1]`` (:func:`_bisect`); every candidate is pruned (on a shape-only
+    copy where the network runs on the meta device, :func:`shape_copy`) and counted with the
+    project's counter at ``input_size``; only the chosen one is built from the real weights.
+    When the two candidates around the target both miss it by more than 1% (narrow networks:
+    one channel is a large step) and the network has at most ``refine_groups`` groups, single
+    channels are then taken from one group at a time, each where the count lands closest to
+    the target without passing 1% below it, and if that fails, given back one group at a time
     from the candidate below the target, each where it lands closest without passing 1%
-    above it (each direction at most ``refine_steps`` steps and ``refine_evaluations``
-    counted candidates). The returned plan is the candidate closest to the target.
-    With ``multiple`` above 1 every group wider than it keeps a multiple of it
+    above it (:func:`_refine`: each direction at most ``refine_steps`` steps and
+    ``refine_evaluations`` counted candidates). The returned plan is the candidate closest to
+    the target. With ``multiple`` above 1 every group wider than it keeps a multiple of it
     (:func:`round_kept`; refinement steps of that many channels, so the target is met more
     coarsely).
 
@@ -482,16 +620,7 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
             below the smallest reachable fraction (named).
         ValueError: ``adaptive`` without ``calibration`` or ``wrap``; ``multiple`` below 1.
     """
-    if allocator not in CHANNEL_ALLOCATORS:
-        raise UsageError(f"$allocator {allocator!r} at $granularity channel: expected one of "
-                         f"{', '.join(CHANNEL_ALLOCATORS)}")
-    if not (0.0 < flops_target <= 1.0):
-        raise UsageError(f"$flops_target {flops_target!r}: expected a fraction of the MACs to "
-                         "keep in (0, 1], e.g. 0.58")
-    if allocator == "adaptive" and (calibration is None or wrap is None):
-        raise ValueError("the adaptive channel allocator needs calibration images and wrap")
-    if multiple < 1:
-        raise ValueError(f"multiple: expected a channel count of at least 1, got {multiple}")
+    _check_request(allocator, flops_target, calibration, wrap, multiple)
     dense = count_costs(network, input_size).macs_dense
     groups, protected = channel_groups(network, example, allocator, exclude)
     if not groups and flops_target < 1.0:
@@ -499,92 +628,31 @@ def allocate_channels(network: nn.Module, example: torch.Tensor, input_size: tup
                          "$granularity channel: no channel group may be pruned")
     # Candidates are pruned on one copy of the network (shapes only where it runs on the meta
     # device) and only their MACs are kept; the chosen one is then built from the real weights.
-    trial, _ = shape_copy(network, example)
-    cache: dict[tuple[int, ...], int] = {}
-
-    def counted(kept: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if kept not in cache:
-            cache[kept] = count_costs(apply_channel_counts(trial, groups, kept), input_size).macs
-        return kept, cache[kept]
-
-    def evaluate(ratio: float) -> tuple[tuple[int, ...], int]:
-        return counted(tuple(kept_for_ratio(groups, allocator, ratio, min_keep, multiple)))
-
+    candidates = _Candidates(shape_copy(network, example)[0], groups, input_size)
     goal = flops_target * dense
     least = [_least_kept(g, min_keep) for g in groups]
     # what ratio 1 keeps, whatever the allocator
-    smallest = counted(tuple(round_kept(low, g.channels, low, multiple)
-                             for g, low in zip(groups, least)))
-    if smallest[1] > goal * (1 + CHANNEL_TOLERANCE):
-        reachable = math.ceil(smallest[1] / dense * 1e4) / 1e4
-        raise UsageError(
-            f"$flops_target {flops_target:g} cannot be met for {model_name} at $granularity "
-            f"channel: keeping at least {min_keep:g} of every group's channels ($min_keep) "
-            f"and the layers that write the image or a 1-channel map leaves {reachable:.4f} "
-            f"of the MACs; the smallest reachable F is {reachable:.4f}")
+    smallest = candidates.count(tuple(round_kept(low, g.channels, low, multiple)
+                                      for g, low in zip(groups, least)))
+    _check_reachable(smallest[1], goal, dense, flops_target, min_keep, model_name)
     drift = None
     if allocator == "adaptive" and flops_target < 1.0:
         assert calibration is not None and wrap is not None
-        drift = measure_channel_drift(
-            network, example, groups, least,
-            lambda kept: apply_channel_counts(network, groups, kept), wrap,
-            calibration, keep_levels, progress)
-        groups = adaptive_scores(groups, drift)
-    full = evaluate(0.0)
-    low, high = (0.0, full), (1.0, smallest)  # low keeps >= goal, high keeps < goal
-    tried = [(0.0, full[1] / dense), (1.0, smallest[1] / dense)]
-    if full[1] <= goal:
-        high = low
-    else:
-        for _ in range(iterations):
-            if low[1][0] == high[1][0] or high[0] - low[0] < 1e-6:
-                break
-            middle = (low[0] + high[0]) / 2
-            result = evaluate(middle)
-            tried.append((middle, result[1] / dense))
-            if result[1] >= goal:
-                low = (middle, result)
-            else:
-                high = (middle, result)
+        groups, drift = _drift_scores(network, example, groups, least, wrap, calibration,
+                                      keep_levels, progress)
+        candidates.groups = groups
+
+    def evaluate(ratio: float) -> Candidate:
+        return candidates.count(tuple(kept_for_ratio(groups, allocator, ratio, min_keep,
+                                                     multiple)))
+
+    tried: list[tuple[float, float]] = []
+    low, high = _bisect(evaluate, smallest, goal, dense, iterations, tried)
     ratio, (kept, macs) = min((low, high), key=lambda c: abs(c[1][1] - goal))
     within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within and len(groups) <= refine_groups:
-        # The ratio's steps are coarse (one channel of a narrow group can be several percent
-        # of the MACs): from the candidate above the target, take single channels (or one
-        # multiple) from one group at a time, each time the step that lands closest to the
-        # target without passing below the tolerance; if that ends outside it, give them
-        # back from the candidate below the target the same way (the largest step that stays
-        # within the tolerance above).
-        bounds = (goal * (1 - CHANNEL_TOLERANCE), goal * (1 + CHANNEL_TOLERANCE))
-        for step, start in ((-1, low[1]), (1, high[1])):
-            current = start
-            budget = refine_evaluations
-            for _ in range(refine_steps):
-                options = []
-                for i, group in enumerate(groups):
-                    following = _next_count(current[0][i], group.channels, least[i], multiple,
-                                            step)
-                    if following is None:
-                        continue
-                    candidate = tuple(following if j == i else k
-                                      for j, k in enumerate(current[0]))
-                    if candidate not in cache:
-                        budget -= 1
-                        if budget < 0:
-                            break
-                    option = counted(candidate)
-                    if (option[1] >= bounds[0]) if step < 0 else (option[1] <= bounds[1]):
-                        options.append(option)
-                if not options:
-                    break
-                current = (min if step < 0 else max)(options, key=lambda o: o[1])
-                tried.append((ratio, current[1] / dense))
-                if abs(current[1] - goal) < abs(macs - goal):
-                    kept, macs = current
-                if bounds[0] <= current[1] <= bounds[1]:
-                    break
-            if abs(macs - goal) <= CHANNEL_TOLERANCE * goal:
-                break
+        kept, macs = _refine(candidates, least, multiple, goal, dense, low[1], high[1],
+                             (kept, macs), ratio, refine_steps, refine_evaluations, tried)
         within = abs(macs - goal) <= CHANNEL_TOLERANCE * goal
     if not within:
         log.warning("--flops-target %g: whole channels reach %.4f or %.4f of the MACs of %s "

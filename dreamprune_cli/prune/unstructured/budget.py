@@ -24,7 +24,7 @@ from torch import nn
 
 from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.flops import CostReport, count_costs
-from dreamprune_cli.prune.masks import get_masks, set_masks, unmasked_weight
+from dreamprune_cli.prune.unstructured.masks import get_masks, set_masks, unmasked_weight
 
 TOLERANCE = 0.005
 """Largest relative difference between the reached and the requested MAC fraction."""

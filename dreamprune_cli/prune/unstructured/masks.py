@@ -13,7 +13,6 @@ the module's dotted name or any dotted prefix of it (``g1`` excludes every layer
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -23,6 +22,7 @@ from torch.nn.utils import parametrize
 
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import PRUNABLE_MODULES, execution_order, prunable_modules  # noqa: F401
+from dreamprune_cli.prune.spec import matches
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ class WeightMask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
-
-
-def matches(name: str, patterns: Iterable[str]) -> bool:
-    """Whether ``name`` or one of its dotted prefixes matches one of the globs."""
-    parts = name.split(".")
-    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
 
 
 def default_exclude(network: nn.Module, registry_exclude: Sequence[str],

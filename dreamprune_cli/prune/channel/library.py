@@ -1,7 +1,7 @@
 """The Torch-Pruning library, imported on first use (only channel pruning needs it).
 
-Its own module so that :mod:`~dreamprune_cli.prune.tracing` (which builds the dependency graph)
-and :mod:`~dreamprune_cli.prune.channel_graph` (whose graph class tracing builds) both read it
+Its own module so that :mod:`~dreamprune_cli.prune.channel.tracing` (which builds the dependency graph)
+and :mod:`~dreamprune_cli.prune.channel.graph` (whose graph class tracing builds) both read it
 from below, and the dependency between those two goes one way.
 """
 

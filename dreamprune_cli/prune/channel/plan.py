@@ -1,9 +1,9 @@
 """``prune --granularity channel``: a thinner copy of the teacher at a MAC target.
 
 The channel machinery (Torch-Pruning's graph, groups, allocation by bisection) lives in
-:mod:`dreamprune_cli.prune.channels`; this module turns its plan into the same
-:class:`~dreamprune_cli.prune.plan.PruneResult` the unstructured path returns, so that
-``write_prune_outputs``, the CLI tables and the pipeline treat both alike.
+:mod:`dreamprune_cli.prune.channel.allocate`; this module turns its plan into the
+:class:`~dreamprune_cli.prune.result.PruneResult` every granularity returns, so that
+``write_prune_outputs``, the CLI tables and the pipeline treat them alike.
 """
 
 from __future__ import annotations
@@ -15,51 +15,20 @@ from collections.abc import Sequence
 import torch
 
 from dreamprune_cli.data.calibration import synthetic_calibration
-from dreamprune_cli.prune.plan import PruneResult, structured_layers
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import RestorationAdapter, network_input_size
 from dreamprune_cli.models.channel_map import map_problems
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel_drift import DEFAULT_CHANNEL_LEVELS
+from dreamprune_cli.prune.channel.allocate import (CHANNEL_TOLERANCE, allocate_channels,
+                                                   trace_input)
+from dreamprune_cli.prune.channel.drift import DEFAULT_CHANNEL_LEVELS
+from dreamprune_cli.prune.result import PruneResult, structured_layers
+from dreamprune_cli.prune.spec import DEFAULT_MIN_KEEP
 from dreamprune_cli.prune.channel_map import kept_channel_map
-from dreamprune_cli.prune.channels import (CHANNEL_ALLOCATORS, CHANNEL_TOLERANCE,
-                                           allocate_channels, trace_input)
-from dreamprune_cli.prune.drift import DEFAULT_MIN_KEEP
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CHANNEL_ALLOCATOR = "lamp"
-"""Used when the allocator setting has no channel form (``erk``) and was not asked for:
-before any distillation, LAMP kept the bundled HINet at 24.37 dB at F = 0.58 (uniform 16.57,
-global 18.80; teacher 24.89) and FFA at 14.73 dB (uniform 14.84, global 14.62;
-docs/RESULTS.md)."""
-
-
-def channel_allocator(allocator: str, source: str) -> str:
-    """The allocator a channel run uses.
-
-    ``erk`` has no channel form. When it comes from the built-in default,
-    a preset or the record of the run being resumed (``source`` ``"default"``,
-    ``"preset ..."``, ``"run ..."``: a recorded value of a channel run was a default, since an
-    explicit one was refused when the run started), the channel default
-    (:data:`DEFAULT_CHANNEL_ALLOCATOR`) is used instead; asked for explicitly, it is an
-    error. ``adaptive`` (the setting's default) has a channel form
-    (:mod:`dreamprune_cli.prune.channel_drift`).
-
-    Raises:
-        UsageError: an explicit allocator without a channel form.
-    """
-    if allocator in CHANNEL_ALLOCATORS:
-        return allocator
-    if source == "default" or source.startswith(("preset", "run")):
-        log.info("--granularity channel: the %s allocator has no channel form; using %s",
-                 allocator, DEFAULT_CHANNEL_ALLOCATOR)
-        return DEFAULT_CHANNEL_ALLOCATOR
-    raise UsageError(f"$allocator {allocator!r} (from {source}) at $granularity channel: "
-                     f"expected one of {', '.join(CHANNEL_ALLOCATORS)}")
-
 
 def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "uniform",
                    flops_size: int = 256, exclude: Sequence[str] = (),
@@ -74,14 +43,14 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         loaded: the teacher (left untouched).
         flops_target: fraction F in (0, 1] of the dense MACs at ``3 x flops_size^2``.
         allocator: ``uniform``, ``global``, ``lamp`` or ``adaptive``
-            (:mod:`dreamprune_cli.prune.channels`).
+            (:mod:`dreamprune_cli.prune.channel.allocate`).
         flops_size: square side at which MACs are counted (a multiple of the model's
             ``size_multiple``).
         exclude: module-name globs whose output channels are kept (``--exclude``).
         min_keep: every group keeps at least this fraction of its channels (and one).
         channel_multiple: every group wider than this keeps a multiple of it (1: any count;
             16 suits CPU convolution kernels, see
-            :func:`~dreamprune_cli.prune.channels.round_kept`).
+            :func:`~dreamprune_cli.prune.channel.allocate.round_kept`).
         calibration: ``(B, 3, H, W)`` degraded images in [0, 1] on which ``adaptive``
             measures drift (on the CPU); ``None`` uses ``calibration_count`` synthetic images
             of side ``calibration_size`` of the model's task, seeded by ``seed``.
@@ -154,4 +123,5 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         params_dense=before.params, params_before=before.params_nonzero,
         params_after=after.params_nonzero, layers=layers, exclude=list(plan.protected),
         seconds=time.perf_counter() - start, drift=None, details=details,
-        granularity="channel")
+        granularity="channel",
+        metadata={"dreamprune.prune.channel_multiple": str(channel_multiple)})

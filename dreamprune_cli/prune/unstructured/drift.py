@@ -32,9 +32,10 @@ from torch import nn
 
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.prune.allocators import Allocation, bisect_scalar
-from dreamprune_cli.prune.budget import MacBudget
-from dreamprune_cli.prune.masks import mask_holder, unmasked_weight
+from dreamprune_cli.prune.unstructured.allocators import Allocation, bisect_scalar
+from dreamprune_cli.prune.unstructured.budget import MacBudget
+from dreamprune_cli.prune.spec import DEFAULT_MIN_KEEP
+from dreamprune_cli.prune.unstructured.masks import mask_holder, unmasked_weight
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def level_counts(budget: MacBudget, keep_levels: Sequence[float]) -> list[list[i
 def _level_hook(masks: list[torch.Tensor]):  # type: ignore[no-untyped-def]
     """Forward hook recomputing chunk ``i`` of the layer's batch with mask ``masks[i]``.
 
-    The layer's own :class:`~dreamprune_cli.prune.masks.WeightMask` is set to each level's
+    The layer's own :class:`~dreamprune_cli.prune.unstructured.masks.WeightMask` is set to each level's
     mask in turn and restored afterwards.
     """
     busy = [False]
@@ -117,7 +118,7 @@ def measure_drift(model: nn.Module, layers: Mapping[str, nn.Module], budget: Mac
     Args:
         model: the teacher as called on images (an adapter: RGB in, RGB out), on its device.
         layers: name -> module of ``model`` for every layer in ``budget``, each carrying an
-            all-ones :class:`~dreamprune_cli.prune.masks.WeightMask` (``attach_masks``).
+            all-ones :class:`~dreamprune_cli.prune.unstructured.masks.WeightMask` (``attach_masks``).
         budget: the pruned layers and their non-zero counts.
         calibration: ``(B, 3, H, W)`` images in [0, 1] on which drift is measured.
         keep_levels: the grid; must start at 1.0 and decrease.
@@ -190,15 +191,6 @@ class _Lagrangian:
     def kept_at(self, log_mu: float) -> list[int]:
         choice = np.argmin(self.drift + (10.0 ** log_mu) * self.macs, axis=1)
         return [int(k) for k in self.kept[self.rows, choice]]
-
-
-DEFAULT_MIN_KEEP = 0.1
-"""Smallest fraction of a layer the adaptive allocator keeps when the target allows it.
-
-Emptying a layer is a structural change (an attention branch turns constant) that the
-additive drift model underestimates: on the bundled FFA teacher at F = 0.40, allowing it
-cost 1.7 dB before distillation (dream calibration: 15.42 vs 17.10 dB, docs/RESULTS.md).
-"""
 
 
 def allocate_adaptive(curves: DriftCurves, budget: MacBudget, target: float,

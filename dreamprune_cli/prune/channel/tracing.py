@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.prune.channel_graph import indexed_graph_class
-from dreamprune_cli.prune.library import torch_pruning
+from dreamprune_cli.prune.channel.graph import indexed_graph_class
+from dreamprune_cli.prune.channel.library import torch_pruning
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def build_graph(network: nn.Module, example: torch.Tensor) -> Any:
     ``network`` (a copy: its parameters are set to require gradients, which the library's
     autograd tracing needs; a teacher frozen for dreaming has none) is left in eval mode.
     The graph's group search is the indexed one of
-    :func:`~dreamprune_cli.prune.channel_graph.indexed_graph_class` (the library's groups, in
+    :func:`~dreamprune_cli.prune.channel.graph.indexed_graph_class` (the library's groups, in
     time linear in their size).
 
     Raises:

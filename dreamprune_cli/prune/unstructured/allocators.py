@@ -1,7 +1,7 @@
 """Layer-wise allocation: how many weights each pruned layer keeps, for a MAC target.
 
 Every allocator maps one scalar to per-layer kept counts and finds the scalar by bisection
-so that the kept MACs (:class:`~dreamprune_cli.prune.budget.MacBudget`) meet the target:
+so that the kept MACs (:class:`~dreamprune_cli.prune.unstructured.budget.MacBudget`) meet the target:
 
 * ``uniform`` (Han et al. 2015, the paper's "l1"): the same density ``d`` in every layer;
   scalar ``d``.
@@ -15,7 +15,7 @@ so that the kept MACs (:class:`~dreamprune_cli.prune.budget.MacBudget`) meet the
 
 The weights kept in a layer are always its largest ``|w|`` (LAMP scores are monotone in
 ``|w|`` within a layer, so its threshold keeps exactly those too); the masks themselves are
-made by :func:`dreamprune_cli.prune.masks.magnitude_masks`.
+made by :func:`dreamprune_cli.prune.unstructured.masks.magnitude_masks`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dreamprune_cli.prune.budget import MacBudget
+from dreamprune_cli.prune.unstructured.budget import MacBudget
 
 KeptAt = Callable[[float], list[int]]
 
@@ -178,4 +178,4 @@ MAGNITUDE_ALLOCATORS: dict[str, Callable[[Sequence[torch.Tensor], MacBudget, flo
     "lamp": allocate_lamp,
 }
 """The magnitude allocators by name: every name of :data:`dreamprune_cli.prune.ALLOCATORS`
-but ``adaptive``, which allocates from drift curves (:mod:`~dreamprune_cli.prune.drift`)."""
+but ``adaptive``, which allocates from drift curves (:mod:`~dreamprune_cli.prune.unstructured.drift`)."""

@@ -1,6 +1,6 @@
 """The adaptive allocator at channel granularity: per-group drift curves on calibration images.
 
-The unstructured adaptive allocator (:mod:`dreamprune_cli.prune.drift`) measures how far the
+The unstructured adaptive allocator (:mod:`dreamprune_cli.prune.unstructured.drift`) measures how far the
 network's output moves when one layer loses weights. Its channel form measures the same
 quantity per Torch-Pruning group: for group ``g`` of ``n`` channels and a few kept counts
 ``k < n``, a copy of the teacher in which only ``g`` keeps its ``k`` most important channels
@@ -18,7 +18,7 @@ channel of a group gets the slope of the group's drift curve (its lower convex h
 between measured counts) per MAC saved, and the channels with the lowest slopes over all
 groups go first (:func:`adaptive_scores`). The channel allocator then treats these slopes as
 it treats the ``global`` allocator's magnitudes: a single pruning ratio, bisected on the
-counted MACs, removes the lowest-scored channels (:func:`~dreamprune_cli.prune.channels.
+counted MACs, removes the lowest-scored channels (:func:`~dreamprune_cli.prune.channel.allocate.
 kept_for_ratio`).
 
 Why measured drift rather than a first-order (Taylor) proxy: a first-order estimate of the
@@ -43,7 +43,7 @@ from torch import nn
 from dreamprune_cli.errors import RuntimeFailure
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.progress import NullProgress, ProgressSink
-from dreamprune_cli.prune.channel_graph import ChannelGroup
+from dreamprune_cli.prune.channel.graph import ChannelGroup
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def measure_channel_drift(network: nn.Module, example: torch.Tensor, groups: Seq
     Args:
         network: the bare teacher (not modified), on the CPU.
         example: the tracing input ``(1, C, S, S)``; MACs saved are counted at its size.
-        groups: :class:`~dreamprune_cli.prune.channel_graph.ChannelGroup` list.
+        groups: :class:`~dreamprune_cli.prune.channel.graph.ChannelGroup` list.
         least: the fewest channels each group may keep.
         prune: kept counts per group -> a thinner copy of ``network`` (the library's removal).
         wrap: bare network -> the module called on RGB images (the restoration adapter).

@@ -30,7 +30,7 @@ from numbers import Number
 import torch
 from torch import nn
 
-from dreamprune_cli.prune.library import torch_pruning
+from dreamprune_cli.prune.channel.library import torch_pruning
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ChannelGroup:
         scores: importance of each channel (index order), normalised within the group.
         steps: every coupled layer's indices per root channel, from the one trace of the
             unpruned network
-            (:func:`~dreamprune_cli.prune.channels.apply_channel_counts` removes channels with
+            (:func:`~dreamprune_cli.prune.channel.allocate.apply_channel_counts` removes channels with
             them).
     """
 
