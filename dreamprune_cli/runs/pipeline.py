@@ -32,6 +32,7 @@ import torch
 
 from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import dream_images
+from dreamprune_cli.engine.feature_distill import check_feature_patterns
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, check_resumable_steps,
                                          checkpoint_record)
@@ -45,7 +46,8 @@ from dreamprune_cli.run_record import read_run_record, write_run_record
 from dreamprune_cli.runs.checks import check_flops_size
 from dreamprune_cli.runs.context import (default_out_dir, evaluation_pairs, recorded_settings,
                                          training_context)
-from dreamprune_cli.runs.distill import joint_trainer, student_schedule, train_joint
+from dreamprune_cli.runs.distill import (feature_settings, feature_term, joint_trainer,
+                                         student_schedule, train_joint)
 from dreamprune_cli.runs.dream_files import versions
 from dreamprune_cli.runs.estimate import EtaProgress, done_steps, estimate_pipeline
 from dreamprune_cli.runs.pictures import comparison_grid, dream_grid
@@ -199,8 +201,10 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     check_latency_target(resolved)
     check_reconstruct(resolved)
     plan = student_schedule(resolved)
+    features = feature_settings(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher, device, precision, sync = ctx.teacher, ctx.device, ctx.precision, ctx.sync
+    check_feature_patterns(teacher.network, features)  # before pruning
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
                                             s.pipeline.eval_target_dir,
                                             ("eval_input_dir", "eval_target_dir"),
@@ -219,7 +223,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     prune_dir = out_dir / "prune"
     if resume:
         check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync, checkpoint_record(
-            plan, None if s.distill.inputs == "synthetic" else ctx.schedule.dream_init))
+            plan, None if s.distill.inputs == "synthetic" else ctx.schedule.dream_init,
+            features))
     if is_writer(sync):
         write_run_record(out_dir, "pipeline", record, once)
     generator = ctx.generator()
@@ -285,7 +290,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     trainer = joint_trainer(teacher_adapter, student_adapter, ctx.clean_source, ctx.schedule,
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                             generator, device, precision, sync=sync,
-                            inputs=s.distill.inputs, student_plan=plan)
+                            inputs=s.distill.inputs, student_plan=plan,
+                            features=feature_term(features, teacher, student, teacher_adapter))
     joint, trained_before = train_joint(
         trainer, out_dir, steps, s.distill.checkpoint_every, resume,
         progress if estimate is None else EtaProgress(progress, trainer.inputs.phase,
