@@ -248,7 +248,9 @@ class JointTrainer:
                 losses = dict(zip(drawn.losses, self._mean(*drawn.losses.values()))) \
                     if drawn.losses else {}
                 check_finite(self.step + 1, **losses)
-                kd = self.distiller.step(drawn.inputs, drawn.teacher_out, teacher_features)
+                kd = self.distiller.step(drawn.inputs, drawn.teacher_out) \
+                    if teacher_features is None else \
+                    self.distiller.step(drawn.inputs, drawn.teacher_out, teacher_features)
                 feat = self.distiller.last_feature_loss
                 if feat is None:
                     kd, = self._mean(kd)
