@@ -188,8 +188,8 @@ def test_the_loss_by_hand_on_a_one_conv_model() -> None:
     with torch.no_grad(), term.teacher_tap() as tap:
         teacher(x)
     kd = distiller.step(x, target, tap.calls())
-    assert kd == pytest.approx(float(kd_hand), rel=1e-6)
-    assert distiller.last_feature_loss == pytest.approx(float(feat_hand), rel=1e-6)
+    assert kd == pytest.approx(kd_hand.item(), rel=1e-6)
+    assert distiller.last_feature_loss == pytest.approx(feat_hand.item(), rel=1e-6)
     for mine, want in zip(student.parameters(), reference.parameters()):
         assert torch.allclose(mine.grad, want.grad, atol=1e-7)
     with pytest.raises(ValueError, match="needs the teacher's features"):
