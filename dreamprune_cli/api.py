@@ -24,6 +24,7 @@ subpackage of allocators and masks.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from dreamprune_cli.engine.distill import (Distiller, DistillResult, StudentSche
                                            distill_offline)
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
+from dreamprune_cli.engine.feature_distill import FeatureSettings
 from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.errors import UsageError
@@ -45,6 +47,7 @@ from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.runkit.checks import check_offline_inputs
 from dreamprune_cli.runkit.context import generator as seeded
+from dreamprune_cli.runkit.recovery import feature_term
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:
@@ -78,6 +81,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
             inputs: str = "dreams", lr_schedule: str = "constant", warmup_steps: int = 0,
             lr_min_ratio: float = 0.01, ema_decay: float = 0.0,
+            lambda_feat: float = 0.0, feat_layers: Sequence[str] = (),
             **schedule: Any) -> list[dict[str, float]]:
     """Train ``student`` (in place, masks kept) to match ``teacher`` on dreamed inputs.
 
@@ -91,28 +95,36 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     dreams from synthetic degraded images instead of noise. ``lr_schedule`` (``constant``
     or ``cosine``: to ``lr_min_ratio`` of ``student_lr`` over ``steps``), ``warmup_steps``
     (linear warm-up) and ``ema_decay`` (above 0: the student ends with the moving average
-    of its weights) as :class:`~dreamprune_cli.engine.distill.StudentSchedule`. Returns the
-    per-step loss history (``kd``, and ``dream``/``orth`` when dreams are among the inputs).
+    of its weights) as :class:`~dreamprune_cli.engine.distill.StudentSchedule`.
+    ``lambda_feat`` (above 0) adds feature distillation: the mean L1 distance between every
+    convolution/linear layer's output and the teacher's at the channels the student kept,
+    restricted to the layers matching ``feat_layers`` globs if given
+    (:mod:`dreamprune_cli.engine.feature_distill`). Returns the per-step loss history
+    (``kd``, ``feat`` with the feature term, and ``dream``/``orth`` when dreams are among the
+    inputs).
 
     Raises:
         UsageError: ``dreams`` with ``inputs`` other than ``dreams``; an unknown ``inputs``;
-            ``mixed`` with ``batch_size`` 1; a schedule value out of range.
+            ``mixed`` with ``batch_size`` 1; a schedule value out of range; a negative
+            ``lambda_feat``, a ``feat_layers`` glob that matches no shared layer.
     """
     check_offline_inputs(dreams is not None, inputs)
     recovery = StudentSchedule(lr_schedule=lr_schedule,  # type: ignore[arg-type]
                                warmup_steps=warmup_steps, lr_min_ratio=lr_min_ratio,
                                ema_decay=ema_decay, total_steps=steps)
+    features = FeatureSettings(lambda_feat, tuple(feat_layers))
     device_ = resolve_device(device)
     precision = resolve_precision(device_)
     generator = seeded(seed)
     student.network.to(device_)
     student_adapter = student.adapter().to(device_)
     teacher_adapter = teacher.adapter().to(device_)
+    term = feature_term(features, teacher, student, teacher_adapter)
     if dreams is not None:
         if dreams.dim() != 4 or dreams.shape[1] != 3:
             raise UsageError(f"dreams: expected (N, 3, H, W), got {tuple(dreams.shape)}")
         distiller = Distiller(student_adapter, student_lr, lambda_kd, device_, precision,
-                              schedule=recovery)
+                              schedule=recovery, features=term)
         result: DistillResult = distill_offline(distiller, teacher_adapter, dreams, steps,
                                                 batch_size, generator, progress)
         distiller.adopt_average()
@@ -120,7 +132,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
     trainer = joint_trainer(teacher_adapter, student_adapter, make_clean_source(clean_dir),
                             plan, round_steps, student_lr, lambda_kd, generator, device_,
-                            precision, inputs=inputs, student_plan=recovery)
+                            precision, inputs=inputs, student_plan=recovery, features=term)
     history = trainer.run(steps, progress=progress).history
     trainer.distiller.adopt_average()
     return history

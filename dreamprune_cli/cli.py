@@ -107,6 +107,7 @@ _DECLS = {"model": ("--model", "-m"), "weights": ("--weights", "-w"),
           "random_weights": ("--random-weights",), "non_strict": ("--non-strict/--strict",),
           "teacher_cache": ("--cache/--no-cache",)}
 _EXTRA: dict[str, dict[str, Any]] = {"threads": {"min": 1}, "exclude": {"metavar": "GLOB"},
+                                     "feat_layers": {"metavar": "GLOB"},
                                      "channel_multiple": {"metavar": "N"},
                                      "grid_crop": {"metavar": "N"}}
 
@@ -149,6 +150,7 @@ RUNTIME = ("device", "seed", "threads", "config", "json_flag")
 SCORING = ("ssim_variant", "quantize", "pairing", "tile", "tile_overlap")
 DREAMING = ("lambda_orth", "lambda_tv", "lambda_far", "noise_lr", "dream_init")
 STUDENT_SCHEDULE = ("lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay")
+FEATURES = ("lambda_feat", "feat_layers")
 CUDA = ("amp", "channels_last")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -298,8 +300,9 @@ def _settings(ctx: typer.Context, flags: dict[str, Any], default_model: str | No
     opts = _globals(ctx)
     ui = _make_ui(ctx, flags.pop("json_flag", False))
     config = flags.pop("config", None) or opts.config
-    if "exclude" in flags:
-        flags["exclude"] = flags["exclude"] or None
+    for name in ("exclude", "feat_layers"):  # an empty list: not given
+        if name in flags:
+            flags[name] = flags[name] or None
     for name in ("device", "seed", "threads"):
         if flags.get(name) is None:
             flags[name] = getattr(opts, name)
@@ -401,7 +404,7 @@ def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 @_command("distill", "student", "out", "dreams", *LOADING, "steps", "batch_size", "size",
           "round_steps", "clean_dir", "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE,
-          *DREAMING, "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
+          *FEATURES, *DREAMING, "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
 def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Train a pruned student to match the teacher on dreamed inputs (or --inputs).
 
@@ -416,7 +419,8 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size", "reconstruct",
           "reconstruct_count", "calibration_source", "calibration_steps", "clean_dir",
-          "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE, *DREAMING, "out",
+          "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE, *FEATURES, *DREAMING,
+          "out",
           "eval_input_dir", "eval_target_dir", *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
           "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")

@@ -236,11 +236,12 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def save_loss_history(folder: Path, history: Sequence[Mapping[str, float]], title: str,
-                      keys: Sequence[str] = ("dream", "orth", "kd")) -> None:
+                      keys: Sequence[str] = ("dream", "orth", "kd", "feat")) -> None:
     """``losses.csv`` and ``losses.png`` of a training history (keys it lacks are skipped)."""
     save_history_csv(folder / "losses.csv", history, overwrite=True)
     present = [k for k in keys if history and k in history[0]]
-    names = {"dream": "dream (L_dream)", "orth": "orth (L_orth)", "kd": "kd (L_KD)"}
+    names = {"dream": "dream (L_dream)", "orth": "orth (L_orth)", "kd": "kd (L_KD)",
+             "feat": "feat (L_feat)"}
     save_curves(folder / "losses.png",
                 {names.get(k, k): [h[k] for h in history] for k in present},
                 title=title, overwrite=True)

@@ -277,6 +277,16 @@ class DistillSettings(_Section):
         description="Keep an exponential moving average of the student's weights with this "
                     "decay per step, and save and score it as the student (0: off, default; "
                     "e.g. 0.999).")
+    lambda_feat: float = Field(
+        0.0, ge=0.0,
+        description="Weight of a feature-distillation term: the mean L1 distance between "
+                    "each student convolution/linear layer's output and the teacher's same "
+                    "layer at the channels the student kept (FitNets-style hints; 0: off, "
+                    "default).")
+    feat_layers: list[str] = Field(
+        default_factory=list,
+        description="Module-name glob of the layers --lambda-feat matches (repeatable; "
+                    "default: every convolution and linear layer both networks have).")
     checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints.")
 
 

@@ -28,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from dreamprune_cli.engine.distributed import RankSync
 from dreamprune_cli.engine.runtime import autocast, make_scaler, Precision
 from dreamprune_cli.engine.dream import check_finite
+from dreamprune_cli.engine.feature_distill import FeatureCalls, FeatureDistillation
 from dreamprune_cli.engine.losses import distill_loss
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
@@ -132,12 +133,15 @@ class Distiller:
                  device: torch.device, precision: Precision,
                  sync: RankSync | None = None, *,
                  schedule: StudentSchedule | None = None,
-                 lr_lambda: Callable[[int], float] | None = None) -> None:
+                 lr_lambda: Callable[[int], float] | None = None,
+                 features: FeatureDistillation | None = None) -> None:
         """``schedule``: the learning-rate schedule and weight averaging
         (:class:`StudentSchedule`; ``None``: constant ``lr``, no averaging, the method).
         ``lr_lambda``: instead of ``schedule``'s, any factor of ``lr`` per update taken
         (``LambdaLR``; not recorded in checkpoints, for experiments). The scheduler's
-        position and the average are part of :meth:`state_dict`.
+        position and the average are part of :meth:`state_dict`. ``features``: the feature
+        term (:mod:`dreamprune_cli.engine.feature_distill`; ``None``: off, the method, and
+        no hook is registered).
 
         Raises:
             ValueError: both ``lr_lambda`` and a ``schedule`` that schedules the rate.
@@ -148,6 +152,9 @@ class Distiller:
                              "rate schedule, not both")
         self.student = student.to(device).eval()
         self.lambda_kd = lambda_kd
+        self.features = features
+        self.last_feature_loss: float | None = None
+        """The feature term ``L_feat`` of the last step, unweighted (``None`` when off)."""
         self.device = device
         self.precision = precision
         parameters = list(student.parameters())
@@ -171,11 +178,44 @@ class Distiller:
                 use_buffers=False)
             self.average.requires_grad_(False)
 
-    def step(self, inputs: torch.Tensor, teacher_out: torch.Tensor) -> float:
-        """One update on ``lambda_kd * || S(x) - T(x) ||_1`` (both inputs detached)."""
+    def step(self, inputs: torch.Tensor, teacher_out: torch.Tensor,
+             teacher_features: FeatureCalls | None = None) -> float:
+        """One update on ``lambda_kd * || S(x) - T(x) ||_1`` (both inputs detached), plus
+        ``lambda_feat * L_feat`` with the feature term.
+
+        Args:
+            inputs: ``(B, 3, H, W)`` student inputs.
+            teacher_out: ``(B, 3, H, W)`` the teacher's outputs on them.
+            teacher_features: with the feature term, the teacher's features from the forward
+                that gave ``teacher_out`` (:meth:`FeatureDistillation.teacher_tap
+                <dreamprune_cli.engine.feature_distill.FeatureDistillation.teacher_tap>`).
+
+        Returns:
+            The output term ``lambda_kd * L1`` (the history's ``kd``); the feature term, when
+            on, is :attr:`last_feature_loss`.
+
+        Raises:
+            ValueError: the feature term is on and ``teacher_features`` is missing, or a
+                paired feature map differs in shape.
+        """
+        features = self.features
+        if features is not None and teacher_features is None:
+            raise ValueError("Distiller.step: lambda_feat > 0 needs the teacher's features "
+                             "of these inputs (FeatureDistillation.teacher_tap)")
         with autocast(self.device, self.precision):
-            student_out = self.trained(inputs.detach())
-        loss = self.lambda_kd * distill_loss(student_out.float(), teacher_out.detach())
+            if features is None:
+                student_out = self.trained(inputs.detach())
+            else:  # hooks on the unwrapped student's modules (they fire under DDP too)
+                with features.student_tap() as tap:
+                    student_out = self.trained(inputs.detach())
+        kd = self.lambda_kd * distill_loss(student_out.float(), teacher_out.detach())
+        loss = kd
+        if features is not None:
+            assert teacher_features is not None
+            feature = features.loss(tap.calls(), teacher_features)  # float32
+            del tap  # the student's feature maps: only the graph keeps what backward needs
+            loss = kd + features.lambda_feat * feature
+            self.last_feature_loss = float(feature.detach())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -184,7 +224,7 @@ class Distiller:
             self.scheduler.step()
         if self.average is not None:  # the unwrapped student: the same on every rank
             self.average.update_parameters(self.student.network)
-        return float(loss.detach())
+        return float(kd.detach())
 
     @property
     def lr(self) -> float:
@@ -245,20 +285,41 @@ class DistillResult:
 def distill_offline(distiller: Distiller, teacher: RestorationAdapter, dreams: torch.Tensor,
                     steps: int, batch_size: int, generator: torch.Generator,
                     progress: ProgressSink | None = None) -> DistillResult:
-    """Distill on saved dreams: random minibatches, teacher outputs computed once."""
+    """Distill on saved dreams: random minibatches, teacher outputs computed once.
+
+    With the feature term (``distiller.features``) the teacher's features of every dream
+    would have to be stored; instead the teacher runs once per step on the minibatch, which
+    gives both its outputs and its features (the same targets, one teacher forward a step).
+    The history then has ``feat`` (``L_feat``, unweighted) besides ``kd``.
+    """
     progress = progress or NullProgress()
     device = distiller.device
-    with torch.inference_mode():
-        targets = torch.cat([teacher(dreams[i:i + 16].to(device)).float().cpu()
-                             for i in range(0, dreams.shape[0], 16)])
+    features = distiller.features
+    targets = None
+    if features is None:
+        with torch.inference_mode():
+            targets = torch.cat([teacher(dreams[i:i + 16].to(device)).float().cpu()
+                                 for i in range(0, dreams.shape[0], 16)])
     history: list[dict[str, float]] = []
     progress.start("distill", steps)
     for step in range(1, steps + 1):
         index = torch.randint(0, dreams.shape[0], (min(batch_size, dreams.shape[0]),),
                               generator=generator)
-        loss = distiller.step(dreams[index].to(device), targets[index].to(device))
-        check_finite(step, distill=loss)
-        history.append({"step": step, "kd": loss})
-        progress.update(step, kd=loss)
+        batch = dreams[index].to(device)
+        if features is None:
+            assert targets is not None
+            loss = distiller.step(batch, targets[index].to(device))
+            check_finite(step, distill=loss)
+            history.append({"step": step, "kd": loss})
+            progress.update(step, kd=loss)
+            continue
+        with torch.no_grad(), features.teacher_tap() as tap:
+            target = teacher(batch).float()
+        loss = distiller.step(batch, target, tap.calls())
+        feat = distiller.last_feature_loss
+        assert feat is not None
+        check_finite(step, distill=loss, feat=feat)
+        history.append({"step": step, "kd": loss, "feat": feat})
+        progress.update(step, kd=loss, feat=feat)
     progress.finish()
     return DistillResult(history=history, steps=steps)

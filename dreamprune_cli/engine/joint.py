@@ -30,7 +30,8 @@ import torch
 from dreamprune_cli.engine.distill import Distiller, StudentSchedule
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
-from dreamprune_cli.engine.inputs import DreamInputs, InputSource
+from dreamprune_cli.engine.feature_distill import FeatureCalls, FeatureSettings
+from dreamprune_cli.engine.inputs import DreamInputs, InputSource, InputStep
 from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
@@ -46,8 +47,12 @@ __all__ = ["CHECKPOINT_NAME", "JointResult", "JointTrainer", "check_recorded",
 
 
 LEGACY_RECORDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_steps": 0,
-                                   "ema_decay": 0.0, "dream_init": "noise"}
+                                   "ema_decay": 0.0, "dream_init": "noise", "lambda_feat": 0.0}
 """What a checkpoint written before these settings were recorded was run with."""
+
+ABSENT_MEANS_OFF: dict[str, Any] = {"lambda_feat": 0.0}
+"""Settings a checkpoint records only when on: absent from the settings of the run that
+resumes it, they are off (a checkpoint written with them is checked against that)."""
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -60,15 +65,20 @@ def _read_state(path: Path) -> dict[str, Any]:
             from None
 
 
-def checkpoint_record(student: StudentSchedule, dream_init: str | None) -> dict[str, Any]:
+def checkpoint_record(student: StudentSchedule, dream_init: str | None,
+                      features: FeatureSettings | None = None) -> dict[str, Any]:
     """The settings a joint checkpoint records beyond ``inputs``, which a resumed run must
     keep: the student's schedule
     (:meth:`~dreamprune_cli.engine.distill.StudentSchedule.recorded`: ``lr_schedule``,
-    ``warmup_steps``, ``ema_decay``, and for ``cosine`` ``lr_min_ratio`` and ``steps``) and,
-    when dreams are among the inputs (``dream_init`` not ``None``), ``dream_init``."""
+    ``warmup_steps``, ``ema_decay``, and for ``cosine`` ``lr_min_ratio`` and ``steps``),
+    when dreams are among the inputs (``dream_init`` not ``None``), ``dream_init``, and with
+    the feature term ``lambda_feat`` and ``feat_layers``
+    (:meth:`~dreamprune_cli.engine.feature_distill.FeatureSettings.recorded`)."""
     values = student.recorded()
     if dream_init is not None:
         values["dream_init"] = dream_init
+    if features is not None:
+        values.update(features.recorded())
     return values
 
 
@@ -82,7 +92,9 @@ def check_recorded(state: dict[str, Any], recorded: dict[str, Any], path: Path) 
             how to resume.
     """
     written = state.get("recorded", {})
-    for name, now in recorded.items():
+    absent = {name: off for name, off in ABSENT_MEANS_OFF.items()
+              if name in written and name not in recorded}
+    for name, now in {**recorded, **absent}.items():
         before = written.get(name, LEGACY_RECORDED.get(name, now))
         if before != now:
             why = " (a cosine schedule spans the run's steps)" if name == "steps" else ""
@@ -163,8 +175,10 @@ class JointTrainer:
     def recorded(self) -> dict[str, Any]:
         """The settings the checkpoint records beyond ``inputs``
         (:func:`checkpoint_record`)."""
+        features = self.distiller.features
         return checkpoint_record(self.distiller.schedule, None if self.dreamer is None
-                                 else self.dreamer.schedule.dream_init)
+                                 else self.dreamer.schedule.dream_init,
+                                 None if features is None else features.settings)
 
     def save(self, path: Path) -> None:
         """Write the state atomically; refuse (keeping the previous file) if any tensor is
@@ -230,14 +244,24 @@ class JointTrainer:
             while self.step < total_steps:
                 if self.step % self.round_steps == 0:
                     self.inputs.new_round()
-                drawn = self.inputs.step()
+                drawn, teacher_features = self._draw()
                 losses = dict(zip(drawn.losses, self._mean(*drawn.losses.values()))) \
                     if drawn.losses else {}
                 check_finite(self.step + 1, **losses)
-                kd, = self._mean(self.distiller.step(drawn.inputs, drawn.teacher_out))
-                check_finite(self.step + 1, distill=kd)
+                kd = self.distiller.step(drawn.inputs, drawn.teacher_out) \
+                    if teacher_features is None else \
+                    self.distiller.step(drawn.inputs, drawn.teacher_out, teacher_features)
+                feat = self.distiller.last_feature_loss
+                if feat is None:
+                    kd, = self._mean(kd)
+                    check_finite(self.step + 1, distill=kd)
+                    distilled = {"kd": kd}
+                else:
+                    kd, feat = self._mean(kd, feat)
+                    check_finite(self.step + 1, distill=kd, feat=feat)
+                    distilled = {"kd": kd, "feat": feat}
                 self.step += 1
-                self.history.append({"step": self.step, **losses, "kd": kd})
+                self.history.append({"step": self.step, **losses, **distilled})
                 shown = {"dream": losses["dream"]} if "dream" in losses else {}
                 progress.update(self.step, **shown, kd=kd)
                 clock()
@@ -260,6 +284,17 @@ class JointTrainer:
         progress.finish()
         return JointResult(history=self.history, steps=self.step, seconds=self.seconds,
                            seconds_per_step=self.seconds / self.step if self.step else 0.0)
+
+    def _draw(self) -> tuple[InputStep, FeatureCalls | None]:
+        """The step's inputs and teacher outputs and, with the feature term, the teacher's
+        features, recorded by hooks during the very forward that gave its outputs (no second
+        teacher forward; no hook at all without the term)."""
+        features = self.distiller.features
+        if features is None:
+            return self.inputs.step(), None
+        with features.teacher_tap() as tap:
+            drawn = self.inputs.step()
+        return drawn, tap.calls()
 
     def _mean(self, *losses: float) -> list[float]:
         """The losses' means over the ranks (the losses themselves in one process)."""

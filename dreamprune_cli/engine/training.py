@@ -14,6 +14,7 @@ from dreamprune_cli.data.clean import CleanSource
 from dreamprune_cli.engine.distill import Distiller, StudentSchedule
 from dreamprune_cli.engine.distributed import RankSync
 from dreamprune_cli.engine.dream import DreamSchedule
+from dreamprune_cli.engine.feature_distill import FeatureDistillation
 from dreamprune_cli.engine.inputs import make_input_source
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
 from dreamprune_cli.engine.runtime import Precision
@@ -26,7 +27,8 @@ def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_sour
                   precision: Precision,
                   lr_lambda: Callable[[int], float] | None = None,
                   sync: RankSync | None = None, inputs: str = "dreams",
-                  student_plan: StudentSchedule | None = None) -> JointTrainer:
+                  student_plan: StudentSchedule | None = None,
+                  features: FeatureDistillation | None = None) -> JointTrainer:
     """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
     ``device``), drawing its randomness from ``generator``; ``student_plan``: the student's
     learning-rate schedule and weight averaging (``None``: constant rate, no averaging);
@@ -35,11 +37,12 @@ def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_sour
     ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
     ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
     inputs, ``dreams``, ``synthetic`` or ``mixed``
-    (:func:`~dreamprune_cli.engine.inputs.make_input_source`)."""
+    (:func:`~dreamprune_cli.engine.inputs.make_input_source`); ``features``: the feature term
+    (:func:`~dreamprune_cli.runkit.recovery.feature_term`; ``None``: off)."""
     source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
                                precision, sync)
     distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
-                          schedule=student_plan, lr_lambda=lr_lambda)
+                          schedule=student_plan, lr_lambda=lr_lambda, features=features)
     return JointTrainer(source, distiller, round_steps, generator, sync)
 
 

@@ -27,7 +27,6 @@ from dreamprune_cli.data.pairs import ImagePair, pair_folders
 from dreamprune_cli.data.synthetic import synthetic_test_set
 from dreamprune_cli.engine.distributed import (RankSync, join_from_environment, rank_seed,
                                                split_batch)
-from dreamprune_cli.engine.distill import StudentSchedule
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import scoring_protocol
 from dreamprune_cli.engine.inputs import input_batches
@@ -199,14 +198,3 @@ def versions() -> dict[str, str]:
     """Versions that determine a run's numbers."""
     return {"dreamprune": __version__, "torch": torch.__version__,
             "python": platform.python_version()}
-
-
-def student_schedule(resolved: ResolvedSettings) -> StudentSchedule:
-    """The student's learning-rate schedule and weight averaging of a ``distill`` or
-    ``pipeline`` run (its ``distill`` settings over its joint steps), checked before any work.
-
-    Raises:
-        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
-    """
-    s = resolved.settings
-    return StudentSchedule.from_values(s.distill.model_dump(), s.dream.joint_steps)

@@ -34,7 +34,8 @@ from dreamprune_cli.engine.evaluate import one_intra_op_thread, restore
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.metrics import psnr, quantize_8bit, ssim
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.runkit.context import TrainingContext, student_schedule
+from dreamprune_cli.runkit.context import TrainingContext
+from dreamprune_cli.runkit.recovery import student_schedule
 from dreamprune_cli.settings import ResolvedSettings
 
 

@@ -18,6 +18,7 @@ from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, r
                                                split_batch)
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
+from dreamprune_cli.engine.feature_distill import FeatureSettings
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, check_resumable_steps, checkpoint_record
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
@@ -31,9 +32,9 @@ from dreamprune_cli.report import ResultTable, save_loss_history
 from dreamprune_cli.run_record import write_run_record
 from dreamprune_cli.runkit.checks import check_offline_inputs
 from dreamprune_cli.runkit.context import (evaluation_pairs, recorded_settings, require,
-                                           student_schedule,
                                            training_context, versions)
 from dreamprune_cli.runkit.dream_files import read_dreams
+from dreamprune_cli.runkit.recovery import feature_settings, feature_term, student_schedule
 from dreamprune_cli.settings import ResolvedSettings
 
 
@@ -72,7 +73,8 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 quantization: Quantization = "round",
                 tiling: Tiling | None = None, sync: RankSync | None = None,
                 inputs: str = "dreams",
-                student_plan: StudentSchedule | None = None) -> DistillOutcome:
+                student_plan: StudentSchedule | None = None,
+                features: FeatureSettings | None = None) -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
@@ -87,25 +89,28 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     ``batch_size / N`` of each minibatch; rank 0 writes the files, and the other ranks
     return an outcome without metrics. ``student_plan``: the student's learning-rate schedule
     and weight averaging over ``steps`` (``None``: constant rate, no averaging); with
-    averaging, the average is the student written and scored.
+    averaging, the average is the student written and scored. ``features``: the feature
+    term's settings (``None`` or ``lambda_feat`` 0: off); offline, the teacher then runs on
+    each minibatch (:func:`~dreamprune_cli.engine.distill.distill_offline`).
     """
     check_offline_inputs(dreams is not None, inputs)
     progress = progress or NullProgress()
     start = time.perf_counter()
+    teacher_adapter = teacher.adapter().to(device)
+    term = feature_term(features, teacher, student, teacher_adapter)  # checked before work
     out_dir = on_writer(sync, lambda: ensure_output_dir(Path(out_dir), overwrite, resume))
     if resume and dreams is None:
         check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync, checkpoint_record(
             student_plan or StudentSchedule(total_steps=steps),
-            None if inputs == "synthetic" else schedule.dream_init))
+            None if inputs == "synthetic" else schedule.dream_init, features))
     if run_record is not None and is_writer(sync):
         write_run_record(out_dir, "distill", run_record)
     generator = torch.Generator().manual_seed(rank_seed(seed, sync))
-    teacher_adapter = teacher.adapter().to(device)
     student.network.to(device)
     student_adapter = student.adapter().to(device)
     if dreams is not None:
         distiller = Distiller(student_adapter, student_lr, lambda_kd, device, precision, sync,
-                              schedule=student_plan)
+                              schedule=student_plan, features=term)
         result = distill_offline(distiller, teacher_adapter, dreams, steps,
                                  split_batch(schedule.batch_size, sync), generator, progress)
         distiller.adopt_average()
@@ -113,7 +118,8 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     else:
         trainer = joint_trainer(teacher_adapter, student_adapter, clean_source, schedule,
                                 round_steps, student_lr, lambda_kd, generator, device,
-                                precision, sync=sync, inputs=inputs, student_plan=student_plan)
+                                precision, sync=sync, inputs=inputs, student_plan=student_plan,
+                                features=term)
         distiller = trainer.distiller
         joint, _ = train_joint(trainer, out_dir, steps, checkpoint_every, resume,
                                progress)
@@ -134,6 +140,9 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     save_loss_history(out_dir, history, f"distill ({mode}, {inputs})")
     metrics = {"student": path, "mode": mode, "inputs": inputs, "steps": steps,
                "final_kd_loss": history[-1]["kd"] if history else None,
+               **({"lambda_feat": term.lambda_feat, "feat_layers": len(term.layers),
+                   "final_feat_loss": history[-1].get("feat") if history else None}
+                  if term is not None else {}),
                "seconds_per_step": per_step, "psnr_teacher": teacher_eval.psnr,
                "psnr_student": student_eval.psnr, "psnr_student_minus_teacher": gap.mean,
                "psnr_student_minus_teacher_se": gap.standard_error,
@@ -180,4 +189,5 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
         **protocol, device=ctx.device, precision=ctx.precision, seed=ctx.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=recorded_settings("distill", resolved, steps),
-        progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=plan)
+        progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=plan,
+        features=feature_settings(resolved))
