@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "state_dicts"
@@ -43,3 +44,20 @@ def realdata(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{REALDATA_MISSING} ({relative})")
     return path
+
+
+class Twice(nn.Module):
+    """A stem, one convolution applied ``repeats`` times (shared weights), a head."""
+
+    def __init__(self, repeats: int = 2) -> None:
+        super().__init__()
+        self.repeats = repeats
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.body = nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        for _ in range(self.repeats):
+            y = torch.relu(self.body(y))
+        return self.head(y)

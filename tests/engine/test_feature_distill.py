@@ -14,7 +14,7 @@ from dreamprune_cli.data.clean import make_clean_source
 from dreamprune_cli.engine.distill import Distiller, distill_offline
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.feature_distill import (FeatureDistillation, FeatureSettings,
-                                                   FeatureTap, feature_layers, feature_loss)
+                                                   feature_loss)
 from dreamprune_cli.engine.inputs import make_input_source
 from dreamprune_cli.engine.joint import JointTrainer
 from dreamprune_cli.engine.runtime import resolve_precision
@@ -22,6 +22,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.channel_map import LayerChannels, identity_map
 from dreamprune_cli.settings import Settings, resolve_settings
 from tests.engine.test_joint import _teacher_student
+from tests.helpers import Twice
 
 CPU = torch.device("cpu")
 PRECISION = resolve_precision(CPU)
@@ -109,23 +110,6 @@ def test_a_channel_pruned_prenet_matches_its_first_layer_exactly() -> None:
 
 
 # --- repeated calls and depth students -------------------------------------------------------
-
-class Twice(nn.Module):
-    """A stem, one convolution applied ``repeats`` times (shared weights), a head."""
-
-    def __init__(self, repeats: int = 2) -> None:
-        super().__init__()
-        self.repeats = repeats
-        self.stem = nn.Conv2d(3, 6, 3, padding=1)
-        self.body = nn.Conv2d(6, 6, 3, padding=1)
-        self.head = nn.Conv2d(6, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.stem(x))
-        for _ in range(self.repeats):
-            y = torch.relu(self.body(y))
-        return self.head(y)
-
 
 def test_a_layer_called_twice_contributes_both_calls() -> None:
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.reconstruct import POSITIONS, reconstruct, reconstruct_student
+from tests.helpers import Twice
 
 
 def _images(count: int = 6, size: int = 32) -> torch.Tensor:
@@ -91,23 +92,6 @@ def test_linear_layers_are_solved() -> None:
     with torch.no_grad():
         assert (student[:4](x) - teacher[:4](x)[:, [0, 1, 4]]).abs().max().item() < 1e-5
     assert {layer.name: layer.status for layer in report.layers}["3"] == "solved"
-
-
-class Twice(nn.Module):
-    """A stem, one convolution applied ``repeats`` times (shared weights), a head."""
-
-    def __init__(self, repeats: int = 2) -> None:
-        super().__init__()
-        self.repeats = repeats
-        self.stem = nn.Conv2d(3, 6, 3, padding=1)
-        self.body = nn.Conv2d(6, 6, 3, padding=1)
-        self.head = nn.Conv2d(6, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.stem(x))
-        for _ in range(self.repeats):
-            y = torch.relu(self.body(y))
-        return self.head(y)
 
 
 def test_a_layer_called_twice_gathers_both_calls() -> None:
