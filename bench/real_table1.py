@@ -142,6 +142,14 @@ def _channel_tag(channel: bool) -> str:
     return "_channel" if channel else ""
 
 
+def _restore(network: torch.nn.Module, degraded: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    """``network``'s outputs on ``degraded``, clamped to [0, 1], ``chunk`` images at a time
+    (bounded memory at 256 px)."""
+    network = network.eval()
+    with torch.no_grad():
+        return torch.cat([network(part).clamp(0, 1) for part in degraded.split(chunk)])
+
+
 class Bench:
     """Runs the rows of one teacher; every expensive artefact is cached on disk."""
 
@@ -161,7 +169,7 @@ class Bench:
         self.settings = resolve_settings({"model": teacher.model}, env={}).settings
         self._calibration: torch.Tensor | None = None
         self._drift: Any = None
-        self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._validation: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- shared pieces ---------------------------------------------------------------------
     def schedule(self) -> dict[str, Any]:
@@ -183,26 +191,24 @@ class Bench:
                 "macs_256": result.macs_256,  # non-zero weights' MACs, counted by evaluate
                 "eval_seconds": time.perf_counter() - start}
 
-    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Synthetic degraded images of the teacher's task and the teacher's outputs on them."""
-        if self._validation is None:
+    def validation(self, size: int = VALIDATION_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+        """``VALIDATION_COUNT`` synthetic degraded images ``(16, 3, size, size)`` of the
+        teacher's task and the teacher's outputs on them (cached per size)."""
+        if size not in self._validation:
             from dreamprune_cli.data.synthetic import make_degraded_batch
 
-            degraded, _ = make_degraded_batch(self.teacher.info.task, VALIDATION_COUNT,
-                                              VALIDATION_SIZE, VALIDATION_SEED)
-            with torch.no_grad():
-                restored = self.teacher.adapter().eval()(degraded).clamp(0, 1)
-            self._validation = degraded, restored
-        return self._validation
+            degraded, _ = make_degraded_batch(self.teacher.info.task, VALIDATION_COUNT, size,
+                                              VALIDATION_SEED)
+            self._validation[size] = degraded, _restore(self.teacher.adapter(), degraded)
+        return self._validation[size]
 
-    def fidelity(self, student: Any) -> float:
-        """PSNR (dB) of the student's output against the teacher's on the validation images."""
+    def fidelity(self, student: Any, size: int = VALIDATION_SIZE) -> float:
+        """Mean PSNR (dB) of the student's output against the teacher's on the validation
+        images of ``size`` px."""
         from dreamprune_cli import psnr
 
-        degraded, reference = self.validation()
-        with torch.no_grad():
-            out = student.adapter().eval()(degraded).clamp(0, 1)
-        return float(psnr(out, reference).mean())
+        degraded, reference = self.validation(size)
+        return float(psnr(_restore(student.adapter(), degraded), reference).mean())
 
     def calibration(self) -> torch.Tensor:
         """The adaptive allocator's calibration dreams, as ``dreamprune pipeline`` makes them."""

@@ -11,7 +11,7 @@ combinations). Every lever starts from the same pruned student and takes ``--ste
 steps of the model preset's schedule.
 
 **Choosing.** Each row records the student's *fidelity* (PSNR of its output against the
-teacher's) on ``VALIDATION_COUNT`` synthetic degraded images of the teacher's task
+teacher's) on ``real_table1.VALIDATION_COUNT`` (16) synthetic degraded images of the teacher's task
 (procedural scenes; ``--validation-size`` px, default 128 for PReNet, 256 for GCANet whose
 instance norms make small images a poor proxy). No real image is read until ``--real``.
 
@@ -48,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.jsonl"
-VALIDATION_COUNT, VALIDATION_SEED = 16, 1234
 VALIDATION_SIZES = {"prenet": 128, "gcanet": 256}
 
 LEVERS: dict[str, dict[str, Any]] = {
@@ -101,32 +100,11 @@ class Recovery:
         self.steps, self.seed, self.validation_size = steps, seed, validation_size
         self.work = self.bench.work / f"recovery_{granularity}_{target}"
         self.work.mkdir(parents=True, exist_ok=True)
-        self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Synthetic degraded images ``(16, 3, S, S)`` and the teacher's outputs on them."""
-        if self._validation is None:
-            from dreamprune_cli.data.synthetic import make_degraded_batch
-
-            degraded, _ = make_degraded_batch(self.bench.teacher.info.task, VALIDATION_COUNT,
-                                              self.validation_size, VALIDATION_SEED)
-            teacher = self.bench.teacher.adapter().eval()
-            with torch.no_grad():
-                restored = torch.cat([teacher(degraded[i:i + 4]).clamp(0, 1)
-                                      for i in range(0, len(degraded), 4)])
-            self._validation = degraded, restored
-        return self._validation
 
     def fidelity(self, student: Any) -> float:
-        """Mean PSNR (dB) of the student's output against the teacher's on the validation."""
-        from dreamprune_cli import psnr
-
-        degraded, reference = self.validation()
-        network = student.adapter().eval()
-        with torch.no_grad():
-            out = torch.cat([network(degraded[i:i + 4]).clamp(0, 1)
-                             for i in range(0, len(degraded), 4)])
-        return float(psnr(out, reference).mean())
+        """Mean PSNR (dB) of the student's output against the teacher's on the synthetic
+        validation images of ``validation_size`` px (:meth:`real_table1.Bench.fidelity`)."""
+        return self.bench.fidelity(student, self.validation_size)
 
     def pruned(self, reconstruct: bool) -> tuple[Any, dict[str, Any], float]:
         """The pruned student (``reconstruct``: repaired layer by layer after the cut), its
@@ -168,6 +146,21 @@ class Recovery:
         elif self.granularity == "depth+channel":
             result = prune_depth_channel(teacher, target, "lamp", flops_size=256,
                                          seed=self.seed)
+        elif self.granularity.startswith("depth") and self.granularity.endswith("+channel"):
+            # a forced split: depth cut to its own target first, channels complete the rest
+            depth_target = float(self.granularity[len("depth"):-len("+channel")])
+            depth = Recovery(self.name, "depth", depth_target, 0, self.seed,
+                             self.bench.work.parent, self.validation_size)  # cached
+            depth_student, depth_details, _ = depth.pruned(False)
+            depth_ratio = depth_details["macs_ratio"]
+            result = prune_channels(depth_student, target / depth_ratio, "lamp",
+                                    flops_size=256, seed=self.seed,
+                                    min_keep=self.bench.settings.prune.min_keep)
+            result.student.granularity = "depth+channel"
+            result.student.config = dict(depth_student.config)
+            return result.student, {"macs_ratio": depth_ratio * result.macs_ratio,
+                                    "student_granularity": "depth+channel",
+                                    "depth_macs_ratio": depth_ratio}
         else:
             raise SystemExit(f"--granularity {self.granularity}: expected channel, depth or "
                              "depth+channel")
@@ -313,6 +306,10 @@ def main() -> None:
     parser.add_argument("--granularity", default="channel",
                         choices=["channel", "depth", "depth+channel"])
     parser.add_argument("--target", type=float, default=0.58)
+    parser.add_argument("--depth-target", type=float, default=None,
+                        help="with depth+channel: force the split, the depth cut to this MAC "
+                             "fraction first and channels for the rest (rows are labelled "
+                             "depth<F>+channel)")
     parser.add_argument("--levers", nargs="*", choices=sorted(LEVERS), default=[])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -326,6 +323,11 @@ def main() -> None:
     if args.markdown:
         markdown()
         return
+    if args.depth_target is not None:
+        if args.granularity != "depth+channel" or not args.target < args.depth_target <= 1:
+            parser.error("--depth-target: needs --granularity depth+channel and a fraction "
+                         "between --target and 1")
+        args.granularity = f"depth{args.depth_target}+channel"
     torch.set_num_threads(args.threads)
     if args.real:
         score_real(args)

@@ -179,8 +179,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"Error decomposition, first {args.pairs} pairs (shift in 8-bit levels)")
-    print(f"| teacher | weights | input dB | output dB | mean shift | low-freq share "
-          f"| rain-pixel share (rain px) | texture ratio |")
+    print("| teacher | weights | input dB | output dB | mean shift | low-freq share "
+          "| rain-pixel share (rain px) | texture ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for teacher in record["teachers"]:
         m = teacher["mean"]

@@ -21,10 +21,11 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from dreamprune_cli.errors import UsageError
+from dreamprune_cli.flops import PRUNABLE_MODULES
 from dreamprune_cli.models.checkpoint import read_model_name, save_safetensors
 from dreamprune_cli.models.loading import LoadedModel, load_model
-from dreamprune_cli.prune.unstructured.masks import (PRUNABLE_MODULES, attach_masks, get_masks,
-                                                     plain_state_dict, set_masks)
+from dreamprune_cli.prune.unstructured.masks import (attach_masks, get_masks, plain_state_dict,
+                                                     set_masks)
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.metrics import psnr, quantize_8bit, ssim
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.runkit.context import TrainingContext
-from dreamprune_cli.runkit.recovery import student_schedule
+from dreamprune_cli.runkit.recovery import resolve_recovery
 from dreamprune_cli.settings import ResolvedSettings
 
 
@@ -176,7 +176,7 @@ def estimate_pipeline(resolved: ResolvedSettings, ctx: TrainingContext, teacher:
         return joint_trainer(teacher_copy, student, ctx.clean_source, ctx.schedule,
                              s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                              generator, ctx.device, ctx.precision, inputs=s.distill.inputs,
-                             student_plan=student_schedule(resolved))
+                             student_plan=resolve_recovery(resolved).schedule)
 
     factor = 1.0 if s.prune.granularity == "unstructured" else s.prune.flops_target
     inputs, distill = time_joint_step(make, teacher, s.common.seed, ctx.device)

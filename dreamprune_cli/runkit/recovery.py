@@ -1,10 +1,13 @@
-"""The student's recovery settings as the loops take them, decided once per run: the
-learning-rate schedule and weight average (:class:`~dreamprune_cli.engine.distill.StudentSchedule`)
-and the feature term (:class:`~dreamprune_cli.engine.feature_distill.FeatureSettings`, built
-into a :class:`~dreamprune_cli.engine.feature_distill.FeatureDistillation` at the channels the
+"""The student's recovery settings as the loops take them, decided once per run
+(:func:`resolve_recovery`): the learning-rate schedule and weight average
+(:class:`~dreamprune_cli.engine.distill.StudentSchedule`) and the feature term
+(:class:`~dreamprune_cli.engine.feature_distill.FeatureSettings`, built into a
+:class:`~dreamprune_cli.engine.feature_distill.FeatureDistillation` at the channels the
 student kept)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -15,21 +18,27 @@ from dreamprune_cli.prune.channel_map import teacher_channels
 from dreamprune_cli.settings import ResolvedSettings
 
 
-def student_schedule(resolved: ResolvedSettings) -> StudentSchedule:
-    """The student's learning-rate schedule and weight averaging of a ``distill`` or
-    ``pipeline`` run (its ``distill`` settings over its joint steps), checked before any work.
+@dataclass(frozen=True)
+class RecoveryPlan:
+    """How a ``distill`` or ``pipeline`` run recovers its student, beyond the joint loop's
+    own settings: the learning-rate schedule and weight averaging over the run's joint steps,
+    and the feature term."""
+
+    schedule: StudentSchedule
+    features: FeatureSettings
+
+
+def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
+    """The run's recovery plan from its ``distill`` settings, over its ``joint_steps``;
+    decided once, before any work.
 
     Raises:
         UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
     """
     s = resolved.settings
-    return StudentSchedule.from_values(s.distill.model_dump(), s.dream.joint_steps)
-
-
-def feature_settings(resolved: ResolvedSettings) -> FeatureSettings:
-    """The feature term's settings of a ``distill`` or ``pipeline`` run (``lambda_feat``,
-    ``feat_layers``)."""
-    return FeatureSettings.from_values(resolved.settings.distill.model_dump())
+    values = s.distill.model_dump()
+    return RecoveryPlan(schedule=StudentSchedule.from_values(values, s.dream.joint_steps),
+                        features=FeatureSettings.from_values(values))
 
 
 def feature_term(settings: FeatureSettings | None, teacher: LoadedModel,

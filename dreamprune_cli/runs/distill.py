@@ -34,7 +34,7 @@ from dreamprune_cli.runkit.checks import check_offline_inputs
 from dreamprune_cli.runkit.context import (evaluation_pairs, recorded_settings, require,
                                            training_context, versions)
 from dreamprune_cli.runkit.dream_files import read_dreams
-from dreamprune_cli.runkit.recovery import feature_settings, feature_term, student_schedule
+from dreamprune_cli.runkit.recovery import feature_term, resolve_recovery
 from dreamprune_cli.settings import ResolvedSettings
 
 
@@ -174,7 +174,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
                                      "file names its model)")
     steps = s.dream.joint_steps
     check_offline_inputs(s.distill.dreams is not None, s.distill.inputs)
-    plan = student_schedule(resolved)
+    recovery = resolve_recovery(resolved)
     online = s.distill.dreams is None
     ctx = training_context(resolved, dreaming=online,
                            diversity=online and s.distill.inputs != "synthetic",
@@ -189,5 +189,5 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
         **protocol, device=ctx.device, precision=ctx.precision, seed=ctx.seed,
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=recorded_settings("distill", resolved, steps),
-        progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=plan,
-        features=feature_settings(resolved))
+        progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=recovery.schedule,
+        features=recovery.features)

@@ -33,9 +33,8 @@ import torch
 from dreamprune_cli.data.pairs import ImagePair
 from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import dream_images
-from dreamprune_cli.engine.feature_distill import FeatureSettings, check_feature_patterns
+from dreamprune_cli.engine.feature_distill import check_feature_patterns
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
-from dreamprune_cli.engine.distill import StudentSchedule
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
@@ -55,7 +54,7 @@ from dreamprune_cli.runkit.context import (TrainingContext, default_out_dir, eva
                                            versions)
 from dreamprune_cli.runkit.estimate import EtaProgress, RunEstimate, done_steps, estimate_pipeline
 from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
-from dreamprune_cli.runkit.recovery import feature_settings, feature_term, student_schedule
+from dreamprune_cli.runkit.recovery import RecoveryPlan, feature_term, resolve_recovery
 from dreamprune_cli.runs.prune import prune_teacher
 from dreamprune_cli.settings import ResolvedSettings, resolve_prune_spec
 
@@ -230,8 +229,7 @@ class _Job:
     eval_pairs: list[ImagePair]
     protocol: dict[str, Any]
     out_dir: Path
-    student_plan: StudentSchedule
-    features: FeatureSettings
+    recovery: RecoveryPlan
     phases: dict[str, float] = field(default_factory=dict)
     once: dict[str, float] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
@@ -321,11 +319,10 @@ def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
     s = resolved.settings
     pr = s.prune
     spec = resolve_prune_spec(resolved)  # contradictions: refused before any work
-    plan = student_schedule(resolved)
-    features = feature_settings(resolved)
+    recovery = resolve_recovery(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher = ctx.teacher
-    check_feature_patterns(teacher.network, features)  # before pruning
+    check_feature_patterns(teacher.network, recovery.features)  # before pruning
     eval_pairs, protocol = evaluation_pairs(teacher, resolved, s.pipeline.eval_input_dir,
                                             s.pipeline.eval_target_dir,
                                             ("eval_input_dir", "eval_target_dir"),
@@ -333,8 +330,7 @@ def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
     check_flops_size(teacher, pr.flops_size)
     out_dir = s.common.resume or s.common.out or default_out_dir(teacher.name)
     return _Job(resolved=resolved, progress=progress, ctx=ctx, spec=spec, eval_pairs=eval_pairs,
-                protocol=protocol, out_dir=Path(out_dir), student_plan=plan,
-                features=features)
+                protocol=protocol, out_dir=Path(out_dir), recovery=recovery)
 
 
 def _open_folder(job: _Job) -> None:
@@ -350,7 +346,8 @@ def _open_folder(job: _Job) -> None:
     if job.resume:
         dream_init = None if s.distill.inputs == "synthetic" else job.ctx.schedule.dream_init
         check_resumable_steps(job.out_dir / CHECKPOINT_NAME, job.steps, sync,
-                              checkpoint_record(job.student_plan, dream_init, job.features))
+                              checkpoint_record(job.recovery.schedule, dream_init,
+                                                job.recovery.features))
     if job.writer:
         write_run_record(job.out_dir, "pipeline", job.record, job.once)
 
@@ -440,8 +437,8 @@ def _dream_distill_phase(job: _Job, pruned: _Pruned, estimate: RunEstimate | Non
     trainer = joint_trainer(job.teacher_adapter, pruned.adapter, ctx.clean_source, ctx.schedule,
                             s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                             job.generator, ctx.device, ctx.precision, sync=ctx.sync,
-                            inputs=s.distill.inputs, student_plan=job.student_plan,
-                            features=feature_term(job.features, ctx.teacher,
+                            inputs=s.distill.inputs, student_plan=job.recovery.schedule,
+                            features=feature_term(job.recovery.features, ctx.teacher,
                                                   pruned.student, job.teacher_adapter))
     joint, trained_before = train_joint(
         trainer, job.out_dir, job.steps, s.distill.checkpoint_every, job.resume,

@@ -49,7 +49,7 @@ from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs, weights_on_meta
 from dreamprune_cli.prune import CHANNEL_ALLOCATORS
 from dreamprune_cli.progress import ProgressSink
-from dreamprune_cli.prune.channel.graph import (ChannelGroup, GroupStep, group_steps,
+from dreamprune_cli.prune.channel.graph import (ChannelGroup, group_steps,
                                                 remove_channels)
 from dreamprune_cli.prune.channel.drift import (DEFAULT_CHANNEL_LEVELS, ChannelDrift,
                                                 adaptive_scores, measure_channel_drift)

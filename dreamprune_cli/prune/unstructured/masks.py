@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.flops import PRUNABLE_MODULES, execution_order, prunable_modules  # noqa: F401
+from dreamprune_cli.flops import execution_order, prunable_modules
 from dreamprune_cli.prune.spec import matches
 
 log = logging.getLogger(__name__)
