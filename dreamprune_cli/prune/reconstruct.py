@@ -29,9 +29,10 @@ Statistics: ``X^T X``, ``X^T Y`` and ``sum Y^2`` are accumulated in float64 over
 calibration batches and a random subset of output positions per image and call
 (``positions``; all of them for small outputs), so memory does not grow with the image
 size. A layer that runs several times in one forward (PReNet's recurrent stages, shared
-blocks) gathers every call, paired call by call with the teacher's: student call ``k`` with
-teacher call ``k``; a depth student with fewer stages pairs its calls with the teacher's
-first ones. The relative error of a layer, ``||X W - Y|| / ||Y||`` on those rows, is
+blocks) gathers every call, paired call by call with the teacher's from the last one back:
+the student's last call with the teacher's last; a depth student with ``n`` of ``m`` stages
+pairs its calls with the teacher's last ``n`` (its last stage is asked for what the teacher's
+last stage produces, as its output is for the teacher's output). The relative error of a layer, ``||X W - Y|| / ||Y||`` on those rows, is
 reported before and after; a solve that does not lower it is refused (the layer keeps its
 weights; a bias-only compensation is tried first where the layer has a bias). When the
 repaired student's output drifts further from the teacher's than before on the calibration
@@ -460,12 +461,14 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
     held = sum(t.values.numel() * 4 for per in targets.values() for b in per for t in b)
     log.debug("reconstruction: the teacher's sampled outputs hold %.1f MB", held / 2**20)
 
-    # 2. the student's forward order (first calls) and its drift before
+    # 2. the student's forward order (first calls), its calls per forward, its drift before
     order: list[str] = []
     seen: set[str] = set()
+    made: dict[str, int] = {name: 0 for name in candidates}
 
     def first_call(name: str) -> Callable:
         def hook(*_args: object) -> None:
+            made[name] += 1
             if name not in seen:
                 seen.add(name)
                 order.append(name)
@@ -488,7 +491,7 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
         progress.start("reconstruction", len(order))
     for done, name in enumerate(order, 1):
         repairs[name] = _repair(name, student_layers[name], student_adapter, batches,
-                                targets[name], ridge)
+                                targets[name], ridge, made[name] // len(batches))
         if progress is not None:
             progress.update(done, layer=name)
     if progress is not None:
@@ -511,31 +514,37 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
 
 
 def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torch.Tensor],
-            targets: list[list[_Target]], ridge: float) -> LayerRepair:
-    """Gather one layer's normal equations over the calibration batches and apply the best
-    of the ridge solve and the bias compensation when it lowers the layer's error."""
+            targets: list[list[_Target]], ridge: float, student_calls: int) -> LayerRepair:
+    """Gather one layer's normal equations over the calibration batches (the student's
+    ``student_calls`` calls per forward paired with the teacher's from the last back) and
+    apply the best of the ridge solve and the bias compensation when it lowers the layer's
+    error."""
     normal = _Normal()
     paired = 0
     for batch, calls in zip(batches, targets):
         counter = [0]
         problem: list[str] = []
+        offset = len(calls) - student_calls  # student call c <-> teacher call c + offset
+        matched = [0]
 
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...],
                  output: torch.Tensor) -> None:
             call = counter[0]
             counter[0] += 1
-            if call >= len(calls):  # more calls than the teacher made: unpaired
+            if not 0 <= call + offset < len(calls):  # no teacher call to pair with
                 return
+            target = calls[call + offset]
             try:
-                x = _input_rows(module, inputs[0].detach(), output, calls[call])
+                x = _input_rows(module, inputs[0].detach(), output, target)
             except _Mismatch as exc:
                 problem.append(f"call {call + 1}: {exc}")
                 raise _Stop from None
             if module.bias is not None:
                 x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype,
                                              device=x.device)], 1)
-            normal.add(x, calls[call].values)
-            if counter[0] == len(calls):  # every paired call seen: the rest is not needed
+            normal.add(x, target.values)
+            matched[0] += 1
+            if counter[0] == student_calls:  # its last call seen: the rest is not needed
                 raise _Stop
 
         handle = module.register_forward_hook(hook)
@@ -545,7 +554,7 @@ def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torc
             handle.remove()
         if problem:
             return LayerRepair(name, "skipped", f"the student's {problem[0]}")
-        paired = max(paired, min(counter[0], len(calls)))
+        paired = max(paired, matched[0])
     if normal.rows == 0:
         return LayerRepair(name, "skipped", "no call paired with the teacher's")
     current = _weights(module)

@@ -129,18 +129,24 @@ def test_a_layer_called_twice_contributes_both_calls() -> None:
     assert student.body.weight.grad is not None and student.body.weight.grad.abs().sum() > 0
 
 
-def test_a_depth_student_pairs_the_teachers_first_calls() -> None:
+def test_a_depth_student_pairs_the_teachers_last_calls() -> None:
+    """A student with 1 of the teacher's 3 repeats: its one call is asked for the teacher's
+    last call's features (as its output is for the teacher's output), not the first's."""
     torch.manual_seed(0)
     teacher = Twice(repeats=3).eval()
     shallow = Twice(repeats=1).eval()
     shallow.load_state_dict(teacher.state_dict())
     term = _term(teacher, shallow, identity_map(shallow), layers=("body",))
-    loss, mine, theirs = _features(term, teacher, shallow, _images(size=16))
+    x = _images(size=16)
+    loss, mine, theirs = _features(term, teacher, shallow, x)
     assert len(mine["body"]) == 1 and len(theirs["body"]) == 3  # the first step: all kept
-    assert loss.item() == 0.0  # paired with the first call; the last would differ
-    assert (mine["body"][0] - theirs["body"][-1]).abs().mean().item() > 0
-    _, _, theirs = _features(term, teacher, shallow, _images(size=16))
-    assert len(theirs["body"]) == 1  # then the teacher keeps no more calls than the student
+    assert (mine["body"][0] - theirs["body"][0]).abs().mean().item() == 0.0  # the first
+    last = (mine["body"][0] - theirs["body"][-1]).abs().mean()
+    assert last.item() > 0 and loss.item() == pytest.approx(last.item(), rel=1e-6)
+    loss, _, kept = _features(term, teacher, shallow, x)
+    assert len(kept["body"]) == 1  # then the teacher keeps no more calls than the student
+    assert torch.equal(kept["body"][0], theirs["body"][-1])  # ... its last one
+    assert loss.item() == pytest.approx(last.item(), rel=1e-6)
 
 
 def test_a_removed_block_is_skipped() -> None:
@@ -185,8 +191,9 @@ def test_feature_loss_by_hand() -> None:
          "gone": [torch.ones(1, 1)]}
     t = {"a": [torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2)],
          "b": [torch.full((1, 3), 0.25)], "gone": []}
-    # a: mean(1, 0) = 0.5; b: 0.25; gone: no teacher call, skipped
-    assert float(feature_loss(s, t)) == pytest.approx((0.5 + 0.25) / 2)
+    # a: the student's 2 calls with the teacher's last 2: mean(|1 - 0|, |0 - 1|) = 1
+    # (the first 2 would give 0.5); b: 0.25; gone: no teacher call, skipped
+    assert float(feature_loss(s, t)) == pytest.approx((1.0 + 0.25) / 2)
     with pytest.raises(ValueError, match="b call 1"):
         feature_loss({"b": [torch.zeros(1, 2)]}, {"b": [torch.zeros(1, 3)]})
 
