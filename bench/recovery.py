@@ -64,8 +64,12 @@ LEVERS: dict[str, dict[str, Any]] = {
     "reconstruct+synthetic": {"reconstruct": True, "inputs": "synthetic"},
     "reconstruct+cosine+synthetic": {"reconstruct": True, "inputs": "synthetic",
                                      "lr_schedule": "cosine", "warmup_steps": 20},
+    # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
+    "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                "reconstruct_size": 128, "inputs": "synthetic"},
 }
-"""Lever name -> settings. ``reconstruct`` acts at prune time; ``student_lr_factor``
+"""Lever name -> settings. ``reconstruct`` (with ``reconstruct_count`` images of
+``reconstruct_size`` px, default 8 of 256) acts at prune time; ``student_lr_factor``
 multiplies the preset's student learning rate; every other key is a keyword of
 :func:`dreamprune_cli.distill`."""
 
@@ -106,12 +110,16 @@ class Recovery:
         validation images of ``validation_size`` px (:meth:`real_table1.Bench.fidelity`)."""
         return self.bench.fidelity(student, self.validation_size)
 
-    def pruned(self, reconstruct: bool) -> tuple[Any, dict[str, Any], float]:
-        """The pruned student (``reconstruct``: repaired layer by layer after the cut), its
-        pruning details and the seconds spent now (0 when cached)."""
+    def pruned(self, reconstruct: bool, count: int = 8, size: int = 256
+               ) -> tuple[Any, dict[str, Any], float]:
+        """The pruned student (``reconstruct``: repaired layer by layer after the cut on
+        ``count`` synthetic images of ``size`` px), its pruning details and the seconds spent
+        now (0 when cached)."""
         from dreamprune_cli import load_student, save_student
 
-        folder = self.work / ("pruned_reconstructed" if reconstruct else "pruned")
+        name = "pruned_reconstructed" + ("" if (count, size) == (8, 256)
+                                         else f"_{count}x{size}")
+        folder = self.work / (name if reconstruct else "pruned")
         if (folder / "student.safetensors").exists():
             details = json.loads((folder / "details.json").read_text())
             return load_student(folder / "student.safetensors", self.name), details, 0.0
@@ -124,6 +132,7 @@ class Recovery:
                                  "reconstruct levers")
             student, _, _ = self.pruned(False)
             report = dreamprune_cli.reconstruct_student(self.bench.teacher, student,
+                                                        count=count, size=size,
                                                         seed=self.seed)
             details = {"reconstruction": _jsonable(report)}
         else:
@@ -173,7 +182,9 @@ class Recovery:
 
         settings = dict(LEVERS[lever])
         reconstruct = bool(settings.pop("reconstruct", False))
-        student, details, prune_seconds = self.pruned(reconstruct)
+        student, details, prune_seconds = self.pruned(
+            reconstruct, settings.pop("reconstruct_count", 8),
+            settings.pop("reconstruct_size", 256))
         row: dict[str, Any] = {"macs_ratio": details.get("macs_ratio"),
                                "prune_seconds": prune_seconds,
                                "fidelity_pruned": self.fidelity(student)}
