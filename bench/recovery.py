@@ -64,6 +64,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "reconstruct+synthetic": {"reconstruct": True, "inputs": "synthetic"},
     "reconstruct+cosine+synthetic": {"reconstruct": True, "inputs": "synthetic",
                                      "lr_schedule": "cosine", "warmup_steps": 20},
+    # the student trained on 128 px images instead of the preset's 64 (instance norms)
+    "synthetic@128": {"inputs": "synthetic", "size": 128},
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
@@ -198,13 +200,9 @@ class Recovery:
         plan = self.bench.schedule()
         factor = settings.pop("student_lr_factor", 1.0)
         start = time.perf_counter()
-        history = distill(self.bench.teacher, student, self.steps,
-                          round_steps=plan["round_steps"], noise_lr=plan["noise_lr"],
-                          lambda_orth=plan["lambda_orth"], lambda_tv=plan["lambda_tv"],
-                          lambda_far=plan["lambda_far"],
-                          student_lr=plan["student_lr"] * factor, lambda_kd=plan["lambda_kd"],
-                          batch_size=plan["batch_size"], size=plan["size"], seed=self.seed,
-                          **settings)
+        plan["student_lr"] *= factor
+        history = distill(self.bench.teacher, student, self.steps, seed=self.seed,
+                          **{**plan, **settings})  # a lever's value replaces the preset's
         row["distill_seconds"] = time.perf_counter() - start
         row["final_kd"] = history[-1]["kd"] if history else None
         folder.mkdir(parents=True, exist_ok=True)
