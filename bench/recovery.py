@@ -17,8 +17,8 @@ instance norms make small images a poor proxy). No real image is read until ``--
 
 **Reporting.** ``--real`` scores every lever row of the given teacher, granularity and target
 on the real pairs once (paired gap to the teacher row of ``bench/results/real_table1.jsonl``)
-and marks the lever with the best synthetic fidelity as ``chosen`` (the choice is made from
-rows written before any real score is read).
+and marks the lever and step count with the best synthetic fidelity as ``chosen`` (the choice
+is made from rows written before any real score is read).
 
 Rows go to ``bench/results/recovery.jsonl`` (one JSON line each, with wall times and the
 machine's load); rows already there are skipped, so an interrupted run resumes.
@@ -266,7 +266,8 @@ def score_real(args: argparse.Namespace) -> None:
     scored = {_key(r) for r in _rows() if "psnr" in r}
     if not rows:
         raise SystemExit("no screened rows: run without --real first")
-    chosen = max(rows, key=lambda r: r["fidelity"])["lever"]
+    best = max(rows, key=lambda r: r["fidelity"])
+    chosen = (best["lever"], best["steps"])
     teacher_row = _teacher_row(args.teacher)
     recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,
                         Path(args.work_dir), size)
@@ -276,8 +277,8 @@ def score_real(args: argparse.Namespace) -> None:
         recovery.steps = row["steps"]
         student, _ = recovery.recovered(row["lever"])
         scores = recovery.bench.evaluate(student)
-        real = {**row, **scores, "chosen": row["lever"] == chosen, "real_date":
-                time.strftime("%Y-%m-%d %H:%M"), "real_load": os.getloadavg()}
+        real = {**row, **scores, "chosen": (row["lever"], row["steps"]) == chosen,
+                "real_date": time.strftime("%Y-%m-%d %H:%M"), "real_load": os.getloadavg()}
         real["gap_db"], real["gap_se"] = gap(real, teacher_row)
         _append(real)
         print(f"{args.teacher} {args.granularity} F={args.target} {row['lever']}: "
@@ -294,7 +295,8 @@ def markdown() -> None:
         if "psnr" not in row:
             groups.setdefault((row["teacher"], row["granularity"], row["target"]),
                               []).append(row)
-    for (teacher, granularity, target), members in groups.items():
+    for (teacher, granularity, target), members in sorted(
+            groups.items(), key=lambda item: (item[0][0] != "prenet", item[0][1], -item[0][2])):
         print(f"\n**{TEACHERS[teacher].label}, {granularity}, F = {target}**\n")
         print("| lever | steps | fidelity pruned -> recovered (synthetic, dB) | real PSNR | "
               "gap to teacher (s.e.) | prune + distill time |")
