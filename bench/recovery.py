@@ -64,8 +64,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "reconstruct+synthetic": {"reconstruct": True, "inputs": "synthetic"},
     "reconstruct+cosine+synthetic": {"reconstruct": True, "inputs": "synthetic",
                                      "lr_schedule": "cosine", "warmup_steps": 20},
-    # the student trained on 128 px images instead of the preset's 64 (instance norms)
+    # the student trained on 128 or 256 px images instead of the preset's 64 (instance norms)
     "synthetic@128": {"inputs": "synthetic", "size": 128},
+    "synthetic@256": {"inputs": "synthetic", "size": 256},
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
