@@ -288,28 +288,38 @@ def score_real(args: argparse.Namespace) -> None:
 
 
 def markdown() -> None:
-    """Per teacher, granularity and target: each lever's synthetic fidelity and real gap."""
+    """Per teacher, granularity and target: each lever's synthetic fidelity (a column per
+    validation size screened) and its real gap (scored once, whichever size chose it)."""
     rows = _rows()
-    real = {_key(r): r for r in rows if "psnr" in r}
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    real = {_key(r)[:5]: r for r in rows if "psnr" in r}
+    groups: dict[tuple, dict[tuple, dict[int, dict[str, Any]]]] = {}
     for row in rows:
         if "psnr" not in row:
-            groups.setdefault((row["teacher"], row["granularity"], row["target"]),
-                              []).append(row)
+            group = groups.setdefault((row["teacher"], row["granularity"], row["target"]), {})
+            group.setdefault((row["lever"], row["steps"]), {})[row["validation_size"]] = row
     for (teacher, granularity, target), members in sorted(
             groups.items(), key=lambda item: (item[0][0] != "prenet", item[0][1], -item[0][2])):
+        sizes = sorted({size for by_size in members.values() for size in by_size})
         print(f"\n**{TEACHERS[teacher].label}, {granularity}, F = {target}**\n")
-        print("| lever | steps | fidelity pruned -> recovered (synthetic, dB) | real PSNR | "
-              "gap to teacher (s.e.) | prune + distill time |")
-        print("|---|---|---|---|---|---|")
-        for row in members:
-            scored = real.get(_key(row))
+        print("| lever | steps | " + " | ".join(
+            f"fidelity pruned -> recovered (synthetic {size} px, dB)" for size in sizes) +
+            " | real PSNR | gap to teacher (s.e.) | prune + distill time |")
+        print("|---|---|" + "---|" * len(sizes) + "---|---|---|")
+        for (lever, steps), by_size in members.items():
+            scored = real.get((teacher, granularity, target, lever, steps))
             psnr = f"{scored['psnr']:.2f}" if scored else "-"
             gap_text = f"{scored['gap_db']:+.2f} ({scored['gap_se']:.2f})" if scored else "-"
-            mark = " (chosen)" if scored and scored.get("chosen") else ""
-            seconds = row.get("prune_seconds", 0) + row.get("distill_seconds", 0)
-            print(f"| {row['lever']}{mark} | {row['steps']} | {row['fidelity_pruned']:.2f} -> "
-                  f"{row['fidelity']:.2f} | {psnr} | {gap_text} | {seconds:.0f} s |")
+            mark = ""
+            if scored and scored.get("chosen"):
+                mark = " (chosen" + ("" if len(sizes) == 1
+                                     else f" at {scored['validation_size']} px") + ")"
+            first = next(iter(by_size.values()))
+            seconds = first.get("prune_seconds", 0) + first.get("distill_seconds", 0)
+            fidelity = " | ".join(
+                f"{by_size[size]['fidelity_pruned']:.2f} -> {by_size[size]['fidelity']:.2f}"
+                if size in by_size else "-" for size in sizes)
+            print(f"| {lever}{mark} | {steps} | {fidelity} | {psnr} | {gap_text} | "
+                  f"{seconds:.0f} s |")
 
 
 def main() -> None:
