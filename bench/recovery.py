@@ -2,8 +2,10 @@
 validation and then scored once on the real test set.
 
 For PReNet6 (the authors' Rain100L weights; 100 Rain100L pairs, Y) and GCANet (the authors'
-dehazing weights; 50 SOTS-indoor pairs, RGB), one structured student per ``--granularity``
-and ``--target`` (pruned once and cached in ``--work-dir``) is recovered by each *lever*:
+dehazing weights; 50 SOTS-indoor pairs, RGB), one pruned student per ``--granularity``
+(``unstructured``: the adaptive masks of ``real_table1.py``; ``channel``: LAMP widths;
+``depth`` and ``depth+channel``: chosen by drift) and ``--target`` (pruned once and cached in
+``--work-dir``) is recovered by each *lever*:
 a named set of settings (``LEVERS``: the method's dream + distill, synthetic or mixed inputs,
 layer-wise reconstruction at prune time, a cosine learning-rate schedule with warm-up, an EMA
 of the student's weights, dreams seeded from synthetic images, a feature term, and their
@@ -150,6 +152,15 @@ class Recovery:
         from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 
         teacher, target = self.bench.teacher, self.target
+        if self.granularity == "unstructured":  # the adaptive masks of Table 1 (its cache)
+            from dreamprune_cli.flops import count_costs
+            from dreamprune_cli.models.adapter import network_input_size
+
+            student, _ = self.bench.pruned(target, "adaptive")
+            size = network_input_size(teacher.info, 256)
+            costs = count_costs(student.network, size)
+            return student, {"macs_ratio": costs.macs / costs.macs_dense,
+                             "student_granularity": "unstructured"}
         if self.granularity == "channel":
             result = prune_channels(teacher, target, "lamp", flops_size=256, seed=self.seed,
                                     min_keep=self.bench.settings.prune.min_keep)
@@ -174,8 +185,8 @@ class Recovery:
                                     "student_granularity": "depth+channel",
                                     "depth_macs_ratio": depth_ratio}
         else:
-            raise SystemExit(f"--granularity {self.granularity}: expected channel, depth or "
-                             "depth+channel")
+            raise SystemExit(f"--granularity {self.granularity}: expected unstructured, "
+                             "channel, depth or depth+channel")
         return result.student, {"macs_ratio": result.macs_ratio,
                                  "student_granularity": result.granularity}
 
@@ -326,7 +337,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="prenet")
     parser.add_argument("--granularity", default="channel",
-                        choices=["channel", "depth", "depth+channel"])
+                        choices=["unstructured", "channel", "depth", "depth+channel"])
     parser.add_argument("--target", type=float, default=0.58)
     parser.add_argument("--depth-target", type=float, default=None,
                         help="with depth+channel: force the split, the depth cut to this MAC "
