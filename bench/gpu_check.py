@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -87,15 +88,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def joint_step_ms(device: torch.device, precision: Precision, batch: int, size: int,
-                  steps: int, blocks: int) -> float:
-    """Median ms per joint step of the bundled FFA teacher and its LAMP student (F = 0.58).
+def joint_step_ms(teacher: Any, pruned: Any, device: torch.device, precision: Precision,
+                  batch: int, size: int, steps: int, blocks: int) -> float:
+    """Median ms per joint step of ``teacher`` and a fresh copy of ``pruned`` (its student).
 
     Three untimed warm-up steps first; each block of ``steps`` is bracketed by
     ``torch.cuda.synchronize`` on CUDA.
     """
-    teacher = load_model("ffa")
-    student = prune_model(teacher, 0.58, "lamp", flops_size=size).student
+    student = copy.deepcopy(pruned)  # trained in place: every precision starts alike
     generator = torch.Generator().manual_seed(0)
     dreamer = Dreamer(teacher.adapter().to(device), make_clean_source(None),
                       DreamSchedule(batch_size=batch, size=size), generator, device, precision)
@@ -303,10 +303,13 @@ def main() -> None:
         else platform.processor() or platform.machine(),
         "torch": torch.__version__, "cpu_count": os.cpu_count(), "rain100l": RAIN100L,
         "joint": [], "latency": []}
+    teacher = load_model("ffa")  # the bundled teacher and its LAMP student at F = 0.58
+    pruned = prune_model(teacher, 0.58, "lamp").student
     for shape in args.joint_shapes:
         batch, size = (int(v) for v in shape.split("x"))
         for label, precision in joint_precisions(device).items():
-            ms = joint_step_ms(device, precision, batch, size, args.steps, args.blocks)
+            ms = joint_step_ms(teacher, pruned, device, precision, batch, size, args.steps,
+                               args.blocks)
             record["joint"].append({"shape": shape, "precision": label, "ms": ms,
                                     "autocast": str(precision.autocast_dtype)})
             print(f"joint step {shape} {label}: {ms:.1f} ms", flush=True)
