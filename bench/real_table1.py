@@ -169,7 +169,7 @@ class Bench:
         self.settings = resolve_settings({"model": teacher.model}, env={}).settings
         self._calibration: torch.Tensor | None = None
         self._drift: Any = None
-        self._validation: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._validation: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- shared pieces ---------------------------------------------------------------------
     def schedule(self) -> dict[str, Any]:
@@ -191,23 +191,36 @@ class Bench:
                 "macs_256": result.macs_256,  # non-zero weights' MACs, counted by evaluate
                 "eval_seconds": time.perf_counter() - start}
 
-    def validation(self, size: int = VALIDATION_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    def validation(self, size: int = VALIDATION_SIZE, scenes: str = "leaves"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """``VALIDATION_COUNT`` synthetic degraded images ``(16, 3, size, size)`` of the
-        teacher's task and the teacher's outputs on them (cached per size)."""
-        if size not in self._validation:
+        teacher's task and the teacher's outputs on them (cached per size and scenes).
+        ``scenes``: ``leaves`` (dead leaves, the default), ``rooms`` (indoor rooms hazed
+        along their depth) or ``mixed`` (the first half of each set)."""
+        key = (size, scenes)
+        if key not in self._validation:
+            from dreamprune_cli.data.clean import make_clean_source
             from dreamprune_cli.data.synthetic import make_degraded_batch
 
-            degraded, _ = make_degraded_batch(self.teacher.info.task, VALIDATION_COUNT, size,
-                                              VALIDATION_SEED)
-            self._validation[size] = degraded, _restore(self.teacher.adapter(), degraded)
-        return self._validation[size]
+            task = self.teacher.info.task
+            if scenes == "mixed":
+                half = VALIDATION_COUNT // 2
+                degraded = torch.cat([
+                    self.validation(size, "leaves")[0][:half],
+                    self.validation(size, "rooms")[0][:VALIDATION_COUNT - half]])
+            else:
+                degraded, _ = make_degraded_batch(task, VALIDATION_COUNT, size,
+                                                  VALIDATION_SEED, make_clean_source(None, scenes))
+            self._validation[key] = degraded, _restore(self.teacher.adapter(), degraded)
+        return self._validation[key]
 
-    def fidelity(self, student: Any, size: int = VALIDATION_SIZE) -> float:
+    def fidelity(self, student: Any, size: int = VALIDATION_SIZE, scenes: str = "leaves"
+                 ) -> float:
         """Mean PSNR (dB) of the student's output against the teacher's on the validation
-        images of ``size`` px."""
+        images of ``size`` px and ``scenes``."""
         from dreamprune_cli import psnr
 
-        degraded, reference = self.validation(size)
+        degraded, reference = self.validation(size, scenes)
         return float(psnr(_restore(student.adapter(), degraded), reference).mean())
 
     def calibration(self) -> torch.Tensor:

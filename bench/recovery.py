@@ -69,6 +69,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the student trained on 128 or 256 px images instead of the preset's 64 (instance norms)
     "synthetic@128": {"inputs": "synthetic", "size": 128},
     "synthetic@256": {"inputs": "synthetic", "size": 256},
+    # indoor rooms hazed along their own depth instead of dead leaves over a random depth
+    "rooms": {"inputs": "synthetic", "scenes": "rooms"},
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
@@ -102,18 +104,21 @@ class Recovery:
     """One teacher's pruned student, recovered lever by lever; artefacts cached on disk."""
 
     def __init__(self, teacher: str, granularity: str, target: float, steps: int, seed: int,
-                 work_dir: Path, validation_size: int) -> None:
+                 work_dir: Path, validation_size: int, validation_scenes: str = "leaves"
+                 ) -> None:
         self.bench = Bench(TEACHERS[teacher], steps=steps, seed=seed, work_dir=work_dir,
                            limit=None)
         self.name, self.granularity, self.target = teacher, granularity, target
         self.steps, self.seed, self.validation_size = steps, seed, validation_size
+        self.validation_scenes = validation_scenes
         self.work = self.bench.work / f"recovery_{granularity}_{target}"
         self.work.mkdir(parents=True, exist_ok=True)
 
     def fidelity(self, student: Any) -> float:
         """Mean PSNR (dB) of the student's output against the teacher's on the synthetic
-        validation images of ``validation_size`` px (:meth:`real_table1.Bench.fidelity`)."""
-        return self.bench.fidelity(student, self.validation_size)
+        validation images of ``validation_size`` px and ``validation_scenes``
+        (:meth:`real_table1.Bench.fidelity`)."""
+        return self.bench.fidelity(student, self.validation_size, self.validation_scenes)
 
     def pruned(self, reconstruct: bool, count: int = 8, size: int = 256
                ) -> tuple[Any, dict[str, Any], float]:
@@ -173,7 +178,8 @@ class Recovery:
             # a forced split: depth cut to its own target first, channels complete the rest
             depth_target = float(self.granularity[len("depth"):-len("+channel")])
             depth = Recovery(self.name, "depth", depth_target, 0, self.seed,
-                             self.bench.work.parent, self.validation_size)  # cached
+                             self.bench.work.parent, self.validation_size,
+                             self.validation_scenes)  # cached
             depth_student, depth_details, _ = depth.pruned(False)
             depth_ratio = depth_details["macs_ratio"]
             result = prune_channels(depth_student, target / depth_ratio, "lamp",
@@ -241,17 +247,28 @@ def _jsonable(value: Any) -> Any:
 
 def _key(row: dict[str, Any]) -> tuple:
     return (row["teacher"], row["granularity"], row["target"], row["lever"], row["steps"],
-            row["validation_size"])
+            _validation(row))
+
+
+def _validation(row: dict[str, Any]) -> tuple[int, str]:
+    """The validation set a row was screened on: its size and scenes (``leaves`` unless
+    recorded)."""
+    return row["validation_size"], row.get("validation_scenes", "leaves")
+
+
+def _validation_label(size: int, scenes: str) -> str:
+    return f"{size} px" if scenes == "leaves" else f"{size} px {scenes}"
 
 
 def screen(args: argparse.Namespace) -> None:
     """Synthetic-validation rows for each lever (no real image)."""
     size = args.validation_size or VALIDATION_SIZES[args.teacher]
+    scenes = args.validation_scenes
     recovery = Recovery(args.teacher, args.granularity, args.target, args.steps, args.seed,
-                        Path(args.work_dir), size)
+                        Path(args.work_dir), size, scenes)
     done = {_key(r) for r in _rows()}
     for lever in args.levers:
-        key = (args.teacher, args.granularity, args.target, lever, args.steps, size)
+        key = (args.teacher, args.granularity, args.target, lever, args.steps, (size, scenes))
         if key in done:
             print(f"skip {key}: already in {RESULTS.name}", file=sys.stderr)
             continue
@@ -259,7 +276,9 @@ def screen(args: argparse.Namespace) -> None:
         student, fields = recovery.recovered(lever)
         row = {"teacher": args.teacher, "granularity": args.granularity,
                "target": args.target, "lever": lever, "settings": LEVERS[lever],
-               "steps": args.steps, "validation_size": size, "seed": args.seed,
+               "steps": args.steps, "validation_size": size,
+               **({} if scenes == "leaves" else {"validation_scenes": scenes}),
+               "seed": args.seed,
                **fields, "fidelity": recovery.fidelity(student),
                "wall_seconds": time.perf_counter() - start, "threads": args.threads,
                "load": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -272,9 +291,10 @@ def screen(args: argparse.Namespace) -> None:
 def score_real(args: argparse.Namespace) -> None:
     """Score the screened levers on the real pairs once; mark the synthetic choice."""
     size = args.validation_size or VALIDATION_SIZES[args.teacher]
+    scenes = args.validation_scenes
     rows = [r for r in _rows() if (r["teacher"], r["granularity"], r["target"],
-                                   r["validation_size"]) ==
-            (args.teacher, args.granularity, args.target, size) and "psnr" not in r]
+                                   _validation(r)) ==
+            (args.teacher, args.granularity, args.target, (size, scenes)) and "psnr" not in r]
     scored = {_key(r)[:5] for r in _rows() if "psnr" in r}  # a student, whatever size chose it
     if not rows:
         raise SystemExit("no screened rows: run without --real first")
@@ -282,7 +302,7 @@ def score_real(args: argparse.Namespace) -> None:
     chosen = (best["lever"], best["steps"])
     teacher_row = _teacher_row(args.teacher)
     recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,
-                        Path(args.work_dir), size)
+                        Path(args.work_dir), size, scenes)
     for row in rows:
         if _key(row)[:5] in scored or (args.levers and row["lever"] not in args.levers):
             continue
@@ -303,17 +323,18 @@ def markdown() -> None:
     validation size screened) and its real gap (scored once, whichever size chose it)."""
     rows = _rows()
     real = {_key(r)[:5]: r for r in rows if "psnr" in r}
-    groups: dict[tuple, dict[tuple, dict[int, dict[str, Any]]]] = {}
+    groups: dict[tuple, dict[tuple, dict[tuple[int, str], dict[str, Any]]]] = {}
     for row in rows:
         if "psnr" not in row:
             group = groups.setdefault((row["teacher"], row["granularity"], row["target"]), {})
-            group.setdefault((row["lever"], row["steps"]), {})[row["validation_size"]] = row
+            group.setdefault((row["lever"], row["steps"]), {})[_validation(row)] = row
     for (teacher, granularity, target), members in sorted(
             groups.items(), key=lambda item: (item[0][0] != "prenet", item[0][1], -item[0][2])):
         sizes = sorted({size for by_size in members.values() for size in by_size})
         print(f"\n**{TEACHERS[teacher].label}, {granularity}, F = {target}**\n")
         print("| lever | steps | " + " | ".join(
-            f"fidelity pruned -> recovered (synthetic {size} px, dB)" for size in sizes) +
+            f"fidelity pruned -> recovered (synthetic {_validation_label(*size)}, dB)"
+            for size in sizes) +
             " | real PSNR | gap to teacher (s.e.) | prune + distill time |")
         print("|---|---|" + "---|" * len(sizes) + "---|---|---|")
         for (lever, steps), by_size in members.items():
@@ -323,7 +344,8 @@ def markdown() -> None:
             mark = ""
             if scored and scored.get("chosen"):
                 mark = " (chosen" + ("" if len(sizes) == 1
-                                     else f" at {scored['validation_size']} px") + ")"
+                                     else f" at {_validation_label(*_validation(scored))}")
+                mark += ")"
             first = next(iter(by_size.values()))
             seconds = first.get("prune_seconds", 0) + first.get("distill_seconds", 0)
             fidelity = " | ".join(
@@ -347,6 +369,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation-size", type=int, default=None)
+    parser.add_argument("--validation-scenes", choices=["leaves", "rooms", "mixed"],
+                        default="leaves",
+                        help="the synthetic validation's clean scenes: dead leaves (default), "
+                             "indoor rooms hazed along their depth, or half of each")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", default="runs/recovery")
     parser.add_argument("--real", action="store_true",

@@ -57,8 +57,8 @@ def _network(model: LoadedModel | nn.Module) -> nn.Module:
 
 def dream(teacher: LoadedModel, count: int = 8, steps: int = 200, *, size: int = 64,
           batch_size: int = 8, seed: int = 0, device: str = "auto",
-          clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
-          **schedule: Any) -> DreamResult:
+          clean_dir: str | Path | None = None, scenes: str = "leaves",
+          progress: ProgressSink | None = None, **schedule: Any) -> DreamResult:
     """Invert ``teacher``: optimise ``count`` noise images of ``size`` px, ``steps`` Adam
     steps per batch of ``batch_size``, into inputs it restores to clean targets.
 
@@ -66,20 +66,23 @@ def dream(teacher: LoadedModel, count: int = 8, steps: int = 200, *, size: int =
     0.05, ``lambda_tv`` 0, ``lambda_far`` 0, ``representation`` ``gram``). Returns a
     :class:`DreamResult` with ``dreams``, ``clean`` and ``restored`` as ``(count, 3, size,
     size)`` float32 CPU tensors in [0, 1] (``restored`` unclamped), the loss history and the
-    batch diversity (mean pairwise cosine, 1 = all alike).
+    batch diversity (mean pairwise cosine, 1 = all alike). Clean targets are crops of
+    ``clean_dir``'s images, else procedural ``scenes`` (``leaves`` or ``rooms``).
     """
     device_ = resolve_device(device)
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
-    return dream_images(teacher.adapter().to(device_), make_clean_source(clean_dir), count,
-                        steps, plan, seeded(seed), device_, resolve_precision(device_), progress)
+    return dream_images(teacher.adapter().to(device_), make_clean_source(clean_dir, scenes),
+                        count, steps, plan, seeded(seed), device_, resolve_precision(device_),
+                        progress)
 
 
 def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             dreams: torch.Tensor | None = None, student_lr: float = 1e-4,
             lambda_kd: float = 1.0, batch_size: int = 8, size: int = 64,
             round_steps: int = 50, seed: int = 0, device: str = "auto",
-            clean_dir: str | Path | None = None, progress: ProgressSink | None = None,
-            inputs: str = "dreams", lr_schedule: str = "constant", warmup_steps: int = 0,
+            clean_dir: str | Path | None = None, scenes: str = "leaves",
+            progress: ProgressSink | None = None, inputs: str = "dreams",
+            lr_schedule: str = "constant", warmup_steps: int = 0,
             lr_min_ratio: float = 0.01, ema_decay: float = 0.0,
             lambda_feat: float = 0.0, feat_layers: Sequence[str] = (),
             **schedule: Any) -> list[dict[str, float]]:
@@ -90,8 +93,9 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     every step and restarts from noise every ``round_steps`` steps (``schedule`` as in
     :func:`dream`). ``inputs`` (online only): ``dreams`` (the method), ``synthetic``
     (procedural degraded images of the teacher's task, a fresh batch every step, nothing
-    dreamed; ``clean_dir`` gives their scenes) or ``mixed`` (each batch half dreams, half
-    synthetic); ``dream_init="synthetic"`` (a ``schedule`` field) starts each round of
+    dreamed; ``clean_dir`` gives their scenes, else the procedural ``scenes``: ``leaves``
+    or ``rooms``, whose haze follows the room's depth) or ``mixed`` (each batch half
+    dreams, half synthetic); ``dream_init="synthetic"`` (a ``schedule`` field) starts each round of
     dreams from synthetic degraded images instead of noise. ``lr_schedule`` (``constant``
     or ``cosine``: to ``lr_min_ratio`` of ``student_lr`` over ``steps``), ``warmup_steps``
     (linear warm-up) and ``ema_decay`` (above 0: the student ends with the moving average
@@ -130,7 +134,8 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
         distiller.adopt_average()
         return result.history
     plan = DreamSchedule(size=size, batch_size=batch_size, **schedule)
-    trainer = joint_trainer(teacher_adapter, student_adapter, make_clean_source(clean_dir),
+    trainer = joint_trainer(teacher_adapter, student_adapter,
+                            make_clean_source(clean_dir, scenes),
                             plan, round_steps, student_lr, lambda_kd, generator, device_,
                             precision, inputs=inputs, student_plan=recovery, features=term)
     history = trainer.run(steps, progress=progress).history

@@ -395,6 +395,7 @@ def prune_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("dream", "save_dir", *LOADING, "count", "size", "steps", "batch_size", "clean_dir",
+          "scenes",
           *DREAMING, "representation", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME,
           save_dir="Folder for the dreams. [required, unless --resume]")
 def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
@@ -403,7 +404,8 @@ def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("distill", "student", "out", "dreams", *LOADING, "steps", "batch_size", "size",
-          "round_steps", "clean_dir", "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE,
+          "round_steps", "clean_dir", "scenes", "student_lr", "lambda_kd", "inputs",
+          *STUDENT_SCHEDULE,
           *FEATURES, *DREAMING, "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
 def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Train a pruned student to match the teacher on dreamed inputs (or --inputs).
@@ -419,7 +421,7 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size", "reconstruct",
           "reconstruct_count", "calibration_source", "calibration_steps", "clean_dir",
-          "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE, *FEATURES, *DREAMING,
+          "scenes", "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE, *FEATURES, *DREAMING,
           "out",
           "eval_input_dir", "eval_target_dir", *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
           "overwrite", *TRUST, *CUDA, *RUNTIME,
@@ -429,7 +431,8 @@ def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
     _run(ctx, flags, "pipeline", default_model="ffa", resumable=True)
 
 
-@_command("synth", "task", "count", "size", "out", "clean_dir", "seed", "overwrite", "config",
+@_command("synth", "task", "count", "size", "out", "clean_dir", "scenes", "seed", "overwrite",
+          "config",
           "json_flag", count="Number of pairs (default 16).",
           size="Side of the square images in pixels (default 64).",
           out="Output folder: input/, target/ and manifest.json. [required]",

@@ -219,6 +219,10 @@ class DreamSettings(_Section):
     round_steps: int = Field(50, ge=1, description="Steps before new noise and targets.")
     clean_dir: Path | None = Field(
         None, description="Clean images to dream towards (default: procedural scenes).")
+    scenes: Literal["leaves", "rooms"] = Field(
+        "leaves",
+        description="Procedural clean scenes when no --clean-dir: leaves (dead-leaves "
+                    "shapes, default) or rooms (indoor rooms; haze follows their depth).")
     noise_lr: float = Field(5e-2, gt=0.0, description="Adam learning rate of the dreams.")
     lambda_orth: float = Field(0.05, ge=0.0, description="Weight of the diversity loss.")
     lambda_tv: float = Field(

@@ -262,6 +262,8 @@ def test_dream_resume_refuses_a_changed_setting(runner, tmp_path: Path) -> None:
     assert resized.exit_code == 2 and "size was 32 in this run, now 48" in resized.output
     reseeded = runner.invoke(app, ["--seed", "3", "dream", "--resume", str(out)])
     assert reseeded.exit_code == 2 and "seed was 0 in this run, now 3" in reseeded.output
+    roomed = runner.invoke(app, ["dream", "--resume", str(out), "--scenes", "rooms"])
+    assert roomed.exit_code == 2 and "scenes was 'leaves' in this run, now 'rooms'" in roomed.output
     wrong_kind = runner.invoke(app, ["pipeline", "--resume", str(out)])
     assert wrong_kind.exit_code == 2 and "written by 'dreamprune dream'" in wrong_kind.output
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from dreamprune_cli.data.images import IMAGE_SUFFIXES, check_readable, is_hidden, read_image
 from dreamprune_cli.errors import UsageError
 
-__all__ = ["CleanSource", "FolderSource", "ProceduralSource", "fractal_noise",
-           "procedural_images", "make_clean_source"]
+__all__ = ["CleanSource", "DepthSource", "FolderSource", "ProceduralSource", "SCENES",
+           "fractal_noise", "procedural_images", "make_clean_source"]
 
 
 @runtime_checkable
@@ -340,9 +340,37 @@ class FolderSource:
         return torch.stack(crops).contiguous()
 
 
-def make_clean_source(clean_dir: str | Path | None = None) -> CleanSource:
-    """A :class:`FolderSource` for ``clean_dir``, else the procedural generator."""
-    return FolderSource(clean_dir) if clean_dir is not None else ProceduralSource()
+SCENES: tuple[str, ...] = ("leaves", "rooms")
+"""The procedural clean scenes: ``leaves`` (:class:`ProceduralSource`, dead leaves) and
+``rooms`` (:class:`~dreamprune_cli.data.rooms.RoomSource`, indoor rooms with their depth)."""
+
+
+@runtime_checkable
+class DepthSource(Protocol):
+    """A clean source that also knows each image's scene depth (hazed along it)."""
+
+    def sample_with_depth(self, count: int, size: int, generator: torch.Generator
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (count, 3, size, size) in [0, 1], depth (count, 1, size, size) in
+        (0, 1])``."""
+
+
+def make_clean_source(clean_dir: str | Path | None = None, scenes: str = "leaves"
+                      ) -> CleanSource:
+    """A :class:`FolderSource` for ``clean_dir``, else the procedural ``scenes``.
+
+    Raises:
+        UsageError: ``scenes`` not one of :data:`SCENES`; see :class:`FolderSource`.
+    """
+    if scenes not in SCENES:
+        raise UsageError(f"$scenes {scenes!r}: expected one of {', '.join(SCENES)}")
+    if clean_dir is not None:
+        return FolderSource(clean_dir)
+    if scenes == "rooms":
+        from dreamprune_cli.data.rooms import RoomSource  # rooms.py imports this module
+
+        return RoomSource()
+    return ProceduralSource()
 
 
 def procedural_images(count: int, size: int, seed: int = 0) -> torch.Tensor:

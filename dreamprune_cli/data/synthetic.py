@@ -23,7 +23,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from dreamprune_cli.data.clean import CleanSource, ProceduralSource, make_clean_source
+from dreamprune_cli.data.clean import (CleanSource, DepthSource, ProceduralSource,
+                                        make_clean_source)
 from dreamprune_cli.data.degrade import Params, haze, rain_streaks, raindrops
 from dreamprune_cli.data.images import write_png
 from dreamprune_cli.errors import UsageError
@@ -75,9 +76,23 @@ def make_degraded_batch(task: str, count: int, size: int, seed: int,
     if count < 1 or size < 8:
         raise UsageError(f"synthetic batch: need count >= 1 and size >= 8, got {count}, {size}")
     generator = torch.Generator().manual_seed(seed)
-    clean = (clean_source or ProceduralSource()).sample(count, size, generator)
-    degraded, _ = degrade_batch(task, clean, generator)
+    degraded, clean, _ = sample_degraded(task, clean_source or ProceduralSource(), count, size,
+                                         generator)
     return degraded, clean
+
+
+def sample_degraded(task: str, source: CleanSource, count: int, size: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, Params]:
+    """``(degraded, clean, params)`` from ``source``: haze follows the scene's own depth when
+    the source knows it (a :class:`~dreamprune_cli.data.clean.DepthSource` such as the
+    ``rooms`` scenes), else the synthesizer's random depth."""
+    if check_task(task) == "dehaze" and isinstance(source, DepthSource):
+        clean, depth = source.sample_with_depth(count, size, generator)
+        degraded, params = degrade_batch(task, clean, generator, depth=depth)
+        return degraded, clean, params
+    clean = source.sample(count, size, generator)
+    degraded, params = degrade_batch(task, clean, generator)
+    return degraded, clean, params
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -88,6 +103,7 @@ def image_generator(seed: int, index: int) -> torch.Generator:
 
 def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
                         clean_dir: Path | None = None, overwrite: bool = False,
+                        scenes: str = "leaves",
                         progress: ProgressSink | None = None) -> dict[str, Any]:
     """Write ``count`` pairs into ``out/input``, ``out/target`` and ``out/manifest.json``.
 
@@ -97,6 +113,7 @@ def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
         seed: fixes every image (same seed, same bytes).
         out: destination folder; must be empty or absent unless ``overwrite``.
         clean_dir: crop clean images from this folder instead of rendering them.
+        scenes: the procedural scenes without ``clean_dir``: ``leaves`` or ``rooms``.
         overwrite: write into a non-empty ``out`` (replacing files of the same names).
         progress: receives one update per pair.
 
@@ -110,15 +127,14 @@ def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
         raise UsageError(f"$size {size}: expected at least 8 pixels")
     if seed < 0:
         raise UsageError(f"$seed {seed}: expected a non-negative integer")
-    source: CleanSource = make_clean_source(clean_dir)
+    source: CleanSource = make_clean_source(clean_dir, scenes)
     ensure_output_dir(out, overwrite)
     progress = progress or NullProgress()
     images = []
     progress.start(f"synth {task}", count)
     for index in range(count):
         generator = image_generator(seed, index)
-        clean = source.sample(1, size, generator)
-        degraded, params = degrade_batch(task, clean, generator)
+        degraded, clean, params = sample_degraded(task, source, 1, size, generator)
         name = f"{index:04d}"
         write_png(out / "input" / f"{name}.png", degraded[0], overwrite=overwrite)
         write_png(out / "target" / f"{name}.png", clean[0], overwrite=overwrite)
@@ -126,7 +142,8 @@ def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
         progress.update(index + 1)
     progress.finish()
     manifest = {"task": task, "count": count, "size": size, "seed": seed,
-                "clean": str(clean_dir) if clean_dir is not None else "procedural",
+                "clean": str(clean_dir) if clean_dir is not None else
+                "procedural" if scenes == "leaves" else f"procedural {scenes}",
                 "version": SYNTH_VERSION, "input_dir": "input", "target_dir": "target",
                 "images": images}
     write_json_atomic(out / "manifest.json", manifest, overwrite=overwrite)

@@ -177,7 +177,7 @@ def training_context(resolved: ResolvedSettings, dreaming: bool = True,
     if inputs is not None:
         input_batches(inputs, schedule.batch_size, sync)
     return TrainingContext(teacher=teacher, device=device, precision=precision,
-                           clean_source=make_clean_source(dream.clean_dir),
+                           clean_source=make_clean_source(dream.clean_dir, dream.scenes),
                            schedule=schedule, seed=common.seed, sync=sync)
 
 

@@ -43,6 +43,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Syn
     task = require(s.synth.task, "task", ": derain, raindrop or dehaze")
     out = require(s.common.out, "out", ": the folder for input/, target/ and manifest.json")
     manifest = write_synthetic_set(task, s.dream.count, s.dream.size, s.common.seed, out,
-                                   clean_dir=s.dream.clean_dir, overwrite=s.common.overwrite,
+                                   clean_dir=s.dream.clean_dir, scenes=s.dream.scenes,
+                                   overwrite=s.common.overwrite,
                                    progress=progress)
     return SynthRun(manifest=manifest, out_dir=out)
