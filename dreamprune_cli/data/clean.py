@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from dreamprune_cli.data.images import IMAGE_SUFFIXES, check_readable, is_hidden, read_image
+from dreamprune_cli.data.noise import fractal_noise
+from dreamprune_cli.data.rooms import RoomSource
 from dreamprune_cli.errors import UsageError
 
 __all__ = ["CleanSource", "DepthSource", "FolderSource", "ProceduralSource", "SCENES",
@@ -47,28 +49,6 @@ class CleanSource(Protocol):
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], low: float,
              high: float) -> torch.Tensor:
     return torch.rand(shape, generator=generator) * (high - low) + low
-
-
-def fractal_noise(count: int, channels: int, size: int, generator: torch.Generator,
-                  slope: torch.Tensor | float = 1.0, base: int = 3) -> torch.Tensor:
-    """Zero-mean, unit-std ``1/f^slope`` noise ``(count, channels, size, size)``.
-
-    Octaves of white noise on grids ``base, 2 base, 4 base, ...`` (up to ``size``) are summed with amplitude
-    ``(grid / base) ** -slope`` through a pyramid (upsample the running sum by 2, add the next
-    octave), then resized to ``size``; ``slope`` may be a ``(count,)`` tensor (one spectrum
-    per image). Larger slopes give smoother fields.
-    """
-    slope_t = torch.as_tensor(slope, dtype=torch.float32).reshape(-1, 1, 1, 1)
-    grid = base
-    total = torch.randn((count, channels, grid, grid), generator=generator)
-    while grid * 2 <= size:
-        grid *= 2
-        total = F.interpolate(total, scale_factor=2, mode="bilinear", align_corners=False)
-        octave = torch.randn((count, channels, grid, grid), generator=generator)
-        total = total + octave * (grid / base) ** (-slope_t)
-    total = F.interpolate(total, size=(size, size), mode="bilinear", align_corners=False)
-    total = total - total.mean(dim=(-2, -1), keepdim=True)
-    return total / total.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
 
 
 def _palette_colours(generator: torch.Generator, count: int, colours: int) -> torch.Tensor:
@@ -367,8 +347,6 @@ def make_clean_source(clean_dir: str | Path | None = None, scenes: str = "leaves
     if clean_dir is not None:
         return FolderSource(clean_dir)
     if scenes == "rooms":
-        from dreamprune_cli.data.rooms import RoomSource  # rooms.py imports this module
-
         return RoomSource()
     return ProceduralSource()
 

@@ -29,7 +29,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from dreamprune_cli.data.clean import fractal_noise
+from dreamprune_cli.data.noise import fractal_noise
 
 __all__ = ["haze", "kornia_rain", "random_depth", "raindrops", "rain_streaks", "scene_depth",
            "transmission", "Params", "RAIN_RANGES", "KORNIA_RAIN_RANGES", "DROP_RANGES",

@@ -35,7 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dreamprune_cli.data.clean import fractal_noise
+from dreamprune_cli.data.noise import fractal_noise
 
 __all__ = ["RoomSource", "room_images"]
 

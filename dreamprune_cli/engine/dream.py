@@ -26,7 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dreamprune_cli.data.clean import CleanSource, fractal_noise
+from dreamprune_cli.data.clean import CleanSource
+from dreamprune_cli.data.noise import fractal_noise
 from dreamprune_cli.data.synthetic import check_task, make_degraded_batch
 from dreamprune_cli.engine.distributed import (RankSync, merge_rank_batches, rank_state,
                                                split_batch)
