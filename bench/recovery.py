@@ -51,6 +51,8 @@ from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.jsonl"
 VALIDATION_SIZES = {"prenet": 128, "gcanet": 256}
+PHOTOS = "$photos_dir"
+"""Placeholder of the ``photos`` lever's ``clean_dir``: replaced by ``--photos-dir``."""
 
 LEVERS: dict[str, dict[str, Any]] = {
     # the method: output L1 on dreams, the preset's constant learning rate
@@ -71,6 +73,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "synthetic@256": {"inputs": "synthetic", "size": 256},
     # indoor rooms hazed along their own depth instead of dead leaves over a random depth
     "rooms": {"inputs": "synthetic", "scenes": "rooms"},
+    # a handful of unrelated natural photographs as the clean scenes (``--photos-dir``;
+    # bench/photos.py extracts scikit-image's six): what a user's own clean photos buy
+    "photos": {"inputs": "synthetic", "clean_dir": PHOTOS},
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
@@ -104,13 +109,14 @@ class Recovery:
     """One teacher's pruned student, recovered lever by lever; artefacts cached on disk."""
 
     def __init__(self, teacher: str, granularity: str, target: float, steps: int, seed: int,
-                 work_dir: Path, validation_size: int, validation_scenes: str = "leaves"
-                 ) -> None:
+                 work_dir: Path, validation_size: int, validation_scenes: str = "leaves",
+                 photos_dir: Path | None = None) -> None:
         self.bench = Bench(TEACHERS[teacher], steps=steps, seed=seed, work_dir=work_dir,
                            limit=None)
         self.name, self.granularity, self.target = teacher, granularity, target
         self.steps, self.seed, self.validation_size = steps, seed, validation_size
         self.validation_scenes = validation_scenes
+        self.photos_dir = photos_dir
         self.work = self.bench.work / f"recovery_{granularity}_{target}"
         self.work.mkdir(parents=True, exist_ok=True)
 
@@ -215,6 +221,10 @@ class Recovery:
             return student, row
         if (folder / "student.safetensors").exists():
             return load_student(folder / "student.safetensors", self.name), row
+        if settings.get("clean_dir") == PHOTOS:
+            if self.photos_dir is None:
+                raise SystemExit(f"lever {lever}: needs --photos-dir (bench/photos.py)")
+            settings["clean_dir"] = self.photos_dir
         plan = self.bench.schedule()
         factor = settings.pop("student_lr_factor", 1.0)
         start = time.perf_counter()
@@ -226,6 +236,13 @@ class Recovery:
         folder.mkdir(parents=True, exist_ok=True)
         save_student(student, folder)
         return student, row
+
+
+def _photos_field(lever: str, photos_dir: Path | None) -> dict[str, Any]:
+    """``{"photos": [file names]}`` for a lever on ``--photos-dir``'s images, else ``{}``."""
+    if LEVERS[lever].get("clean_dir") != PHOTOS or photos_dir is None:
+        return {}
+    return {"photos": sorted(p.name for p in Path(photos_dir).iterdir() if p.is_file())}
 
 
 def _jsonable(value: Any) -> Any:
@@ -265,7 +282,7 @@ def screen(args: argparse.Namespace) -> None:
     size = args.validation_size or VALIDATION_SIZES[args.teacher]
     scenes = args.validation_scenes
     recovery = Recovery(args.teacher, args.granularity, args.target, args.steps, args.seed,
-                        Path(args.work_dir), size, scenes)
+                        Path(args.work_dir), size, scenes, args.photos_dir)
     done = {_key(r) for r in _rows()}
     for lever in args.levers:
         key = (args.teacher, args.granularity, args.target, lever, args.steps, (size, scenes))
@@ -278,7 +295,7 @@ def screen(args: argparse.Namespace) -> None:
                "target": args.target, "lever": lever, "settings": LEVERS[lever],
                "steps": args.steps, "validation_size": size,
                **({} if scenes == "leaves" else {"validation_scenes": scenes}),
-               "seed": args.seed,
+               "seed": args.seed, **_photos_field(lever, args.photos_dir),
                **fields, "fidelity": recovery.fidelity(student),
                "wall_seconds": time.perf_counter() - start, "threads": args.threads,
                "load": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -302,7 +319,7 @@ def score_real(args: argparse.Namespace) -> None:
     chosen = (best["lever"], best["steps"])
     teacher_row = _teacher_row(args.teacher)
     recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,
-                        Path(args.work_dir), size, scenes)
+                        Path(args.work_dir), size, scenes, args.photos_dir)
     for row in rows:
         if _key(row)[:5] in scored or (args.levers and row["lever"] not in args.levers):
             continue
@@ -373,6 +390,8 @@ def main() -> None:
                         default="leaves",
                         help="the synthetic validation's clean scenes: dead leaves (default), "
                              "indoor rooms hazed along their depth, or half of each")
+    parser.add_argument("--photos-dir", type=Path, default=None,
+                        help="clean photographs for the photos lever (bench/photos.py)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", default="runs/recovery")
     parser.add_argument("--real", action="store_true",

@@ -44,3 +44,11 @@ def test_reports_become_json_ready(bench) -> None:
 
     assert bench._jsonable(Report(("a", "b"), 1.5, Path("x"))) == \
         {"layers": ["a", "b"], "seconds": 1.5, "path": "x"}
+
+
+def test_photos_lever_records_its_folder_files(bench, tmp_path: Path) -> None:
+    for name in ("b.png", "a.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert bench._photos_field("photos", tmp_path) == {"photos": ["a.jpg", "b.png"]}
+    assert bench._photos_field("synthetic", tmp_path) == {}
+    assert bench._photos_field("photos", None) == {}
