@@ -40,9 +40,11 @@ log = logging.getLogger("dreamprune_cli")
 
 def _document_defaults(command: Any) -> None:
     """Append each setting's built-in default to its option's help (``[default: 0.58]``),
-    read from the settings model so that help and behaviour cannot disagree."""
+    read from the settings model so that help and behaviour cannot disagree. Options with a
+    default of their own (``models --size``, not a setting) are left to Typer's."""
     for param in command.params:
-        if not isinstance(param, TyperOption) or param.name not in FIELD_SECTION:
+        if (not isinstance(param, TyperOption) or param.name not in FIELD_SECTION
+                or param.default is not None):
             continue
         help_text = param.help or ""
         if "default" in help_text.lower():
@@ -383,7 +385,7 @@ def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           out="Output folder: student.safetensors, masks.safetensors, report.json. "
               "[required]")
 def prune_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
-    """Prune a model to keep exactly a fraction of its MACs (magnitude masks per layer)."""
+    """Prune a model to keep exactly a fraction of its MACs (masks, channels, blocks or stages)."""
     from dreamprune_cli.runs import prune
 
     ui, resolved = _settings(ctx, flags)

@@ -260,7 +260,8 @@ class DistillSettings(_Section):
     lambda_kd: float = Field(1.0, gt=0.0, description="Weight of the distillation loss.")
     inputs: Literal["dreams", "synthetic", "mixed"] = Field(
         "dreams",
-        description="The student's inputs in the joint loop: dreams (the method, default), "
+        description="The student's inputs in the joint loop: dreams (the method, default "
+                    "unless the model's preset says otherwise: prenet and gcanet use synthetic), "
                     "synthetic (procedural degraded images of the teacher's task, a fresh batch "
                     "every step; no teacher inversion) or mixed (each batch half dreams, half "
                     "synthetic).")

@@ -34,6 +34,13 @@ def test_prune_help_shows_defaults_and_required(runner) -> None:
     assert "--trust-checkpoint / --no-trust-checkpoint" in text
 
 
+def test_an_option_with_its_own_default_shows_only_it(runner) -> None:
+    # `models --size` is not the dream size setting of the same name: one default, its own
+    text = _help(runner, "models")
+    assert re.search(r"--size <int> [^-]*\[default: 256\]", text)
+    assert text.count("[default:") == 2  # --variant and --size, once each
+
+
 def test_required_options_marked(runner) -> None:
     assert "[required, unless --resume]" in _help(runner, "dream")
     distill = _help(runner, "distill")
