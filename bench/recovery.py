@@ -354,6 +354,9 @@ def markdown() -> None:
             for size in sizes) +
             " | real PSNR | gap to teacher (s.e.) | prune + distill time |")
         print("|---|---|" + "---|" * len(sizes) + "---|---|---|")
+        choices = sorted((r["real_date"], k) for k, r in real.items()
+                         if k[:3] == (teacher, granularity, target) and r.get("chosen"))
+        latest = choices[-1][1] if choices else None  # a later screening's choice supersedes
         for (lever, steps), by_size in members.items():
             scored = real.get((teacher, granularity, target, lever, steps))
             psnr = f"{scored['psnr']:.2f}" if scored else "-"
@@ -362,13 +365,16 @@ def markdown() -> None:
             if scored and scored.get("chosen"):
                 mark = " (chosen" + ("" if len(sizes) == 1
                                      else f" at {_validation_label(*_validation(scored))}")
+                if (teacher, granularity, target, lever, steps) != latest:
+                    mark += ", superseded by a later screening"
                 mark += ")"
             first = next(iter(by_size.values()))
             seconds = first.get("prune_seconds", 0) + first.get("distill_seconds", 0)
             fidelity = " | ".join(
                 f"{by_size[size]['fidelity_pruned']:.2f} -> {by_size[size]['fidelity']:.2f}"
                 if size in by_size else "-" for size in sizes)
-            print(f"| {lever}{mark} | {steps} | {fidelity} | {psnr} | {gap_text} | "
+            name = "none (the pruned student)" if steps == 0 else lever
+            print(f"| {name}{mark} | {steps} | {fidelity} | {psnr} | {gap_text} | "
                   f"{seconds:.0f} s |")
 
 
