@@ -15,9 +15,11 @@ one line naming the field, the value and its source.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -523,12 +525,23 @@ def resolve_settings(flags: Mapping[str, Any] | None = None, config: Path | None
                     str(error["loc"][-1]))
         value = merged.get(name, error.get("input"))
         message = str(error["msg"]).removeprefix("Value error, ")  # pydantic's own prefix
+        message += _closest_choice(error, value)
         raise UsageError(f"invalid {name}={value!r} (from {sources.get(name, 'default')}): "
                          f"{message}") from None
     resolved = ResolvedSettings(settings=settings, sources=sources)
     if run_record is not None:
         _check_unchanged(resolved, run_record)
     return resolved
+
+
+def _closest_choice(error: Mapping[str, Any], value: Any) -> str:
+    """``"; did you mean 'dehaze'?"`` when a string missed a fixed choice (pydantic's
+    ``literal_error``) by a little (:func:`difflib.get_close_matches`), else ``""``."""
+    if error.get("type") != "literal_error" or not isinstance(value, str):
+        return ""
+    choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+    close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def resolve_run_settings(flags: Mapping[str, Any] | None = None, config: Path | None = None,

@@ -52,6 +52,22 @@ def test_flops_target_as_a_percentage_names_the_fraction(runner, tmp_path: Path,
     assert resolve_settings({"flops_target": 1.0}, env={}).settings.prune.flops_target == 1.0
 
 
+@pytest.mark.parametrize(("flag", "value", "hint"),
+                         [("--task", "haze", "; did you mean 'dehaze'?"),
+                          ("--granularity", "dpeth", "; did you mean 'depth'?"),
+                          ("--task", "zzz", "")])
+def test_a_near_miss_of_a_fixed_choice_names_it(runner, tmp_path: Path, flag: str, value: str,
+                                                hint: str) -> None:
+    command = (["synth", "--count", "1", "--size", "32"] if flag == "--task"
+               else ["prune", "--model", "ffa", "--variant", "tiny"])
+    result = runner.invoke(app, [*command, flag, value, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid {flag[2:]}='{value}'")
+    assert lines[0].endswith(hint or "'dehaze'"), lines
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_pipeline_limit_scores_the_first_pairs(runner, tmp_path: Path, pair_dirs) -> None:
     torch.manual_seed(0)
