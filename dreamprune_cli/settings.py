@@ -212,7 +212,8 @@ class PruneSettings(_Section):
 
 class DreamSettings(_Section):
     count: int = Field(16, ge=1, description="Dreamed images to produce.")
-    size: int = Field(64, ge=8, description="Side of the dreamed images (px).")
+    size: int = Field(64, ge=8, description="Side of the dreamed images, and of the synthetic "
+                                            "inputs of --inputs synthetic (px).")
     batch_size: int = Field(8, ge=1, description="Images optimised together.")
     steps: int | None = Field(
         None, ge=1,
@@ -220,7 +221,8 @@ class DreamSettings(_Section):
                     f"steps, default {JOINT_STEPS}).")
     round_steps: int = Field(50, ge=1, description="Steps before new noise and targets.")
     clean_dir: Path | None = Field(
-        None, description="Clean images to dream towards (default: procedural scenes).")
+        None, description="Clean images to dream towards, and under the synthetic inputs' "
+                          "rain or haze (default: procedural scenes).")
     scenes: Literal["leaves", "rooms"] = Field(
         "leaves",
         description="Procedural clean scenes when no --clean-dir: leaves (dead-leaves "
