@@ -342,13 +342,28 @@ def models_command(
 @_command("show", "model", "config", "json_flag", target=config_app)
 def config_show(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """Print the resolved settings and where each value came from."""
+    from dreamprune_cli.models.registry import get_model_info, list_models
+
     ui, resolved = _settings(ctx, flags)
-    values = resolved.flat()
-    rows = [[f"{FIELD_SECTION[n]}.{n}", values[n], resolved.sources[n]] for n in FIELD_SECTION]
+    values, sources = resolved.flat(), dict(resolved.sources)
+    model = values.get("model")
+    model_defaults: dict[str, Any] = {}
+    if model in list_models():  # the scoring protocol left unset falls to the model's entry
+        info = get_model_info(model)
+        for name, attribute in _MODEL_PROTOCOL.items():
+            if values.get(name) is None:
+                model_defaults[name] = values[name] = getattr(info, attribute)
+                sources[name] = f"model {model} (registry)"
+    rows = [[f"{FIELD_SECTION[n]}.{n}", values[n], sources[n]] for n in FIELD_SECTION]
     ui.emit({"settings": {s: getattr(resolved.settings, s).model_dump(mode="json")
                           for s in SECTIONS},
-             "sources": resolved.sources},
+             "sources": resolved.sources, "model_defaults": model_defaults},
             make_table("settings", ["field", "value", "source"], rows))
+
+
+_MODEL_PROTOCOL = {"metric_space": "metric_space", "crop_border": "crop_border",
+                   "ssim_variant": "ssim_variant", "quantize": "quantization"}
+"""Scoring settings whose unset value means the model's registry entry (setting -> field)."""
 
 
 @_command("evaluate", *LOADING, "input_dir", "target_dir", "metric_space", "crop_border",

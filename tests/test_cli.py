@@ -41,6 +41,22 @@ def test_config_show_json_and_sources(runner) -> None:
     assert data["sources"]["metric_space"].startswith("preset ")
 
 
+def test_config_show_names_the_models_scoring_protocol(runner) -> None:
+    # PReNet's registry entry truncates outputs to 8 bits as the authors' test script does
+    result = runner.invoke(app, ["config", "show", "--model", "prenet", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model_defaults"] == {"ssim_variant": "basicsr", "quantize": "truncate"}
+    assert data["settings"]["evaluate"]["quantize"] is None  # the settings stay as resolved
+    flagged = runner.invoke(app, ["config", "show", "--model", "prenet", "--json"],
+                            env={"DREAMPRUNE_QUANTIZE": "round"})
+    assert "quantize" not in json.loads(flagged.stdout)["model_defaults"]
+    table = runner.invoke(app, ["config", "show", "--model", "prenet"],
+                          env={"COLUMNS": "200"})
+    line = next(row for row in table.output.splitlines() if "evaluate.quantize" in row)
+    assert "truncate" in line and "model prenet (registry)" in line
+
+
 def test_invalid_env_value_one_line_exit_2(runner) -> None:
     result = runner.invoke(app, ["config", "show"], env={"DREAMPRUNE_FLOPS_TARGET": "1.5"})
     assert result.exit_code == 2
