@@ -32,20 +32,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import append_row, read_rows  # noqa: E402
 from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "depth_real.jsonl"
 LATENCY_SIZES = {"prenet": (321, 481), "gcanet": (460, 620)}
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _teacher_row(model: str) -> dict[str, Any]:
-    for row in _rows(TABLE1):
+    for row in read_rows(TABLE1):
         if row["teacher"] == model and row["row"] == "teacher":
             return row
     raise SystemExit(f"no teacher row for {model} in {TABLE1}: run bench/real_table1.py first")
@@ -97,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
                   limit=None)
     teacher_row = _teacher_row(args.teacher)
     done = {(r["teacher"], r["granularity"], r["target"], r.get("calibration_size"),
-             r.get("steps", 0), r.get("inputs", "dreams")) for r in _rows(RESULTS)}
+             r.get("steps", 0), r.get("inputs", "dreams")) for r in read_rows(RESULTS)}
     for granularity in args.granularities:
         for target in args.targets:
             key = (args.teacher, granularity, target, args.calibration_size, args.steps,
@@ -132,9 +127,7 @@ def run(args: argparse.Namespace) -> None:
                    "date": time.strftime("%Y-%m-%d %H:%M")}
             delta, se = gap(row, teacher_row)
             row["gap_db"], row["gap_se"] = delta, se
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_row(row, RESULTS)
             print(f"{args.teacher} {granularity} F={target} steps={args.steps}: "
                   f"{row['macs_ratio']:.3f} of the MACs, {row['psnr']:.2f} dB ({delta:+.2f}, "
                   f"s.e. {se:.2f}), latency {row['latency_ratio']:.3f}, removed "
@@ -145,7 +138,7 @@ def markdown() -> None:
     print("| teacher | granularity | F | steps (inputs) | MACs kept | removed | PSNR | gap (s.e.) | "
           "latency ratio | latency / MAC ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for row in _rows(RESULTS):
+    for row in read_rows(RESULTS):
         removed = ", ".join(row["removed"]) or ""
         removed += "".join(f" {k} {a}->{b}" for k, (a, b) in row["repeats"].items() if a != b)
         print(f"| {row['teacher']} | {row['granularity']} | {row['target']} | "

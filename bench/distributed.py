@@ -29,7 +29,7 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,12 +47,11 @@ from dreamprune_cli.engine.losses import cosine_matrix
 from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.models.loading import load_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import uptime  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU = torch.device("cpu")
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 # ----------------------------------------------------------------------------- speed
@@ -155,7 +154,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    load_before = _uptime()
+    load_before = uptime()
     speed: list[dict[str, Any]] = []
     t1 = time_joint(args.model, args.batch, 1, args.size, args.steps, args.blocks)
     speed.append({"processes": 1, "global_batch": args.batch, "ms_per_step": t1 * 1e3,
@@ -169,14 +168,14 @@ def main() -> None:
     speed.append({"processes": args.world, "global_batch": weak_batch,
                   "ms_per_step": weak * 1e3, "images_per_s": weak_batch / weak,
                   "efficiency": t1 / weak, "scaling": "weak"})
-    load_mid = _uptime()
+    load_mid = uptime()
     scopes: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         for scope in ("global", "rank"):
             scopes.append({"seed": seed, "scope": scope,
                            **orth_scope(args.model, args.batch, args.size, args.dream_steps,
                                         args.world, seed, scope)})
-    load_after = _uptime()
+    load_after = uptime()
     print(f"joint step, {args.model}, {args.size}px, CPU, 1 thread per process")
     print("| processes | global batch | scaling | ms/step | images/s | efficiency |")
     print("|---|---|---|---|---|---|")

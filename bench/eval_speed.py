@@ -48,21 +48,15 @@ import torch.nn.functional as F
 from dreamprune_cli.data.pairs import pair_folders, read_pair
 from dreamprune_cli.metrics import gaussian_kernel_1d, ssim, to_metric_space
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import uptime  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "eval_speed.json"
 RAIN100L = (ROOT / ".." / "shared" / "realdata" / "KaneWANG0816+RGR" / "rain100L" / "test"
             / "small").resolve()
 TARGET_SECONDS = 10.0
 PROTOCOLS = (("rgb", "basicsr"), ("y", "basicsr"), ("y", "matlab"))
-
-
-def uptime() -> str:
-    """The ``uptime`` line (load averages of the shared machine)."""
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run_evaluate(space: str, variant: str, threads: int, limit: int) -> dict[str, Any]:

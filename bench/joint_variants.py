@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +40,9 @@ from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.prune.unstructured.plan import prune_model
 from dreamprune_cli.runkit.context import generator as seeded
 from dreamprune_cli.settings import resolve_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import append_row  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "joint_variants.jsonl"
 CPU = torch.device("cpu")
@@ -156,9 +160,7 @@ def main() -> None:
                seconds=round(time.perf_counter() - start, 1),
                machine=platform.machine(), torch=torch.__version__)
     print(json.dumps(row), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_row(row, RESULTS)
 
 
 if __name__ == "__main__":

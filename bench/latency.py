@@ -30,7 +30,7 @@ import json
 import math
 import os
 import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +49,9 @@ from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 from dreamprune_cli.prune.unstructured.masks import plain_state_dict
 from dreamprune_cli.prune.unstructured.plan import prune_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import load_average, uptime  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "gcanet"]
@@ -71,23 +74,6 @@ OP_FAMILIES = [
     ("element-wise arithmetic", ("add", "mul", "sub", "div", "mean", "sum", "exp", "pow",
                                  "sqrt", "rsqrt", "neg")),
 ]
-
-
-def uptime() -> str:
-    """The machine's load averages (``uptime``), or ``"unknown"``."""
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, or ``None`` where the system has none."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def seeded_teacher(name: str, variant: str) -> LoadedModel:

@@ -37,6 +37,9 @@ from dreamprune_cli.models.registry import list_models
 from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.unstructured.plan import prune_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "onnx_export.json"
 RESULTS_MD = ROOT / "docs" / "RESULTS.md"
@@ -78,19 +81,6 @@ def markdown(data: dict[str, Any]) -> str:
                          f"| | {row['seconds']:.0f} |")
     lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(section: str, path: Path) -> None:
-    """Replace the marked section of ``path`` (append it when absent)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def main() -> None:
@@ -145,7 +135,7 @@ def main() -> None:
     if args.no_write:
         return
     RESULTS_JSON.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(section, RESULTS_MD)
+    write_section(section, RESULTS_MD, START, END)
 
 
 if __name__ == "__main__":

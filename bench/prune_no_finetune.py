@@ -58,6 +58,9 @@ from dreamprune_cli.prune.channel.drift import DEFAULT_CHANNEL_LEVELS
 from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.student import load_student
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results" / "prune_no_finetune.json"
 RESULTS_MD = ROOT / "docs" / "RESULTS.md"
@@ -255,21 +258,6 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace the marked section of ``path`` (append it when absent)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None,
@@ -333,7 +321,7 @@ def main() -> None:
         return
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(section, RESULTS_MD)
+    write_section(section, RESULTS_MD, START, END)
 
 
 if __name__ == "__main__":

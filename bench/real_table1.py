@@ -53,6 +53,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import append_row, read_rows  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
 RESULTS = ROOT / "bench" / "results" / "real_table1.jsonl"
@@ -100,10 +103,7 @@ PAPER = [
 
 
 def _load_rows(path: Path | None = None) -> list[dict[str, Any]]:
-    path = path or RESULTS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(path or RESULTS)
 
 
 def _key(row: dict[str, Any]) -> tuple[str, float | None, str, int, str]:
@@ -131,10 +131,7 @@ def variant_label(variant: dict[str, Any]) -> str:
 
 
 def _append(row: dict[str, Any], path: Path | None = None) -> None:
-    path = path or RESULTS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:  # one line per row: a crash loses at most the row
-        handle.write(json.dumps(row) + "\n")
+    append_row(row, path or RESULTS)
 
 
 def _channel_tag(channel: bool) -> str:

@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import append_row, read_rows  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
 RESULTS = ROOT / "bench" / "results" / "real_teachers.jsonl"
@@ -59,7 +62,7 @@ ROWS: dict[str, tuple[str, Path | None, Path, Path, list[str], tuple[float, floa
 def _done() -> dict[str, dict]:
     if not RESULTS.exists():
         return {}
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    rows = read_rows(RESULTS)
     return {row["row"]: row for row in rows}
 
 
@@ -107,8 +110,7 @@ def main() -> None:
         print(f"{name}: {row['psnr']:.4f} dB / {row['ssim']:.4f} ({row['wall_s']} s)",
               file=sys.stderr)
         if args.limit is None:
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_row(row, RESULTS)
             done[name] = row
     print("| row | model | pairs | space | quantize | PSNR (dB) | SSIM | published | "
           "wall (s) |")

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import append_row, read_rows  # noqa: E402
 from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.jsonl"
@@ -87,15 +88,11 @@ multiplies the preset's student learning rate; every other key is a keyword of
 
 
 def _rows(path: Path = RESULTS) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(path)
 
 
 def _append(row: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_row(row, RESULTS)
 
 
 def _teacher_row(model: str) -> dict[str, Any]:

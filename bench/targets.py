@@ -51,6 +51,9 @@ from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.models.registry import get_model_info
 from dreamprune_cli.models.teachers import bundled_teacher_path, bundled_teachers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import append_row  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "targets.jsonl"
 TARGET_TEXT = {0.58: "within 0.3 dB", 0.4: "within 1.0 dB, 80%"}
 
@@ -199,9 +202,7 @@ def main() -> None:
                        machine=platform.machine(), torch=torch.__version__,
                        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
             print(json.dumps(row), flush=True)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_row(row, RESULTS)
             rows.append(row)
     print(markdown(rows))
 

@@ -31,6 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import load_average  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOOP = "while True:\n    pass\n"
 
@@ -97,8 +100,9 @@ def competing(busy: bool) -> Iterator[None]:
         proc.wait()
 
 
-def load_average() -> float:
-    return os.getloadavg()[0]
+def load_1min() -> float:
+    """The 1-minute load average (NaN where the system has none)."""
+    return (load_average() or [float("nan")])[0]
 
 
 def run_worker(threads: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def run_pipeline(busy: bool) -> dict[str, Any]:
     """The README's default pipeline command, default threads; wall seconds and its JSON."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     with tempfile.TemporaryDirectory() as tmp, competing(busy):
-        load = load_average()
+        load = load_1min()
         tick = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "dreamprune_cli", "pipeline", "--model",
                                "ffa", "--flops-target", "0.58", "--out", f"{tmp}/run",
@@ -148,7 +152,7 @@ def main() -> None:
         for busy in (False, True):
             for threads in (1, 2):
                 with competing(busy):
-                    load = load_average()
+                    load = load_1min()
                     record = run_worker(threads, args)
                 rows.append({**record, "busy": busy, "rep": rep, "load_before": load})
                 print(f"rep {rep} busy={busy} threads={threads}: {record['step_s']:.3f} s/step, "
