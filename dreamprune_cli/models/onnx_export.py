@@ -29,6 +29,7 @@ import torch
 from dreamprune_cli.errors import RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
 from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.models.resize import GRANULARITY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def export_onnx(loaded: LoadedModel, out: Path, size: int | None = None,
     model.metadata_props.update({
         "dreamprune.model": loaded.name,
         "dreamprune.config": json.dumps(loaded.config, sort_keys=True, default=str),
-        "dreamprune.granularity": loaded.granularity,
+        GRANULARITY_KEY: loaded.granularity,
         "dreamprune.input": "RGB float32 (N, 3, H, W) in [0, 1]",
     })
     opset = int(model.opset_imports.get("", 0))

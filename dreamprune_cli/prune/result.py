@@ -161,6 +161,15 @@ def structured_layers(teacher: torch.nn.Module, student: torch.nn.Module,
     return layers
 
 
+CHANNEL_MULTIPLE_KEY = "dreamprune.prune.channel_multiple"
+"""Student-file metadata key: the channel multiple a structured plan with channel cuts kept."""
+
+
+def channel_multiple_metadata(channel_multiple: int) -> dict[str, str]:
+    """``{CHANNEL_MULTIPLE_KEY: "8"}``: the metadata of a plan that cut channels."""
+    return {CHANNEL_MULTIPLE_KEY: str(channel_multiple)}
+
+
 def write_prune_outputs(result: PruneResult, out_dir: Path,
                         overwrite: bool = False) -> dict[str, Path]:
     """Write ``student.safetensors``, ``masks.safetensors`` and ``report.json`` into ``out_dir``.

@@ -24,7 +24,8 @@ from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel.allocate import (CHANNEL_TOLERANCE, allocate_channels,
                                                    trace_input)
 from dreamprune_cli.prune.channel.drift import DEFAULT_CHANNEL_LEVELS
-from dreamprune_cli.prune.result import PruneResult, structured_layers
+from dreamprune_cli.prune.result import (PruneResult, channel_multiple_metadata,
+                                         structured_layers)
 from dreamprune_cli.prune.spec import DEFAULT_MIN_KEEP
 from dreamprune_cli.prune.channel_map import kept_channel_map
 
@@ -124,4 +125,4 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         params_after=after.params_nonzero, layers=layers, exclude=list(plan.protected),
         seconds=time.perf_counter() - start, drift=None, details=details,
         granularity="channel",
-        metadata={"dreamprune.prune.channel_multiple": str(channel_multiple)})
+        metadata=channel_multiple_metadata(channel_multiple))

@@ -37,7 +37,8 @@ from dreamprune_cli.prune.channel.allocate import trace_input
 from dreamprune_cli.prune.depth.candidates import DepthSpace, find_depth_space
 from dreamprune_cli.prune.depth.search import DepthSearch, DepthStep, finishing_steps, greedy_path
 from dreamprune_cli.prune.spec import DEFAULT_MIN_KEEP
-from dreamprune_cli.prune.result import PruneResult, structured_layers
+from dreamprune_cli.prune.result import (PruneResult, channel_multiple_metadata,
+                                         structured_layers)
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def prune_depth_channel(loaded: LoadedModel, flops_target: float, channel_alloca
                "splits": [split for _, _, split in splits], "chosen_split": best}
     return _result(loaded, student, flops_target, flops_size,
                    f"drift+{channel_allocator}", details, start,
-                   {"dreamprune.prune.channel_multiple": str(channel_multiple)})
+                   channel_multiple_metadata(channel_multiple))
 
 
 def _probe(loaded: LoadedModel) -> torch.Tensor:
