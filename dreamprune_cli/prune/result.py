@@ -84,9 +84,14 @@ class PruneResult:
     seconds: float
     drift: Measured | None = None  # the adaptive allocator's curves (unstructured)
     details: dict[str, Any] = field(default_factory=dict)
-    granularity: str = "unstructured"  # channel, depth, depth+channel (models.loading.STRUCTURED)
     metadata: dict[str, str] = field(default_factory=dict)
     """Keys the granularity adds to the student file (``dreamprune.prune.channel_multiple``)."""
+
+    @property
+    def granularity(self) -> str:
+        """The student's granularity (``unstructured``, ``channel``, ``depth``,
+        ``depth+channel``): read from the student, the one place it is stored."""
+        return self.student.granularity
 
     @property
     def macs_ratio(self) -> float:

@@ -124,5 +124,4 @@ def prune_channels(loaded: LoadedModel, flops_target: float, allocator: str = "u
         params_dense=before.params, params_before=before.params_nonzero,
         params_after=after.params_nonzero, layers=layers, exclude=list(plan.protected),
         seconds=time.perf_counter() - start, drift=None, details=details,
-        granularity="channel",
         metadata=channel_multiple_metadata(channel_multiple))

@@ -119,7 +119,7 @@ def _result(loaded: LoadedModel, student: LoadedModel, flops_target: float, flop
         params_before=before.params_nonzero, params_after=after.params_nonzero,
         layers=structured_layers(loaded.network, student.network, before, after),
         exclude=list(loaded.info.prune_exclude), seconds=time.perf_counter() - start,
-        details=details, granularity=student.granularity, metadata=dict(metadata or {}))
+        details=details, metadata=dict(metadata or {}))
 
 
 def prune_depth(loaded: LoadedModel, flops_target: float, flops_size: int = 256,
