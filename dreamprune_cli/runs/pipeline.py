@@ -357,9 +357,9 @@ def _estimate(job: _Job) -> RunEstimate | None:
     where the ranks would wait)."""
     if job.ctx.sync is not None:
         return None
-    s, pr = job.resolved.settings, job.resolved.settings.prune
+    s = job.resolved.settings
     calibrate = job.allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
-        and pr.granularity in ("unstructured", "channel") \
+        and not job.spec.removes_depth \
         and not (job.resume and (job.prune_dir / STUDENT_FILE).is_file())
     estimate = estimate_pipeline(
         job.resolved, job.ctx, job.teacher_adapter, job.eval_pairs, job.protocol,
@@ -387,7 +387,7 @@ def _prune_phase(job: _Job) -> _Pruned:
     pruned now (the adaptive allocator calibrated on a short dreaming phase with
     ``calibration_source = "dreams"``) and written to ``prune/``, with the one-time phases
     recorded in ``run.json``."""
-    s, pr = job.resolved.settings, job.resolved.settings.prune
+    s = job.resolved.settings
     ctx, phases, prune_dir = job.ctx, job.phases, job.prune_dir
     teacher, device, sync = ctx.teacher, ctx.device, ctx.sync
     prune_report: dict[str, Any] | None = None
@@ -404,7 +404,7 @@ def _prune_phase(job: _Job) -> _Pruned:
             log.info("resuming: %s holds no pruned student yet; pruning", job.out_dir)
         calibration = None  # pruning then uses synthetic images of the model's task
         if job.allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
-                and pr.granularity in ("unstructured", "channel"):  # depth: full-size images
+                and not job.spec.removes_depth:  # depth: full-size images
             tick = time.perf_counter()
             calibration = dream_images(job.teacher_adapter, ctx.clean_source,
                                        ctx.schedule.batch_size, s.pipeline.calibration_steps,
@@ -468,9 +468,9 @@ def _save_outputs(job: _Job, pruned: _Pruned, trained: _Trained,
     joint, out_dir = trained.joint, job.out_dir
     extra = {"dreamprune.pipeline.flops_target": repr(pr.flops_target),
              "dreamprune.pipeline.allocator": job.allocator,
-             "dreamprune.pipeline.granularity": pr.granularity,
+             "dreamprune.pipeline.granularity": job.spec.granularity,
              "dreamprune.pipeline.steps": str(joint.steps)}
-    if pr.granularity in ("channel", "depth+channel"):
+    if job.spec.removes_channels:
         extra["dreamprune.pipeline.channel_multiple"] = str(job.channel_multiple)
     student_path = save_student(pruned.student, out_dir, extra)
     save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
@@ -503,7 +503,7 @@ def _result(job: _Job, start: float, student_path: Path, evaluations: _Evaluatio
                           pruned=evaluations.pruned, student=student_eval, joint=trained.joint,
                           seconds=time.perf_counter() - start + earlier_seconds,
                           phases=job.phases, model=job.ctx.teacher.name,
-                          allocator=job.allocator, granularity=pr.granularity,
+                          allocator=job.allocator, granularity=job.spec.granularity,
                           channel_multiple=job.channel_multiple, flops_target=pr.flops_target,
                           device=str(job.ctx.device), latency=latency, inputs=s.distill.inputs)
 
@@ -515,7 +515,7 @@ def _report(job: _Job, result: PipelineResult, prune_report: dict[str, Any] | No
     s, pr = job.resolved.settings, job.resolved.settings.prune
     latency = result.latency
     report = {**result.summary(), "model": result.model, "allocator": job.allocator,
-              "granularity": pr.granularity, "channel_multiple": job.channel_multiple,
+              "granularity": job.spec.granularity, "channel_multiple": job.channel_multiple,
               "flops_target": pr.flops_target, "flops_size": pr.flops_size,
               "seed": s.common.seed, "device": result.device, "versions": versions(),
               "settings": job.resolved.flat(), "teacher": result.teacher.as_dict(),
