@@ -18,6 +18,16 @@ def reference_state_dict(name: str) -> dict[str, tuple[int, ...]]:
     return {key: tuple(shape) for key, shape in entries}
 
 
+def num_params(model: nn.Module) -> int:
+    """Number of parameter elements (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def reference_num_params(name: str) -> int:
+    """The parameter count the reference file records for the authors' class."""
+    return int(json.loads((REFERENCE_DIR / f"{name}.json").read_text())["num_parameters"])
+
+
 def assert_matches_reference(model: nn.Module, name: str) -> None:
     """Fail with the differing keys when ``model.state_dict()`` differs from the reference."""
     expected = reference_state_dict(name)

@@ -1,36 +1,21 @@
-"""AGANet (DeRaindrop generator): official names/shapes, tiny variant, overrides, meta device,
-and a hand-checked recurrent attention step."""
+"""AGANet (DeRaindrop generator): the authors' checkpoint layout, registry facts, the tiny
+variant's outputs, overrides and a hand-checked recurrent attention step (names, shapes,
+parameter count, meta device and size: ``test_model_contract.py``)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 from torch import nn
 
 from dreamprune_cli.models import build_model, get_model_info
-from tests.helpers import REFERENCE_DIR, assert_matches_reference
 
 NAME = "aganet"
-
-
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _official_params() -> int:
-    return json.loads((REFERENCE_DIR / f"{NAME}.json").read_text())["num_parameters"]
 
 
 @pytest.fixture(scope="module")
 def official() -> nn.Module:
     return build_model(NAME, "official")
-
-
-def test_official_matches_reference(official: nn.Module) -> None:
-    assert_matches_reference(official, NAME)
-    assert _num_params(official) == _official_params()
 
 
 def test_official_loads_bare_state_dict(official: nn.Module, tmp_path) -> None:
@@ -46,10 +31,6 @@ def test_official_loads_bare_state_dict(official: nn.Module, tmp_path) -> None:
 def test_registry_facts(official: nn.Module) -> None:
     info = get_model_info(NAME)
     modules = dict(official.named_modules())
-    last = modules[info.penultimate_layer]
-    assert isinstance(last, nn.Conv2d) and last.out_channels == 3
-    for name in info.prune_exclude:
-        assert isinstance(modules[name], nn.Conv2d), name
     assert modules["det_conv0.0"].in_channels == 4 and modules["conv1.0"].in_channels == 4
     assert info.output_index == -1 and info.channel_order == "BGR"
     assert info.size_multiple == 4 and info.mean is None and info.std is None
@@ -68,7 +49,6 @@ def test_official_forward_structure(official: nn.Module) -> None:
 
 def test_tiny_is_small_and_trains() -> None:
     tiny = build_model(NAME, "tiny")
-    assert _num_params(tiny) <= 0.05 * _official_params()
     x = torch.rand(2, 3, 20, 16)
     out = tiny(x)
     assert isinstance(out, tuple) and len(out) == 4

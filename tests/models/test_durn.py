@@ -1,8 +1,8 @@
-"""DuRN-S (rain streaks) and DuRN-S-P (raindrops): names/shapes, tiny variants, details."""
+"""DuRN-S (rain streaks) and DuRN-S-P (raindrops): PyTorch 0.3 state dicts, tiny variants'
+outputs, details (names, shapes, parameter count: ``test_model_contract.py``)."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -13,17 +13,9 @@ from torch import nn
 
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.loading import load_model
-from tests.helpers import REFERENCE_DIR, assert_matches_reference, reference_state_dict
+from tests.helpers import reference_state_dict
 
 FAMILIES = ("durn_s", "durn_s_p")
-
-
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _reference_num_params(name: str) -> int:
-    return int(json.loads((REFERENCE_DIR / f"{name}.json").read_text())["num_parameters"])
 
 
 def _randomize_batchnorm(model: nn.Module) -> None:
@@ -37,13 +29,6 @@ def _randomize_batchnorm(model: nn.Module) -> None:
                 module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 module.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_official_matches_reference(name: str) -> None:
-    model = build_model(name, "official")
-    assert_matches_reference(model, name)
-    assert _num_params(model) == _reference_num_params(name)
 
 
 def _pytorch_0_3_state_dict(name: str) -> OrderedDict[str, torch.Tensor]:
@@ -87,7 +72,6 @@ def test_official_loads_pytorch_0_3_state_dict(name: str, tmp_path: Path) -> Non
 def test_tiny_forward_backward(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, "tiny")
-    assert _num_params(model) <= 0.05 * _reference_num_params(name)
     x = torch.rand(2, 3, 32, 36)  # multiples of both size_multiple values (1 and 4)
     out = model(x)
     assert isinstance(out, torch.Tensor) and out.shape == x.shape
@@ -121,10 +105,7 @@ def test_model_info_module_names(name: str) -> None:
     model = build_model(name, "tiny")
     modules = dict(model.named_modules())
     assert info.penultimate_layer in info.prune_exclude
-    for module_name in info.prune_exclude:
-        assert isinstance(modules[module_name], nn.Conv2d)
     assert modules[info.prune_exclude[0]].in_channels == 3
-    assert modules[info.penultimate_layer].out_channels == 3
     assert info.output_index is None and info.checkpoint_key is None
     assert info.metric_space == "y" and info.mean is None
 

@@ -1,32 +1,21 @@
-"""FFA-Net: official names/shapes, tiny variant, overrides, meta device, hand-checked pieces."""
+"""FFA-Net: the authors' checkpoint layout, registry facts, the tiny variant's outputs,
+overrides, hand-checked pieces (names, shapes, parameter count, meta device and size:
+``test_model_contract.py``)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 from torch import nn
 
 from dreamprune_cli.models import build_model, get_model_info
-from tests.helpers import REFERENCE_DIR, assert_matches_reference
 
 NAME = "ffa"
-
-
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
 def official() -> nn.Module:
     return build_model(NAME, "official")
-
-
-def test_official_matches_reference(official: nn.Module) -> None:
-    assert_matches_reference(official, NAME)
-    expected = json.loads((REFERENCE_DIR / f"{NAME}.json").read_text())["num_parameters"]
-    assert _num_params(official) == expected
 
 
 def test_official_loads_dataparallel_checkpoint(official: nn.Module, tmp_path) -> None:
@@ -45,10 +34,6 @@ def test_official_loads_dataparallel_checkpoint(official: nn.Module, tmp_path) -
 def test_registry_facts(official: nn.Module) -> None:
     info = get_model_info(NAME)
     modules = dict(official.named_modules())
-    assert isinstance(modules[info.penultimate_layer], nn.Conv2d)
-    assert modules[info.penultimate_layer].out_channels == 3
-    for name in info.prune_exclude:
-        assert isinstance(modules[name], nn.Conv2d)
     assert modules["pre.0"].in_channels == 3
     assert info.output_index is None and info.channel_order == "RGB"
     assert info.mean == (0.64, 0.6, 0.58) and info.std == (0.14, 0.15, 0.152)
@@ -57,8 +42,6 @@ def test_registry_facts(official: nn.Module) -> None:
 
 def test_tiny_is_small_and_trains() -> None:
     tiny = build_model(NAME, "tiny")
-    official_params = json.loads((REFERENCE_DIR / f"{NAME}.json").read_text())["num_parameters"]
-    assert _num_params(tiny) <= 0.05 * official_params
     x = torch.randn(2, 3, 24, 20)
     out = tiny(x)
     assert isinstance(out, torch.Tensor) and out.shape == x.shape

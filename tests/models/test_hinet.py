@@ -1,8 +1,8 @@
-"""HINet: official names/shapes, tiny variant, overrides, meta device, hand-checked pieces."""
+"""HINet: the authors' checkpoint layout, registry facts, the tiny variant's outputs,
+overrides, hand-checked pieces (names, shapes, parameter count, meta device and size:
+``test_model_contract.py``)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -11,27 +11,13 @@ from torch import nn
 
 from dreamprune_cli.models import build_model, get_model_info
 from dreamprune_cli.models.hinet import ConvBlock
-from tests.helpers import REFERENCE_DIR, assert_matches_reference
 
 NAME = "hinet"
-
-
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _official_params() -> int:
-    return json.loads((REFERENCE_DIR / f"{NAME}.json").read_text())["num_parameters"]
 
 
 @pytest.fixture(scope="module")
 def official() -> nn.Module:
     return build_model(NAME, "official")
-
-
-def test_official_matches_reference(official: nn.Module) -> None:
-    assert_matches_reference(official, NAME)
-    assert _num_params(official) == _official_params()
 
 
 def test_loads_basicsr_checkpoint(tmp_path) -> None:
@@ -52,10 +38,6 @@ def test_loads_basicsr_checkpoint(tmp_path) -> None:
 def test_registry_facts(official: nn.Module) -> None:
     info = get_model_info(NAME)
     modules = dict(official.named_modules())
-    last = modules[info.penultimate_layer]
-    assert isinstance(last, nn.Conv2d) and last.out_channels == 3
-    for name in info.prune_exclude:
-        assert isinstance(modules[name], nn.Conv2d)
     assert modules["conv_01"].in_channels == modules["conv_02"].in_channels == 3
     assert modules["sam12.conv2"].out_channels == modules["sam12.conv3"].in_channels == 3
     assert info.output_index == -1 and info.channel_order == "RGB"
@@ -67,7 +49,6 @@ def test_registry_facts(official: nn.Module) -> None:
 def test_tiny_is_small_and_trains() -> None:
     info = get_model_info(NAME)
     tiny = build_model(NAME, "tiny")
-    assert _num_params(tiny) <= 0.05 * _official_params()
     x = torch.rand(2, 3, 32, 48)
     outs = tiny(x)
     assert isinstance(outs, list) and len(outs) == 2

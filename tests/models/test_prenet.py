@@ -61,16 +61,10 @@ def test_names_match_the_released_state_dicts() -> None:
 def test_registry_facts() -> None:
     for name in FAMILY:
         info = get_model_info(name)
-        modules = dict(build_model(name, "tiny").named_modules())
         assert info.task == "derain" and info.metric_space == "y"
         assert info.output_index == 0 and "last stage" in info.description
         assert info.quantization == "truncate" and info.ssim_variant == "basicsr"
-        assert isinstance(modules[info.penultimate_layer], nn.Conv2d)
-        assert modules[info.penultimate_layer].out_channels == 3
-        for layer in info.prune_exclude:
-            assert isinstance(modules[layer], nn.Conv2d), (name, layer)
         assert set(info.variants) == {"official", "t5", "t7", "tiny"}
-        assert _params(build_model(name, "tiny")) < 0.05 * _params(build_model(name))
 
 
 @pytest.mark.parametrize("name", FAMILY)
