@@ -2,7 +2,7 @@
 
 ``dream``, ``distill`` and ``pipeline`` write ``run.json`` into their folder before any work::
 
-    {"command": "pipeline", "dreamprune": "0.1.0",
+    {"command": "pipeline", "dreamprune": "0.2.0",
      "settings": {"model": "ffa", "flops_target": 0.58, ...},
      "phases": {"prune": 3.2, ...}}
 

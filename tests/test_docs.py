@@ -31,3 +31,18 @@ def test_every_docs_page_is_in_the_nav() -> None:
 
 def test_readme_is_a_front_page() -> None:
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 300
+
+
+def test_changelog_has_the_current_version_and_unreleased_first() -> None:
+    """Keep a Changelog: ``[Unreleased]`` on top, then a dated section for the version
+    ``dreamprune --version`` prints, newest first."""
+    from dreamprune_cli import __version__
+
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$",
+                          (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), re.M)
+    assert headings[0] == ("Unreleased", "")
+    versions = [name for name, _ in headings[1:]]
+    assert versions[0] == __version__, f"newest CHANGELOG section {versions[0]}, package {__version__}"
+    assert all(date for _, date in headings[1:])
+    numbers = [tuple(int(part) for part in v.split(".")) for v in versions]
+    assert numbers == sorted(numbers, reverse=True)
