@@ -79,11 +79,11 @@ class RichProgress:
         self._progress: Progress | None = None
         self._task: Any = None
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         self.finish()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn(unit), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self._console, transient=False)
         self._progress.start()
         self._task = self._progress.add_task(phase, total=total, info="")
@@ -109,6 +109,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _singular(unit: str) -> str:
+    """``"steps"`` -> ``"step"``: the progress units are regular plurals."""
+    return unit[:-1] if unit.endswith("s") else unit
+
+
 class LogProgress:
     """Without a terminal: plain log lines, as training tools write to batch logs.
 
@@ -124,16 +129,17 @@ class LogProgress:
         self._clock = clock
         self._phase: str | None = None
         self._total: int | None = None
+        self._unit = "steps"
         self._start = self._last_line = 0.0
         self._first: tuple[int, float] | None = None
         self._completed = 0
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         self.finish()
-        self._phase, self._total = phase, total
+        self._phase, self._total, self._unit = phase, total, unit
         self._start = self._last_line = self._clock()
         self._first, self._completed = None, 0
-        log.info("%s: started (%s steps)", phase, total if total is not None else "?")
+        log.info("%s: started (%s %s)", phase, total if total is not None else "?", unit)
 
     def update(self, completed: int, **fields: float | str) -> None:
         if self._phase is None:
@@ -151,7 +157,7 @@ class LogProgress:
     def line(self, completed: int, now: float, fields: dict[str, float | str]) -> str:
         """The progress line for ``completed`` steps at clock time ``now``."""
         total = self._total
-        parts = [f"{self._phase}: step {completed}"
+        parts = [f"{self._phase}: {_singular(self._unit)} {completed}"
                  + (f"/{total} ({100 * completed / total:.0f}%)" if total else "")]
         if fields:
             parts.append(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -166,10 +172,11 @@ class LogProgress:
         if self._phase is not None:
             elapsed = format_duration(self._clock() - self._start)
             if self._total is not None and self._completed < self._total:
-                log.info("%s: stopped at step %d of %d after %s", self._phase,
-                         self._completed, self._total, elapsed)
+                log.info("%s: stopped at %s %d of %d after %s", self._phase,
+                         _singular(self._unit), self._completed, self._total, elapsed)
             else:
-                log.info("%s: done, %d steps in %s", self._phase, self._completed, elapsed)
+                log.info("%s: done, %d %s in %s", self._phase, self._completed, self._unit,
+                         elapsed)
             self._phase = None
 
 

@@ -11,8 +11,10 @@ from typing import Protocol
 
 
 class ProgressSink(Protocol):
-    def start(self, phase: str, total: int | None) -> None:
-        """A new phase begins with ``total`` steps (``None`` if unknown)."""
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
+        """A new phase begins with ``total`` steps (``None`` if unknown); ``unit`` is the
+        plural noun of what a step is (``steps``, ``images``, ``pairs``, ``layers``,
+        ``groups``, ``states``), for the front end's words."""
 
     def update(self, completed: int, **fields: float | str) -> None:
         """``completed`` steps of the current phase are done; ``fields`` are shown beside."""
@@ -24,7 +26,7 @@ class ProgressSink(Protocol):
 class NullProgress:
     """Reports nothing."""
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         pass
 
     def update(self, completed: int, **fields: float | str) -> None:

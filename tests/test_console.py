@@ -131,3 +131,25 @@ def test_prune_layer_table_complete_when_piped(runner, tmp_path: Path) -> None:
     assert "…" not in result.output
     longest = max(names, key=len)
     assert len(longest) > 8 and longest in result.output
+
+
+def test_log_progress_names_the_phase_unit(caplog: pytest.LogCaptureFixture) -> None:
+    """A phase that counts images (``synth``) or pairs says so, not "steps"."""
+    clock = FakeClock()
+    progress = LogProgress(interval=1.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="dreamprune_cli"):
+        progress.start("synth derain", 4, "images")
+        progress.update(0)
+        clock.now += 2.0
+        progress.update(2)
+        progress.finish()
+        progress.start("evaluate", 3, "pairs")
+        progress.update(1)
+        progress.finish()
+    assert [r.getMessage() for r in caplog.records] == [
+        "synth derain: started (4 images)",
+        "synth derain: image 2/4 (50%), elapsed 0:02, left 0:02",
+        "synth derain: stopped at image 2 of 4 after 0:02",
+        "evaluate: started (3 pairs)",
+        "evaluate: stopped at pair 1 of 3 after 0:00",
+    ]

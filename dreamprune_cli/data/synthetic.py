@@ -131,7 +131,7 @@ def write_synthetic_set(task: str, count: int, size: int, seed: int, out: Path,
     ensure_output_dir(out, overwrite)
     progress = progress or NullProgress()
     images = []
-    progress.start(f"synth {task}", count)
+    progress.start(f"synth {task}", count, "images")
     for index in range(count):
         generator = image_generator(seed, index)
         degraded, clean, params = sample_degraded(task, source, 1, size, generator)

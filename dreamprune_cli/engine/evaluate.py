@@ -228,7 +228,7 @@ def evaluate_pairs(model: nn.Module, pairs: list[ImagePair], metric_space: Metri
     macs_total = 0
     phase = {"reading": 0.0, "model": 0.0, "metrics": 0.0}
     start = time.perf_counter()
-    progress.start("evaluate", len(pairs))
+    progress.start("evaluate", len(pairs), "pairs")
     mine = set(shard(len(pairs), sync))
     for index, pair in enumerate(pairs, start=1):
         if index - 1 not in mine:

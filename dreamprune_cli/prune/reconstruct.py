@@ -488,7 +488,7 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
 
     # 3. each layer in forward order, on the inputs of the already repaired student
     if progress is not None:
-        progress.start("reconstruction", len(order))
+        progress.start("reconstruction", len(order), "layers")
     for done, name in enumerate(order, 1):
         repairs[name] = _repair(name, student_layers[name], student_adapter, batches,
                                 targets[name], ridge, made[name] // len(batches))

@@ -144,9 +144,9 @@ class EtaProgress:
         self.total: int | None = None
         self.first: tuple[int, float] | None = None
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         self.current, self.total, self.first = phase, total, None
-        self.inner.start(phase, total)
+        self.inner.start(phase, total, unit)
 
     def update(self, completed: int, **fields: float | str) -> None:
         if self.current == self.phase and self.total:

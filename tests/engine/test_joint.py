@@ -93,7 +93,7 @@ class _InterruptAt:
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         pass
 
     def update(self, completed: int, **fields: float | str) -> None:
@@ -186,7 +186,7 @@ class _SignalAt:
     def __init__(self, step: int, signum: int) -> None:
         self.step, self.signum = step, signum
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         pass
 
     def update(self, completed: int, **fields: float | str) -> None:

@@ -29,7 +29,7 @@ class InterruptAt:
     def __init__(self, at: int) -> None:
         self.at = at
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         pass
 
     def update(self, completed: int, **fields: float | str) -> None:

@@ -32,7 +32,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.updates: list[tuple[int, dict]] = []
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
         pass
 
     def update(self, completed: int, **fields: float | str) -> None:

@@ -125,7 +125,7 @@ def measure_channel_drift(network: nn.Module, example: torch.Tensor, groups: Seq
     dense_macs = count_costs(network, size).macs
     evaluations = 0
     curves = []
-    progress.start("channel drift", len(groups))
+    progress.start("channel drift", len(groups), "groups")
     with torch.no_grad():
         reference = wrap(copy.deepcopy(network).eval())(images).float()
     for index, group in enumerate(groups):

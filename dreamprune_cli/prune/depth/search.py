@@ -147,7 +147,7 @@ def greedy_path(search: DepthSearch, space: DepthSpace, target: float,
     heapq.heapify(heap)
     fresh: set[Cut] = set()
     if progress is not None:
-        progress.start("depth search", None)
+        progress.start("depth search", None, "states")
     while heap and path[-1].macs_ratio > target:
         current = path[-1]
         score, tie, cut = heapq.heappop(heap)

@@ -136,7 +136,7 @@ def measure_drift(model: nn.Module, layers: Mapping[str, nn.Module], budget: Mac
     counts = level_counts(budget, keep_levels)
     drift: list[list[float]] = []
     start = time.perf_counter()
-    progress.start("drift", len(budget.layers))
+    progress.start("drift", len(budget.layers), "layers")
     with torch.inference_mode():
         reference = model(images).float()
         for index, (layer, layer_counts) in enumerate(zip(budget.layers, counts), start=1):
