@@ -18,6 +18,12 @@ def reference_state_dict(name: str) -> dict[str, tuple[int, ...]]:
     return {key: tuple(shape) for key, shape in entries}
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> contents), to compare written sets."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def num_params(model: nn.Module) -> int:
     """Number of parameter elements (shared tensors counted once)."""
     return sum(p.numel() for p in model.parameters())
