@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import ModelInfo, build_model, get_model_info, model_config
+from dreamprune_cli.settings import ResolvedSettings, resolve_settings
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "state_dicts"
 
@@ -34,6 +36,19 @@ def tiny_loaded(name: str, **overrides: object) -> LoadedModel:
     network = build_model(name, "tiny", **overrides).eval()
     return LoadedModel(name=name, info=get_model_info(name), network=network, config=config,
                        weights=None)
+
+
+def run_settings(**values: object) -> ResolvedSettings:
+    """Settings as a run from Python takes them: CPU, one thread, no environment."""
+    return resolve_settings({"device": "cpu", "threads": 1, **values}, env={})
+
+
+def tiny_ffa_weights(tmp_path: Path) -> Path:
+    """A random one-block tiny FFA (seed 0) saved as ``tmp_path/ffa.safetensors``."""
+    torch.manual_seed(0)
+    return save_safetensors(tmp_path / "ffa.safetensors",
+                            build_model("ffa", "tiny", blocks=1).state_dict(), "ffa",
+                            model_config("ffa", "tiny", blocks=1))
 
 
 def num_params(model: nn.Module) -> int:
