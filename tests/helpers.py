@@ -8,6 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dreamprune_cli.models.checkpoint import save_safetensors
+from dreamprune_cli.models.loading import LoadedModel
+from dreamprune_cli.models.registry import ModelInfo, build_model, get_model_info, model_config
+from dreamprune_cli.settings import ResolvedSettings, resolve_settings
+
 REFERENCE_DIR = Path(__file__).parent / "data" / "state_dicts"
 
 
@@ -16,6 +21,34 @@ def reference_state_dict(name: str) -> dict[str, tuple[int, ...]]:
     data = json.loads((REFERENCE_DIR / f"{name}.json").read_text())
     entries = list(data["parameters"]) + list(data.get("buffers", []))
     return {key: tuple(shape) for key, shape in entries}
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> contents), to compare written sets."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def tiny_loaded(name: str, **overrides: object) -> LoadedModel:
+    """A registered model's tiny variant (seed 0, eval mode), loaded without weights."""
+    torch.manual_seed(0)
+    config = model_config(name, "tiny", **overrides)
+    network = build_model(name, "tiny", **overrides).eval()
+    return LoadedModel(name=name, info=get_model_info(name), network=network, config=config,
+                       weights=None)
+
+
+def run_settings(**values: object) -> ResolvedSettings:
+    """Settings as a run from Python takes them: CPU, one thread, no environment."""
+    return resolve_settings({"device": "cpu", "threads": 1, **values}, env={})
+
+
+def tiny_ffa_weights(tmp_path: Path) -> Path:
+    """A random one-block tiny FFA (seed 0) saved as ``tmp_path/ffa.safetensors``."""
+    torch.manual_seed(0)
+    return save_safetensors(tmp_path / "ffa.safetensors",
+                            build_model("ffa", "tiny", blocks=1).state_dict(), "ffa",
+                            model_config("ffa", "tiny", blocks=1))
 
 
 def num_params(model: nn.Module) -> int:
@@ -71,3 +104,42 @@ class Twice(nn.Module):
         for _ in range(self.repeats):
             y = torch.relu(self.body(y))
         return self.head(y)
+
+
+class Plus(nn.Module):
+    """A residual block: ``x + conv(x)``."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class KnownCosts(nn.Module):
+    """Head conv, three residual blocks of widths 8 (1x1), 8 (3x3), 8 (5x5), tail conv.
+
+    MACs at 3x8x8 (64 positions), weights plus bias: head 8*3+8 = 32 per position; block k x k:
+    8*8*k*k + 8; tail 3*8 + 3 = 27.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 1)
+        self.small = Plus(8)
+        self.small.conv = nn.Conv2d(8, 8, 1)
+        self.mid = Plus(8)
+        self.big = Plus(8)
+        self.big.conv = nn.Conv2d(8, 8, 5, padding=2)
+        self.tail = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.big(self.mid(self.small(self.head(x))))) + x
+
+
+def toy_loaded(network: nn.Module, **info: object) -> LoadedModel:
+    """``network`` as a loaded model named ``toy`` (registry facts from ``info``)."""
+    entry = ModelInfo(name="toy", factory=lambda: network, task="derain", description="toy",
+                      **info)  # type: ignore[arg-type]
+    return LoadedModel(name="toy", info=entry, network=network.eval(), config={}, weights=None)

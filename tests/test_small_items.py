@@ -1,5 +1,6 @@
-"""Issue 32 item 5: ``LoadedModel`` is callable, a percentage ``--flops-target`` names the
-fraction it means, ``pipeline --limit N`` scores the first N pairs as ``evaluate --limit``."""
+"""Issue 32 item 5: a percentage ``--flops-target`` names the fraction it means, ``pipeline
+--limit N`` scores the first N pairs as ``evaluate --limit`` (``LoadedModel`` is callable:
+``tests/models/test_loading.py``)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,8 @@ from dreamprune_cli.cli import app
 from dreamprune_cli.data.pairs import pair_folders
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.checkpoint import save_safetensors
-from dreamprune_cli.models.loading import load_model
 from dreamprune_cli.models.registry import build_model, model_config
 from dreamprune_cli.settings import resolve_settings
-
-
-def test_loaded_model_restores_when_called() -> None:
-    torch.manual_seed(0)
-    loaded = load_model("hinet", "tiny")
-    batch = torch.rand(2, 3, 36, 44)  # not a multiple of HINet's 4: padded and cropped back
-    restored = loaded(batch)
-    assert restored.shape == batch.shape and not restored.requires_grad
-    with torch.no_grad():
-        assert torch.equal(restored, loaded.adapter()(batch))
-    single = loaded(batch[0])
-    assert single.shape == (3, 36, 44)
-    assert torch.allclose(single, restored[0], atol=1e-6)
-    for bad in (torch.rand(1, 4, 32, 32), torch.zeros(3, 32, 32, dtype=torch.uint8),
-                torch.rand(32, 32)):
-        with pytest.raises(ValueError, match="expected a float RGB tensor"):
-            loaded(bad)
 
 
 @pytest.mark.parametrize(("value", "hint"), [("58", "; did you mean 0.58?"),

@@ -1,4 +1,5 @@
-"""``dreamprune synth`` and the synthetic pair API: layout, determinism, errors, cache."""
+"""``dreamprune synth``: layout, determinism, errors (the synthetic pair API:
+``tests/data/test_synthetic.py``)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dreamprune_cli.cli import app
-from dreamprune_cli.data.synthetic import (TEST_SET_COUNT, TEST_SET_SIZE, make_degraded_batch,
-                                           synthetic_test_set, write_synthetic_set)
-from dreamprune_cli.errors import UsageError
 from tests.conftest import save_rgb
-
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+from tests.helpers import folder_bytes as _files
 
 
 @pytest.mark.parametrize("task", ["derain", "raindrop", "dehaze"])
@@ -54,13 +46,6 @@ def test_synth_same_seed_same_bytes(runner, tmp_path: Path) -> None:
     a, b, c = (_files(tmp_path / name) for name in "abc")
     assert a == b
     assert a["input/0000.png"] != c["input/0000.png"]
-
-
-def test_image_i_depends_only_on_seed_and_index(tmp_path: Path) -> None:
-    write_synthetic_set("dehaze", 1, 24, 3, tmp_path / "one")
-    write_synthetic_set("dehaze", 3, 24, 3, tmp_path / "three")
-    assert _files(tmp_path / "one")["input/0000.png"] == \
-        _files(tmp_path / "three")["input/0000.png"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -105,39 +90,3 @@ def test_synth_clean_dir_uses_folder_content(runner, tmp_path: Path) -> None:
     with Image.open(out / "target" / "0001.png") as target:
         assert (np.asarray(target) == round(0.3 * 255)).all()
     assert json.loads((out / "manifest.json").read_text())["clean"] == str(tmp_path / "clean")
-
-
-@pytest.mark.parametrize("task", ["derain", "raindrop", "dehaze"])
-def test_make_degraded_batch(task: str) -> None:
-    degraded, clean = make_degraded_batch(task, 2, 32, seed=4)
-    assert degraded.shape == clean.shape == (2, 3, 32, 32)
-    assert 0 <= degraded.min() and degraded.max() <= 1
-    assert (degraded - clean).abs().max() > 0.05
-    again, _ = make_degraded_batch(task, 2, 32, seed=4)
-    assert torch.equal(degraded, again)
-
-
-def test_make_degraded_batch_rejects_unknown_task() -> None:
-    with pytest.raises(UsageError, match="derain, raindrop, dehaze"):
-        make_degraded_batch("snow", 2, 32, seed=0)
-
-
-def test_synthetic_test_set_is_cached(tmp_path: Path) -> None:
-    inputs, targets = synthetic_test_set("dehaze", count=2, size=16, seed=1, root=tmp_path)
-    assert sorted(p.name for p in inputs.iterdir()) == ["0000.png", "0001.png"]
-    assert targets.parent == inputs.parent and (inputs.parent / "manifest.json").is_file()
-    stamp = (inputs / "0000.png").stat().st_mtime_ns
-    again = synthetic_test_set("dehaze", count=2, size=16, seed=1, root=tmp_path)
-    assert again == (inputs, targets) and (inputs / "0000.png").stat().st_mtime_ns == stamp
-    # identity models are scored on the derain set; no temporary folders are left behind
-    derain = synthetic_test_set("identity", count=2, size=16, seed=1, root=tmp_path)
-    assert "derain" in derain[0].parent.name
-    assert not [p for p in inputs.parent.parent.iterdir() if p.name.startswith(".")]
-
-
-def test_synthetic_test_set_defaults_use_the_cache_env(synthetic_cache: Path) -> None:
-    inputs, _ = synthetic_test_set("derain")
-    assert synthetic_cache in inputs.parents
-    assert len(list(inputs.iterdir())) == TEST_SET_COUNT
-    with Image.open(next(inputs.iterdir())) as image:
-        assert image.size == (TEST_SET_SIZE, TEST_SET_SIZE)

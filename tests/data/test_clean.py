@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from dreamprune_cli.data.clean import (CleanSource, FolderSource, ProceduralSource,
-                                       fractal_noise, make_clean_source, procedural_images)
+                                       make_clean_source, procedural_images)
 from dreamprune_cli.errors import UsageError
 from tests.conftest import save_rgb
-
 
 
 @pytest.mark.parametrize("size", [8, 17, 64])
@@ -50,21 +49,6 @@ def test_procedural_rejects_bad_sizes() -> None:
         procedural_images(0, 32)
     with pytest.raises(ValueError):
         ProceduralSource(r_min=0.5, r_max=0.1)
-
-
-def test_fractal_noise_is_normalised() -> None:
-    noise = fractal_noise(2, 3, 40, torch.Generator().manual_seed(0), slope=1.0)
-    assert noise.shape == (2, 3, 40, 40)
-    torch.testing.assert_close(noise.mean(dim=(-2, -1)), torch.zeros(2, 3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(noise.std(dim=(-2, -1)), torch.ones(2, 3), atol=1e-4, rtol=0)
-
-
-def test_smoother_spectrum_has_smaller_neighbour_differences() -> None:
-    g = torch.Generator().manual_seed(0)
-    rough, smooth = fractal_noise(1, 1, 64, g, slope=0.3), fractal_noise(1, 1, 64, g, slope=2.5)
-    def diff(x: torch.Tensor) -> float:
-        return float((x[..., 1:] - x[..., :-1]).abs().mean())
-    assert diff(smooth) < 0.5 * diff(rough)
 
 
 def test_folder_source_crops_from_the_images(tmp_path: Path) -> None:

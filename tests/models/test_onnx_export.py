@@ -17,7 +17,6 @@ from dreamprune_cli.models.onnx_export import check_onnx_packages, export_onnx
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.unstructured.plan import prune_model
-from dreamprune_cli.runs.export import check_destination
 from tests.runs.test_commands import _ffa_weights
 
 HAVE_ONNX = all(importlib.util.find_spec(p) is not None
@@ -51,12 +50,6 @@ def test_a_missing_package_is_named_with_the_extra() -> None:
                                          "'dreamprune\\[onnx\\]'") as caught:
         check_onnx_packages(("dreamprune_no_such_package",))
     assert caught.value.exit_code == 2
-
-
-def test_destination_suffix_chooses_the_format() -> None:
-    assert check_destination(Path("a.safetensors")) == "safetensors"
-    with pytest.raises(UsageError, match="expected a .safetensors or .onnx file name"):
-        check_destination(Path("a.pt"))
 
 
 @needs_onnx

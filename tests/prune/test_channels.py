@@ -1,4 +1,7 @@
-"""Channel pruning: the corrected dependency graph, allocation to a MAC target, safe outputs."""
+"""Channel pruning: the corrected dependency graph, allocation to a MAC target, safe outputs.
+
+(The allocator's groups and kept counts alone: ``test_channel_allocate.py``; resizing a network
+to a student's shapes: ``tests/models/test_resize.py``.)"""
 
 from __future__ import annotations
 
@@ -15,23 +18,13 @@ from dreamprune_cli.prune.result import write_prune_outputs
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.flops import count_costs
 from dreamprune_cli.models.adapter import network_input_size
-from dreamprune_cli.models.loading import LoadedModel, load_model, save_model
-from dreamprune_cli.models.registry import build_model, get_model_info, model_config
-from dreamprune_cli.prune.channel.allocate import (CHANNEL_TOLERANCE, channel_groups,
-                                                   kept_for_ratio, ChannelGroup, trace_input)
-from dreamprune_cli.models.resize import (CHANNELS_KEY, GRANULARITY_KEY, resize_to_state_dict,
-                                         unshare_modules)
+from dreamprune_cli.models.loading import load_model, save_model
+from dreamprune_cli.prune.channel.allocate import CHANNEL_TOLERANCE
+from dreamprune_cli.models.resize import CHANNELS_KEY, GRANULARITY_KEY
+from tests.helpers import tiny_loaded as _tiny
 
 ZOO = ["ffa", "hinet", "mprnet", "aganet", "durn_s", "durn_s_p", "prenet", "prenet_r", "prn",
        "prn_r", "prenet_lstm", "prenet_gru", "prenet_x", "gcanet", "gcanet_derain"]
-
-
-def _tiny(name: str, **overrides: object) -> LoadedModel:
-    torch.manual_seed(0)
-    config = model_config(name, "tiny", **overrides)
-    network = build_model(name, "tiny", **overrides).eval()
-    return LoadedModel(name=name, info=get_model_info(name), network=network, config=config,
-                       weights=None)
 
 
 def _outputs(network: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -62,29 +55,6 @@ def test_ffa_fusion_chunk_equals_the_authors_view_and_select() -> None:
             fused = fused + w[:, i] * outs[i]
         expected = model.post(model.palayer(fused)) + x1
         assert torch.equal(model(x1), expected)
-
-
-def test_pixel_attention_does_not_freeze_the_ffa_trunk() -> None:
-    network = _tiny("ffa").network
-    groups, protected = channel_groups(network, trace_input(1))
-    trunk = [g for g in groups if "pre.0" in g.layers]
-    assert len(trunk) == 1, "the trunk (first conv, residual chain) is one prunable group"
-    assert {"g1.gp.0.conv1", "g1.gp.0.conv2", "g3.gp.2", "palayer.pa.0"} <= set(trunk[0].layers)
-    assert trunk[0].channels == 16
-    # the convolutions that write the image or a 1-channel map keep their outputs
-    assert "post.1" in protected and "palayer.pa.2" in protected and "g1.gp.0.palayer.pa.2" \
-        in protected and "pre.0" not in protected
-
-
-def test_kept_for_ratio_uniform_and_global() -> None:
-    groups = [ChannelGroup("a", ["a"], 10, list(range(10)), [float(i) for i in range(10)]),
-              ChannelGroup("b", ["b"], 4, [0, 1, 2, 3], [0.5, 100.0, 100.0, 100.0])]
-    assert kept_for_ratio(groups, "uniform", 0.5, 0.1) == [5, 2]
-    assert kept_for_ratio(groups, "uniform", 1.0, 0.25) == [3, 1]  # at least ceil(0.25 n)
-    # global: the 7 lowest scores of all 14 channels: 0..5 of a and 0.5 of b
-    assert kept_for_ratio(groups, "global", 0.5, 0.1) == [4, 3]
-    with pytest.raises(UsageError, match="channel"):
-        kept_for_ratio(groups, "erk", 0.5, 0.1)
 
 
 @pytest.mark.parametrize("allocator", ["uniform", "global", "lamp"])
@@ -139,23 +109,6 @@ def test_prune_save_rebuild_reload_is_exact(name: str, tmp_path: Path) -> None:
     reloaded = load_model(None, weights=again)
     for got, want in zip(_outputs(reloaded.network, x), _outputs(student, x), strict=True):
         assert torch.equal(got, want)
-
-
-def test_resize_refuses_shapes_that_are_not_channel_pruned() -> None:
-    network = nn.Sequential(nn.Conv2d(3, 8, 3))
-    with pytest.raises(UsageError, match="0.weight"):
-        resize_to_state_dict(network, {"0.weight": torch.zeros(8, 3, 3)})
-    resized = resize_to_state_dict(network, {"0.weight": torch.zeros(5, 3, 3, 3),
-                                             "0.bias": torch.zeros(5)})
-    assert resized == ["0"] and network[0].out_channels == 5
-
-
-def test_unshare_gives_each_place_a_copy() -> None:
-    act = nn.PReLU()
-    network = nn.Sequential(nn.Sequential(act), nn.Sequential(act))
-    assert unshare_modules(network) == ["1.0"]
-    assert network[0][0] is not network[1][0]
-    assert list(network.state_dict()) == ["0.0.weight", "1.0.weight"]
 
 
 @pytest.mark.parametrize("target", [0.58, 0.40])

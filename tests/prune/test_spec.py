@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from dreamprune_cli.errors import UsageError
-from dreamprune_cli.prune import GRANULARITIES
 from dreamprune_cli.prune.spec import DEFAULT_CHANNEL_ALLOCATOR, PruneSpec, matches
 from dreamprune_cli.settings import ResolvedSettings, resolve_prune_spec, resolve_settings
 
@@ -100,12 +99,6 @@ def test_calibration_images_follow_the_granularity(tmp_path: Path) -> None:
     assert resolve_prune_spec(lamp).calibration_dir is None
     assert resolve_prune_spec(lamp).calibration_ignored  # the user's folder: prune warns
     assert not resolve_prune_spec(_from(lamp, calibration="preset p.toml")).calibration_ignored
-
-
-def test_every_granularity_has_a_planner() -> None:
-    from dreamprune_cli.prune.dispatch import PLANNERS
-
-    assert set(PLANNERS) == set(GRANULARITIES)
 
 
 def test_exclusion_globs_match_dotted_prefixes() -> None:
