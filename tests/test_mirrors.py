@@ -23,16 +23,7 @@ ELSEWHERE: dict[str, str] = {
     "engine/distill": "tests/engine/test_student_schedule.py",
     "engine/dream": "tests/engine/test_joint.py",
     "models/channel_map": "tests/prune/test_channel_map.py",
-    "prune/channel/plan": "tests/prune/test_channels.py",
-    "prune/channel/tracing": "tests/prune/test_tracing.py",
-    "prune/depth/plan": "tests/prune/test_depth.py",
-    "prune/unstructured/allocators": "tests/prune/test_allocators.py",
-    "prune/unstructured/budget": "tests/prune/test_budget.py",
-    "prune/unstructured/drift": "tests/prune/test_drift.py",
-    "prune/unstructured/masks": "tests/prune/test_masks.py",
-    "prune/unstructured/plan": "tests/prune/test_plan.py",
     "runs/evaluate": "tests/runs/test_runs.py",
-    "runs/synth": "tests/test_synth.py",
 }
 """Module (path under ``dreamprune_cli/``, no suffix) -> the test file that covers it now."""
 

@@ -14,8 +14,8 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def start(self, phase: str, total: int | None) -> None:
-        self.calls.append(("start", phase, total))
+    def start(self, phase: str, total: int | None, unit: str = "steps") -> None:
+        self.calls.append(("start", phase, total, unit))
 
     def update(self, completed: int, **fields: float | str) -> None:
         self.calls.append(("update", completed, fields))
@@ -27,6 +27,7 @@ class Recorder:
 def test_null_progress_takes_every_call_and_reports_nothing() -> None:
     sink: ProgressSink = NullProgress()
     assert sink.start("phase", None) is None
+    assert sink.start("phase", 3, "images") is None
     assert sink.update(3, loss=0.5, note="x") is None
     assert sink.finish() is None
 
@@ -34,5 +35,5 @@ def test_null_progress_takes_every_call_and_reports_nothing() -> None:
 def test_a_phase_is_started_updated_per_step_and_finished(tmp_path: Path) -> None:
     sink = Recorder()
     write_synthetic_set("derain", 2, 16, 0, tmp_path / "set", progress=sink)
-    assert sink.calls == [("start", "synth derain", 2), ("update", 1, {}), ("update", 2, {}),
-                          ("finish",)]
+    assert sink.calls == [("start", "synth derain", 2, "images"), ("update", 1, {}),
+                          ("update", 2, {}), ("finish",)]

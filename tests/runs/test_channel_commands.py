@@ -255,7 +255,7 @@ def test_custom_layer_the_graph_mishandles_is_named(runner, tmp_path: Path) -> N
     declared.write_text(USER_MODEL.format(declare="preserves_channels = True"))
     args = ["prune", "--granularity", "channel", "--allocator", "lamp", "--flops-target", "0.5",
             "--flops-size", "32"]
-    # (a layer the library cannot trace at all is an error naming it: tests/prune/test_tracing)
+    # (a layer the library cannot trace at all is an error naming it: tests/prune/test_channel_tracing.py)
     # a shared-kernel layer the library prunes wrongly: its group is kept whole, named
     kept = runner.invoke(app, [*args, "--model", f"{plain}:Net", "--out", str(tmp_path / "b")])
     assert kept.exit_code == 0, kept.output
