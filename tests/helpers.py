@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.checkpoint import save_safetensors
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import ModelInfo, build_model, get_model_info, model_config
+from dreamprune_cli.prune.unstructured.masks import (attach_masks, magnitude_masks,
+                                                     prunable_modules, set_masks)
 from dreamprune_cli.settings import ResolvedSettings, resolve_settings
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "state_dicts"
@@ -143,3 +147,18 @@ def toy_loaded(network: nn.Module, **info: object) -> LoadedModel:
     entry = ModelInfo(name="toy", factory=lambda: network, task="derain", description="toy",
                       **info)  # type: ignore[arg-type]
     return LoadedModel(name="toy", info=entry, network=network.eval(), config={}, weights=None)
+
+
+def masked_ffa_pair(seed: int = 0) -> tuple[RestorationAdapter, RestorationAdapter]:
+    """A tiny FFA teacher and a copy with half of every prunable layer masked, both wrapped
+    in their adapters (seeded by ``seed``)."""
+    torch.manual_seed(seed)
+    info = get_model_info("ffa")
+    network = build_model("ffa", "tiny", blocks=1)
+    student_net = copy.deepcopy(network)
+    names = [n for n, _ in prunable_modules(student_net)]
+    attach_masks(student_net, names)
+    modules = dict(student_net.named_modules())
+    set_masks(student_net, magnitude_masks(
+        student_net, {n: modules[n].weight.numel() // 2 for n in names}))
+    return RestorationAdapter(network, info), RestorationAdapter(student_net, info)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 from pathlib import Path
@@ -15,28 +14,11 @@ from dreamprune_cli.engine.runtime import resolve_precision
 from dreamprune_cli.engine.distill import Distiller
 from dreamprune_cli.engine.dream import Dreamer, DreamSchedule
 from dreamprune_cli.engine.joint import JointTrainer
-from dreamprune_cli.engine.losses import coarse_distance, tv_loss
 from dreamprune_cli.errors import Interrupted, RuntimeFailure
-from dreamprune_cli.models import build_model, get_model_info
-from dreamprune_cli.models.adapter import RestorationAdapter
-from dreamprune_cli.prune.unstructured.masks import (attach_masks, get_masks, magnitude_masks,
-                                                     plain_state_dict, prunable_modules, set_masks)
-from dreamprune_cli.settings import resolve_settings
+from dreamprune_cli.prune.unstructured.masks import get_masks, plain_state_dict
+from tests.helpers import masked_ffa_pair as _teacher_student
 
 CPU = torch.device("cpu")
-
-
-def _teacher_student(seed: int = 0) -> tuple[RestorationAdapter, RestorationAdapter]:
-    torch.manual_seed(seed)
-    info = get_model_info("ffa")
-    network = build_model("ffa", "tiny", blocks=1)
-    student_net = copy.deepcopy(network)
-    names = [n for n, _ in prunable_modules(student_net)]
-    attach_masks(student_net, names)
-    modules = dict(student_net.named_modules())
-    set_masks(student_net, magnitude_masks(
-        student_net, {n: modules[n].weight.numel() // 2 for n in names}))
-    return RestorationAdapter(network, info), RestorationAdapter(student_net, info)
 
 
 def _trainer(schedule: DreamSchedule | None = None, seed: int = 0) -> JointTrainer:
@@ -136,37 +118,6 @@ def test_nan_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path: Path) ->
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["distiller"]["student"].values()
                if v.is_floating_point())
-
-
-def test_dream_image_terms_change_the_dreams() -> None:
-    """lambda_tv smooths the dreams; lambda_far moves their coarse content off the targets."""
-    def dreams_after(**terms: float) -> tuple[torch.Tensor, torch.Tensor]:
-        teacher, _ = _teacher_student()
-        schedule = DreamSchedule(batch_size=2, size=16, far_pool=4, noise_lr=0.01, **terms)
-        dreamer = Dreamer(teacher, make_clean_source(None), schedule,
-                          torch.Generator().manual_seed(0), CPU, resolve_precision(CPU))
-        for _ in range(15):
-            dreamer.step()
-        return dreamer.dreams.detach(), dreamer.clean
-
-    plain, clean = dreams_after()
-    smooth, _ = dreams_after(lambda_tv=10.0)
-    far, _ = dreams_after(lambda_far=10.0)
-    assert float(tv_loss(smooth)) < 0.9 * float(tv_loss(plain))
-    assert float(coarse_distance(far, clean, 4)) > 1.5 * float(coarse_distance(plain, clean, 4))
-    assert 0.0 <= float(far.min()) and float(far.max()) <= 1.0
-
-
-def test_schedule_from_the_dream_settings() -> None:
-    """Every field of the schedule comes from the settings by name; other keys are ignored."""
-    dream = resolve_settings({"model": "ffa", "lambda_far": 0.2}, env={}).settings.dream
-    schedule = DreamSchedule.from_values(dream.model_dump())
-    assert schedule == DreamSchedule(noise_lr=dream.noise_lr, lambda_orth=dream.lambda_orth,
-                                      lambda_tv=dream.lambda_tv, lambda_far=0.2,
-                                      far_pool=dream.far_pool,
-                                      representation=dream.representation,
-                                      batch_size=dream.batch_size, size=dream.size)
-    assert DreamSchedule.from_values({"size": 32, "round_steps": 9}) == DreamSchedule(size=32)
 
 
 def test_checkpoint_with_nonfinite_state_is_not_written(tmp_path: Path) -> None:

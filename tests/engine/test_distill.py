@@ -1,5 +1,6 @@
-"""The student's recovery schedule (learning-rate schedule, weight average) and dreams seeded
-from synthetic degraded images: values, masks, bit-exact resume, refusals."""
+"""``dreamprune_cli.engine.distill``: the student's recovery schedule (learning-rate
+schedule, weight average) and dreams seeded from synthetic degraded images: values, masks,
+bit-exact resume, refusals."""
 
 from __future__ import annotations
 
