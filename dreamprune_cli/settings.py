@@ -159,7 +159,7 @@ class PruneSettings(_Section):
     granularity: Granularity = Field(
         "unstructured",
         description="unstructured (weight masks, the default), channel (remove whole channels: "
-                    "a thinner, faster network; allocators uniform, global, lamp, adaptive), "
+                    f"a thinner, faster network; allocators {', '.join(CHANNEL_ALLOCATORS)}), "
                     "depth (remove whole residual blocks and repeated stages, chosen by "
                     "measured drift) or depth+channel (both, the split chosen by drift; the "
                     "allocator is the channel part's).")
@@ -195,7 +195,8 @@ class PruneSettings(_Section):
         description="After a structured cut (--granularity channel, depth, depth+channel): "
                     "refit each layer by ridge least squares to the teacher's output at the "
                     "channels it kept, in forward order, on synthetic degraded images of side "
-                    "--depth-calibration-size (or --calibration patches); a layer keeps its "
+                    "--depth-calibration-size (or, on prune, --calibration patches); a layer "
+                    "keeps its "
                     "weights when the fit is not better.")
     reconstruct_count: int = Field(
         8, ge=1, description="--reconstruct: calibration images (default 8).")

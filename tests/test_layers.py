@@ -96,6 +96,21 @@ def test_runs_holds_only_subcommands() -> None:
     assert not helpers, f"runs/ modules that are not subcommands (no run()): {helpers}"
 
 
+def test_no_subcommand_imports_another() -> None:
+    """A subcommand never serves as another's library: ``runs/`` modules import no other
+    ``runs/`` module (what ``prune`` and ``pipeline`` share is ``runkit/pruning.py``)."""
+    problems = []
+    for path in sorted((PACKAGE / "runs").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for line, module, names in _imports(path):
+            imported = {module} | {f"{module}.{name}" for name in names}
+            if any(m.startswith("dreamprune_cli.runs.") or m == "dreamprune_cli.runs"
+                   for m in imported):
+                problems.append(f"runs/{path.name} line {line}: imports {module} {names}")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
     """The parser sees lazy imports inside functions, the way the package writes them."""
     source = tmp_path / "m.py"

@@ -54,8 +54,8 @@ from dreamprune_cli.runkit.context import (TrainingContext, default_out_dir, eva
                                            versions)
 from dreamprune_cli.runkit.estimate import EtaProgress, RunEstimate, done_steps, estimate_pipeline
 from dreamprune_cli.runkit.pictures import comparison_grid, dream_grid
+from dreamprune_cli.runkit.pruning import prune_teacher
 from dreamprune_cli.runkit.recovery import RecoveryPlan, feature_term, resolve_recovery
-from dreamprune_cli.runs.prune import prune_teacher
 from dreamprune_cli.settings import ResolvedSettings, resolve_prune_spec
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ DREAM_GRID_ROWS = {"dreams": "the last complete round's dreams",
 def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> PipelineResult:
     """Prune -> dream + distill -> evaluate -> report into ``out`` (see the module doc).
 
-    The pruning is :func:`dreamprune_cli.runs.prune.prune_teacher` (the adaptive allocator
+    The pruning is :func:`dreamprune_cli.runkit.pruning.prune_teacher` (the adaptive allocator
     calibrated on a short dreaming phase when ``calibration_source = "dreams"``, the method;
     ``synthetic``: on degraded images of the model's task), the training
     :func:`dreamprune_cli.engine.training.train_joint`. The teacher, the pruned student before
