@@ -46,3 +46,37 @@ def test_changelog_has_the_current_version_and_unreleased_first() -> None:
     assert all(date for _, date in headings[1:])
     numbers = [tuple(int(part) for part in v.split(".")) for v in versions]
     assert numbers == sorted(numbers, reverse=True)
+
+
+def _command_options() -> dict[str, set[str]]:
+    """Every subcommand's flags, read from the Typer app (``--cache/--no-cache`` gives both)."""
+    import typer
+
+    from dreamprune_cli.cli import app
+
+    group = typer.main.get_command(app)
+    found: dict[str, set[str]] = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        if hasattr(command, "commands"):  # a group of its own (config)
+            continue
+        found[name] = {opt for param in command.params
+                       for opt in [*param.opts, *getattr(param, "secondary_opts", [])]
+                       if opt.startswith("--")}
+    return found
+
+
+def test_usage_synopses_name_only_real_flags() -> None:
+    """Each ``## `dreamprune CMD` `` section's synopsis (its first bash block) names flags the
+    command has, so the manual cannot drift from ``--help`` unseen."""
+    text = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    options = _command_options()
+    checked, stale = 0, []
+    for match in re.finditer(r"^## `dreamprune ([a-z]+)`\n```bash\n(.*?)```", text, re.M | re.S):
+        command, synopsis = match.groups()
+        if command not in options:
+            continue
+        checked += 1
+        flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", synopsis))
+        stale += [f"{command} {flag}" for flag in sorted(flags - options[command])]
+    assert checked >= 6, f"only {checked} synopses found"
+    assert not stale, f"docs/usage.md names flags the command lacks: {stale}"
