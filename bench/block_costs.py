@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import load_average  # noqa: E402
 from latency import input_shape, seeded_teacher  # noqa: E402
 
 from dreamprune_cli.fileio import write_text_atomic  # noqa: E402
@@ -206,7 +206,7 @@ def main() -> None:
             prediction["measured_latency_ratio"] = measured_ratio(network, removed, example,
                                                                   args.repeats, args.warmup)
             record["predictions"].append(prediction)
-        record["load"] = os.getloadavg()
+        record["load"] = load_average()
         records.append(record)
         print(_markdown(record) + "\n", flush=True)
     if args.out is not None:

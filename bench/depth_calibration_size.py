@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import load_average  # noqa: E402
 from real_table1 import TEACHERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "depth_calibration_size.json"
@@ -81,7 +81,7 @@ def main() -> None:
               "seed": args.seed, "drift": {str(k): v for k, v in drifts.items()},
               "spearman_to_largest": {str(k): spearman(v, drifts[largest])
                                       for k, v in drifts.items()},
-              "seconds": time.perf_counter() - start, "load": os.getloadavg(),
+              "seconds": time.perf_counter() - start, "load": load_average(),
               "date": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.write_text(json.dumps(record, indent=2))
     print("| block | " + " | ".join(f"drift at {s} px" for s in args.sizes) + " |")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import append_row, read_rows  # noqa: E402
+from benchkit import append_row, load_average, read_rows  # noqa: E402
 from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "depth_real.jsonl"
@@ -123,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
                    "distill_seconds": distill_seconds,
                    "schedule": bench.schedule() if args.steps else None, **scores,
                    **_latency(bench.teacher, student, LATENCY_SIZES[args.teacher]),
-                   "threads": args.threads, "load": os.getloadavg(),
+                   "threads": args.threads, "load": load_average(),
                    "date": time.strftime("%Y-%m-%d %H:%M")}
             delta, se = gap(row, teacher_row)
             row["gap_db"], row["gap_se"] = delta, se

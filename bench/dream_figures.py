@@ -25,14 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import kornia
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
+from benchkit import load_average  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
@@ -112,7 +115,7 @@ def main() -> None:
     for name in args.teachers:
         if not WEIGHTS[name].exists():
             raise SystemExit(f"{WEIGHTS[name]}: missing (the real data is ../shared/realdata)")
-        load = os.getloadavg()[0]
+        load = (load_average() or [float("nan")])[0]
         row = run_teacher(name, args.steps, args.seed)
         row.update(load_before=load, threads=args.threads, machine=platform.machine(),
                    date=time.strftime("%Y-%m-%d"))

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import append_row, read_rows  # noqa: E402
+from benchkit import append_row, load_average, read_rows  # noqa: E402
 from real_table1 import RESULTS as TABLE1, TEACHERS, Bench, gap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.jsonl"
@@ -295,7 +294,7 @@ def screen(args: argparse.Namespace) -> None:
                "seed": args.seed, **_photos_field(lever, args.photos_dir),
                **fields, "fidelity": recovery.fidelity(student),
                "wall_seconds": time.perf_counter() - start, "threads": args.threads,
-               "load": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+               "load": load_average(), "date": time.strftime("%Y-%m-%d %H:%M")}
         _append(row)
         print(f"{args.teacher} {args.granularity} F={args.target} {lever} {args.steps} steps: "
               f"fidelity {fields['fidelity_pruned']:.2f} -> {row['fidelity']:.2f} dB on "
@@ -324,7 +323,7 @@ def score_real(args: argparse.Namespace) -> None:
         student, _ = recovery.recovered(row["lever"])
         scores = recovery.bench.evaluate(student)
         real = {**row, **scores, "chosen": (row["lever"], row["steps"]) == chosen,
-                "real_date": time.strftime("%Y-%m-%d %H:%M"), "real_load": os.getloadavg()}
+                "real_date": time.strftime("%Y-%m-%d %H:%M"), "real_load": load_average()}
         real["gap_db"], real["gap_se"] = gap(real, teacher_row)
         _append(real)
         print(f"{args.teacher} {args.granularity} F={args.target} {row['lever']}: "

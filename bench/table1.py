@@ -12,8 +12,8 @@ MAC target F: PSNR/SSIM on the teacher's synthetic test set of
 * the L_orth ablation (adaptive, lambda_orth 0 vs the default): the diversity figure (mean
   pairwise cosine of the dreams' penultimate Gram representations) and the PSNR.
 
-Results go to ``bench/results/table1_<model>.json``; ``--markdown`` rewrites the section in
-``docs/RESULTS.md`` from all result files.
+Results go to ``bench/results/table1_<model>.json``; ``--markdown`` prints the section of
+``docs/RESULTS.md`` from all result files, to paste.
 
 Usage::
 

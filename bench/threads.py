@@ -190,7 +190,7 @@ def main() -> None:
     (RESULTS / "threads.json").write_text(json.dumps({
         "rows": rows, "pipelines": pipelines, "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "uptime_after": os.getloadavg()}, indent=2))
+        "uptime_after": load_average()}, indent=2))
 
 
 if __name__ == "__main__":
