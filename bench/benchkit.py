@@ -38,6 +38,12 @@ def load_average() -> list[float] | None:
         return None
 
 
+def load_1min() -> float | None:
+    """The 1-minute load average (rounded to 0.01), or ``None`` where the system has none."""
+    load = load_average()
+    return None if load is None else load[0]
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Every row of a JSON-lines results file, in file order; ``[]`` when it does not exist.
     Blank lines are skipped; a malformed line raises ``json.JSONDecodeError``."""

@@ -35,7 +35,7 @@ import kornia
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
-from benchkit import load_average  # noqa: E402
+from benchkit import load_1min  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
@@ -115,7 +115,7 @@ def main() -> None:
     for name in args.teachers:
         if not WEIGHTS[name].exists():
             raise SystemExit(f"{WEIGHTS[name]}: missing (the real data is ../shared/realdata)")
-        load = (load_average() or [float("nan")])[0]
+        load = load_1min()
         row = run_teacher(name, args.steps, args.seed)
         row.update(load_before=load, threads=args.threads, machine=platform.machine(),
                    date=time.strftime("%Y-%m-%d"))

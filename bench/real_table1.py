@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
-from benchkit import append_row, load_average, read_rows  # noqa: E402
+from benchkit import append_row, load_1min, read_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
@@ -395,7 +395,7 @@ def run(args: argparse.Namespace) -> None:
             continue
         if args.screen and steps == 0:  # screening compares distilled students only
             continue
-        load_before = (load_average() or [None])[0]
+        load_before = load_1min()
         start = time.perf_counter()
         print(f"{spec.model} F={target} {name} ...", file=sys.stderr, flush=True)
         row = bench.run_row(target, name, real=not args.screen)
@@ -403,7 +403,7 @@ def run(args: argparse.Namespace) -> None:
             row.update(validation_fidelity=selections[target].get(row.get("allocator")),
                        best_allocator=best[target])
         row.update(machine, wall_seconds=time.perf_counter() - start,
-                   load_before=load_before, load_after=(load_average() or [None])[0],
+                   load_before=load_before, load_after=load_1min(),
                    date=time.strftime("%Y-%m-%d"))
         _append(row, SCREEN_RESULTS if args.screen else RESULTS)
         done[_key(row)] = row

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
-from benchkit import append_row, load_average, read_rows  # noqa: E402
+from benchkit import append_row, load_1min, read_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = (ROOT / ".." / "shared" / "realdata").resolve()
@@ -75,7 +75,7 @@ def _run(name: str, threads: int, limit: int | None) -> dict:
     if limit is not None:
         command += ["--limit", str(limit)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    load_before = (load_average() or [None])[0]
+    load_before = load_1min()
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
@@ -84,8 +84,8 @@ def _run(name: str, threads: int, limit: int | None) -> dict:
     report = json.loads(done.stdout)
     report.pop("per_image", None)
     return {"row": name, "published": published, "wall_s": round(wall, 1),
-            "threads": threads, "load_before": round(load_before, 2),
-            "load_after": (load_average() or [None])[0], "machine": platform.machine(),
+            "threads": threads, "load_before": load_before,
+            "load_after": load_1min(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "command": " ".join(command[1:]), **report}
 
 

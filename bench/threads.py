@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit beside it
-from benchkit import load_average  # noqa: E402
+from benchkit import load_1min, load_average  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOOP = "while True:\n    pass\n"
@@ -98,11 +98,6 @@ def competing(busy: bool) -> Iterator[None]:
     finally:
         proc.terminate()
         proc.wait()
-
-
-def load_1min() -> float:
-    """The 1-minute load average (NaN where the system has none)."""
-    return (load_average() or [float("nan")])[0]
 
 
 def run_worker(threads: int, args: argparse.Namespace) -> dict[str, Any]:

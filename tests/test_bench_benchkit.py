@@ -50,5 +50,7 @@ def test_write_section_appends_then_replaces_between_markers(kit, tmp_path: Path
 def test_load_is_three_numbers_or_none_and_uptime_a_line(kit) -> None:
     load = kit.load_average()
     assert load is None or (len(load) == 3 and all(value >= 0 for value in load))
+    one = kit.load_1min()
+    assert (one is None) == (load is None) and (one is None or one >= 0)
     line = kit.uptime()
     assert isinstance(line, str) and line and "\n" not in line
