@@ -6,7 +6,8 @@ dehazing weights; 50 SOTS-indoor pairs, RGB), one pruned student per ``--granula
 (``unstructured``: the adaptive masks of ``real_table1.py``; ``channel``: LAMP widths;
 ``depth`` and ``depth+channel``: chosen by drift) and ``--target`` (pruned once and cached in
 ``--work-dir``) is recovered by each *lever*:
-a named set of settings (``LEVERS``: the method's dream + distill, synthetic or mixed inputs,
+a named set of settings (``LEVERS``: the method's dream + distill, synthetic, mixed or
+adversarial inputs,
 layer-wise reconstruction at prune time, a cosine learning-rate schedule with warm-up, an EMA
 of the student's weights, dreams seeded from synthetic images, a feature term, and their
 combinations). Every lever starts from the same pruned student and takes ``--steps`` joint
@@ -79,6 +80,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
+    # half of each synthetic batch moved (one PGD step, radius 0.03) towards where student
+    # and teacher disagree most: disagreement-seeking inputs near the synthetic ones
+    "adversarial": {"inputs": "adversarial", "adversarial_eps": 0.03, "adversarial_steps": 1},
 }
 """Lever name -> settings. ``reconstruct`` (with ``reconstruct_count`` images of
 ``reconstruct_size`` px, default 8 of 256) acts at prune time; ``student_lr_factor``

@@ -39,6 +39,7 @@ from dreamprune_cli.engine.distill import (Distiller, DistillResult, StudentSche
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
 from dreamprune_cli.engine.feature_distill import FeatureSettings
+from dreamprune_cli.engine.inputs import AdversarialSettings, check_feature_inputs
 from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.errors import UsageError
@@ -85,6 +86,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             lr_schedule: str = "constant", warmup_steps: int = 0,
             lr_min_ratio: float = 0.01, ema_decay: float = 0.0,
             lambda_feat: float = 0.0, feat_layers: Sequence[str] = (),
+            adversarial_eps: float = 0.03, adversarial_steps: int = 1,
             **schedule: Any) -> list[dict[str, float]]:
     """Train ``student`` (in place, masks kept) to match ``teacher`` on dreamed inputs.
 
@@ -94,8 +96,11 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     :func:`dream`). ``inputs`` (online only): ``dreams`` (the method), ``synthetic``
     (procedural degraded images of the teacher's task, a fresh batch every step, nothing
     dreamed; ``clean_dir`` gives their scenes, else the procedural ``scenes``: ``leaves``
-    or ``rooms``, whose haze follows the room's depth) or ``mixed`` (each batch half
-    dreams, half synthetic); ``dream_init="synthetic"`` (a ``schedule`` field) starts each round of
+    or ``rooms``, whose haze follows the room's depth), ``mixed`` (each batch half
+    dreams, half synthetic) or ``adversarial`` (synthetic, the second half of each batch
+    moved within ``adversarial_eps`` by ``adversarial_steps`` steps of gradient ascent on
+    the student-teacher L1 distance: :class:`~dreamprune_cli.engine.inputs.AdversarialInputs`);
+    ``dream_init="synthetic"`` (a ``schedule`` field) starts each round of
     dreams from synthetic degraded images instead of noise. ``lr_schedule`` (``constant``
     or ``cosine``: to ``lr_min_ratio`` of ``student_lr`` over ``steps``), ``warmup_steps``
     (linear warm-up) and ``ema_decay`` (above 0: the student ends with the moving average
@@ -109,10 +114,15 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
 
     Raises:
         UsageError: ``dreams`` with ``inputs`` other than ``dreams``; an unknown ``inputs``;
-            ``mixed`` with ``batch_size`` 1; a schedule value out of range; a negative
-            ``lambda_feat``, a ``feat_layers`` glob that matches no shared layer.
+            ``mixed`` or ``adversarial`` with ``batch_size`` 1; a schedule value out of range;
+            a negative ``lambda_feat``, a ``feat_layers`` glob that matches no shared layer;
+            ``adversarial_eps`` outside (0, 1], ``adversarial_steps`` below 1; the feature
+            term with ``adversarial`` inputs.
     """
     check_offline_inputs(dreams is not None, inputs)
+    check_feature_inputs(inputs, lambda_feat)
+    adversarial = AdversarialSettings(adversarial_eps, adversarial_steps) \
+        if inputs == "adversarial" else None
     recovery = StudentSchedule(lr_schedule=lr_schedule,  # type: ignore[arg-type]
                                warmup_steps=warmup_steps, lr_min_ratio=lr_min_ratio,
                                ema_decay=ema_decay, total_steps=steps)
@@ -137,7 +147,8 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
     trainer = joint_trainer(teacher_adapter, student_adapter,
                             make_clean_source(clean_dir, scenes),
                             plan, round_steps, student_lr, lambda_kd, generator, device_,
-                            precision, inputs=inputs, student_plan=recovery, features=term)
+                            precision, inputs=inputs, student_plan=recovery, features=term,
+                            adversarial=adversarial)
     history = trainer.run(steps, progress=progress).history
     trainer.distiller.adopt_average()
     return history

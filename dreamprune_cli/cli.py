@@ -153,6 +153,7 @@ SCORING = ("ssim_variant", "quantize", "pairing", "tile", "tile_overlap")
 DREAMING = ("lambda_orth", "lambda_tv", "lambda_far", "noise_lr", "dream_init")
 STUDENT_SCHEDULE = ("lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay")
 FEATURES = ("lambda_feat", "feat_layers")
+ADVERSARIAL = ("adversarial_eps", "adversarial_steps")
 CUDA = ("amp", "channels_last")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -421,7 +422,7 @@ def dream_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 
 
 @_command("distill", "student", "out", "dreams", *LOADING, "steps", "batch_size", "size",
-          "round_steps", "clean_dir", "scenes", "student_lr", "lambda_kd", "inputs",
+          "round_steps", "clean_dir", "scenes", "student_lr", "lambda_kd", "inputs", *ADVERSARIAL,
           *STUDENT_SCHEDULE,
           *FEATURES, *DREAMING, "checkpoint_every", "resume", "overwrite", *TRUST, *CUDA, *RUNTIME)
 def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
@@ -438,8 +439,8 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size", "reconstruct",
           "reconstruct_count", "calibration_source", "calibration_steps", "clean_dir",
-          "scenes", "student_lr", "lambda_kd", "inputs", *STUDENT_SCHEDULE, *FEATURES, *DREAMING,
-          "out",
+          "scenes", "student_lr", "lambda_kd", "inputs", *ADVERSARIAL, *STUDENT_SCHEDULE,
+          *FEATURES, *DREAMING, "out",
           "eval_input_dir", "eval_target_dir", *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
           "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")

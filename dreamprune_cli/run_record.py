@@ -31,8 +31,9 @@ RECORD_NAME = "run.json"
 _MODEL = ("model", "variant", "model_kwargs", "weights", "non_strict", "random_weights")
 _DREAMING = ("size", "batch_size", "clean_dir", "scenes", "noise_lr", "lambda_orth",
              "lambda_tv", "lambda_far", "far_pool", "representation", "seed", "dream_init")
-_DISTILLING = ("round_steps", "student_lr", "lambda_kd", "inputs", "lr_schedule",
-               "warmup_steps", "lr_min_ratio", "ema_decay", "lambda_feat", "feat_layers")
+_DISTILLING = ("round_steps", "student_lr", "lambda_kd", "inputs", "adversarial_eps",
+               "adversarial_steps", "lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay",
+               "lambda_feat", "feat_layers")
 
 DEFINING: dict[str, tuple[str, ...]] = {
     "dream": (*_MODEL, *_DREAMING, "count", "steps"),

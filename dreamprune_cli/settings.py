@@ -263,13 +263,22 @@ class DistillSettings(_Section):
         None, description="A folder written by 'dream' (offline); default: dream online.")
     student_lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the student.")
     lambda_kd: float = Field(1.0, gt=0.0, description="Weight of the distillation loss.")
-    inputs: Literal["dreams", "synthetic", "mixed"] = Field(
+    inputs: Literal["dreams", "synthetic", "mixed", "adversarial"] = Field(
         "dreams",
         description="The student's inputs in the joint loop: dreams (the method, default "
                     "unless the model's preset says otherwise: prenet and gcanet use synthetic), "
                     "synthetic (procedural degraded images of the teacher's task, a fresh batch "
-                    "every step; no teacher inversion) or mixed (each batch half dreams, half "
-                    "synthetic).")
+                    "every step; no teacher inversion), mixed (each batch half dreams, half "
+                    "synthetic) or adversarial (synthetic, half of each batch moved within "
+                    "--adversarial-eps towards where student and teacher disagree most).")
+    adversarial_eps: float = Field(
+        0.03, gt=0.0, le=1.0,
+        description="--inputs adversarial: the L-infinity radius of the move, in image "
+                    "intensities (inputs lie in [0, 1]; 0.03 is about 8/255).")
+    adversarial_steps: int = Field(
+        1, ge=1,
+        description="--inputs adversarial: gradient-ascent steps of the search per batch "
+                    "(each a student and a teacher forward and backward).")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant",
         description="The student's learning rate over the run: constant (the method, default) "

@@ -57,6 +57,13 @@ def test_distill_inputs() -> None:
     mixed = distill(teacher, student, steps=1, size=16, batch_size=2, device="cpu",
                     inputs="mixed")
     assert set(mixed[-1]) == {"step", "dream", "orth", "kd"}
+    moved = distill(teacher, student, steps=1, size=16, batch_size=2, device="cpu",
+                    inputs="adversarial", adversarial_eps=0.05, adversarial_steps=2)
+    assert set(moved[-1]) == {"step", "gap", "kd"} and moved[-1]["gap"] >= 0.0
+    with pytest.raises(UsageError, match="^lambda_feat 1: the feature term does not run"):
+        distill(teacher, student, steps=1, inputs="adversarial", lambda_feat=1.0)
+    with pytest.raises(UsageError, match="^adversarial_eps 2: expected a radius"):
+        distill(teacher, student, steps=1, inputs="adversarial", adversarial_eps=2.0)
     with pytest.raises(UsageError, match="^inputs synthetic: dreams distills offline"):
         distill(teacher, student, dreams=torch.rand(2, 3, 16, 16), inputs="synthetic")
     with pytest.raises(UsageError, match="^inputs 'noise'"):

@@ -8,6 +8,11 @@
   teacher inversion, so a step costs one teacher forward instead of a forward and backward.
 * ``mixed`` (:class:`MixedInputs`): every batch half dreams (the first ``ceil(B / 2)``
   images, the dreaming branch runs on them) and half synthetic images.
+* ``adversarial`` (:class:`AdversarialInputs`): every batch synthetic images, the last
+  ``floor(B / 2)`` of them moved by projected gradient ascent (PGD, Madry et al. 2018) within
+  an L-infinity ball of radius ``eps`` towards where the student's output is farthest from
+  the teacher's: disagreement-seeking inputs in the spirit of DFSR (Zhang et al., CVPR 2021),
+  kept near the task's degraded images so they stay restorable.
 
 A source has ``new_round()`` (called every ``round_steps`` steps), ``step()`` (the inputs, the
 teacher's outputs and the source's losses), ``samples()`` (what ``dreams.png`` shows) and
@@ -33,11 +38,16 @@ from dreamprune_cli.engine.runtime import Precision, autocast, to_memory_format
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 
-InputsKind = Literal["dreams", "synthetic", "mixed"]
-INPUTS: tuple[str, ...] = ("dreams", "synthetic", "mixed")
+InputsKind = Literal["dreams", "synthetic", "mixed", "adversarial"]
+INPUTS: tuple[str, ...] = ("dreams", "synthetic", "mixed", "adversarial")
+HALVED: tuple[str, ...] = ("mixed", "adversarial")
+"""The sources whose batch is two halves (so at least two images)."""
+DREAMING: tuple[str, ...] = ("dreams", "mixed")
+"""The sources that dream (invert the teacher), so whose runs record ``dream_init``."""
 
-__all__ = ["INPUTS", "DreamInputs", "InputSource", "InputStep", "InputsKind", "MixedInputs",
-           "SyntheticInputs", "input_batches", "make_input_source"]
+__all__ = ["DREAMING", "HALVED", "INPUTS", "AdversarialInputs", "AdversarialSettings", "DreamInputs",
+           "InputSource", "InputStep", "InputsKind", "MixedInputs", "SyntheticInputs",
+           "check_feature_inputs", "input_batches", "make_input_source"]
 
 
 @dataclass
@@ -180,45 +190,162 @@ class MixedInputs:
         self.dreams.load_state_dict(state)
 
 
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """The disagreement search of ``--inputs adversarial``: ``eps``, the L-infinity radius
+    of the perturbation in image intensity units (inputs lie in [0, 1]; 0.03 is about
+    8/255); ``steps``, the PGD ascent steps per batch (each one student and one teacher
+    forward and backward)."""
+
+    eps: float = 0.03
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eps <= 1.0:
+            raise UsageError(f"$adversarial_eps {self.eps:g}: expected a radius in (0, 1] "
+                             "(image intensities lie in [0, 1])")
+        if self.steps < 1:
+            raise UsageError(f"$adversarial_steps {self.steps}: expected 1 or more")
+
+    def recorded(self) -> dict[str, Any]:
+        """What a joint checkpoint of an ``adversarial`` run records (a resumed run keeps
+        it)."""
+        return {"adversarial_eps": self.eps, "adversarial_steps": self.steps}
+
+
+def check_feature_inputs(inputs: str, lambda_feat: float) -> None:
+    """The feature term pairs the teacher's features of one forward per batch half, so it
+    cannot run beside the adversarial search's extra teacher forwards.
+
+    Raises:
+        UsageError: ``inputs`` ``adversarial`` with ``lambda_feat`` above 0.
+    """
+    if inputs == "adversarial" and lambda_feat > 0:
+        raise UsageError(f"$lambda_feat {lambda_feat:g}: the feature term does not run with "
+                         "$inputs adversarial (drop one of them)")
+
+
+class AdversarialInputs:
+    """Synthetic images, the last ``floor(B / 2)`` moved towards the student's and the
+    teacher's disagreement; the losses are the search's (``gap``: the mean L1 distance
+    between the two outputs at its last step, before the last move).
+
+    The search (projected gradient ascent with a random start; Madry et al., "Towards Deep
+    Learning Models Resistant to Adversarial Attacks", ICLR 2018): ``delta`` starts uniform
+    in ``[-eps, eps]`` (drawn from the run's generator), then each of ``steps`` steps moves
+    it by ``2.5 * eps / steps`` times the sign of the gradient of
+    ``mean |student(x + delta) - teacher(x + delta)|`` and clips it back to the ball; the
+    moved image ``x + delta`` is clamped to [0, 1]. Only the inputs get gradients: the
+    student's weights are untouched until the distillation step that follows.
+    """
+
+    name, phase, per_rank = "adversarial", "adversarial+distill", ()
+    dreamer = None
+
+    def __init__(self, synthetic: SyntheticInputs, student: torch.nn.Module,
+                 settings: AdversarialSettings) -> None:
+        self.synthetic = synthetic
+        self.student = student
+        self.settings = settings
+        self.moved = torch.empty(0)  # the last step's moved images and their clean scenes
+        self.clean = torch.empty(0)
+        self.last_gap = float("nan")
+
+    def new_round(self) -> None:
+        pass  # every step draws a new batch
+
+    def perturb(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` (N, C, H, W) in [0, 1] moved within the ball towards the largest
+        student-teacher L1 distance; same shape, dtype and device, no gradient."""
+        eps, steps = self.settings.eps, self.settings.steps
+        source = self.synthetic
+        noise = torch.rand(images.shape, generator=source.generator, dtype=torch.float32)
+        delta = ((noise * 2.0 - 1.0) * eps).to(device=images.device, dtype=images.dtype)
+        stride = 2.5 * eps / steps
+        base = images.detach()
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            moved = (base + delta).clamp(0.0, 1.0)
+            with torch.enable_grad(), autocast(source.device, source.precision):
+                gap = (self.student(moved).float() - source.teacher(moved).float()).abs().mean()
+            grad, = torch.autograd.grad(gap, delta)
+            delta = (delta.detach() + stride * grad.sign()).clamp(-eps, eps)
+            self.last_gap = float(gap.detach())
+        return to_memory_format((base + delta).clamp(0.0, 1.0).detach(), source.precision)
+
+    def step(self) -> InputStep:
+        source = self.synthetic
+        degraded, clean = source.draw()
+        inputs = to_memory_format(degraded.to(source.device), source.precision)
+        plain = inputs.shape[0] - inputs.shape[0] // 2
+        moved = self.perturb(inputs[plain:])
+        batch = torch.cat([inputs[:plain], moved])
+        with torch.no_grad(), autocast(source.device, source.precision):
+            restored = source.teacher(batch)
+        source.inputs, source.clean = inputs[:plain], clean[:plain]
+        self.moved, self.clean = moved, clean[plain:]
+        return InputStep(batch, restored.detach().float(), {"gap": self.last_gap})
+
+    def samples(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The last batch's plain synthetic images, then its moved ones, with their clean
+        scenes (none before the first step of a session)."""
+        if not self.moved.numel():
+            return []
+        return self.synthetic.samples() + [("adversarial", self.moved.float(),
+                                            self.clean.float())]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the generator (the trainer's) is all a resumed run needs
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def input_batches(inputs: str, batch_size: int, sync: RankSync | None = None
                   ) -> tuple[int, int]:
     """``(dreams, synthetic)``: how many images of a global batch of ``batch_size`` each
-    source gives (``mixed``: ``ceil(B / 2)`` dreams and ``floor(B / 2)`` synthetic images).
+    source gives (``mixed``: ``ceil(B / 2)`` dreams and ``floor(B / 2)`` synthetic images;
+    ``adversarial``: ``B`` synthetic images, ``floor(B / 2)`` of them moved).
 
     Raises:
-        UsageError: an unknown source; ``mixed`` with a batch of one, or (several processes)
-            a half that does not split evenly over them.
+        UsageError: an unknown source; ``mixed`` or ``adversarial`` with a batch of one, or
+            (several processes) a half that does not split evenly over them.
     """
     if inputs == "dreams":
         return batch_size, 0
     if inputs == "synthetic":
         split_batch(batch_size, sync)
         return 0, batch_size
-    if inputs != "mixed":
+    if inputs not in HALVED:
         raise UsageError(f"$inputs {inputs!r}: expected one of {', '.join(INPUTS)}")
+    halves = "dreams and synthetic images" if inputs == "mixed" else \
+        "plain and moved synthetic images"
     if batch_size < 2:
-        raise UsageError(f"$inputs mixed: $batch_size {batch_size} cannot be split into dreams "
-                         "and synthetic images; pass $batch_size 2 or more")
-    synthetic = batch_size // 2
-    dreams = batch_size - synthetic
-    if sync is not None and (dreams % sync.world_size or synthetic % sync.world_size):
-        raise UsageError(f"$inputs mixed: $batch_size {batch_size} splits into {dreams} dreams "
-                         f"and {synthetic} synthetic images, each shared by the "
-                         f"{sync.world_size} processes; pass a multiple of "
-                         f"{2 * sync.world_size}")
-    return dreams, synthetic
+        raise UsageError(f"$inputs {inputs}: $batch_size {batch_size} cannot be split into "
+                         f"{halves}; pass $batch_size 2 or more")
+    second = batch_size // 2
+    first = batch_size - second
+    if sync is not None and (first % sync.world_size or second % sync.world_size):
+        raise UsageError(f"$inputs {inputs}: $batch_size {batch_size} splits into {first} and "
+                         f"{second} ({halves}), each shared by the {sync.world_size} "
+                         f"processes; pass a multiple of {2 * sync.world_size}")
+    return (first, second) if inputs == "mixed" else (0, batch_size)
 
 
 def make_input_source(inputs: str, teacher: RestorationAdapter, clean_source: CleanSource,
                       schedule: DreamSchedule, generator: torch.Generator,
                       device: torch.device, precision: Precision,
-                      sync: RankSync | None = None) -> InputSource:
+                      sync: RankSync | None = None, student: torch.nn.Module | None = None,
+                      adversarial: AdversarialSettings | None = None) -> InputSource:
     """The source ``inputs`` names, drawing from ``generator``: batches of
     ``schedule.batch_size`` images of ``schedule.size`` px in all (``batch_size / N`` on each
-    of N processes), synthetic ones of the teacher's task.
+    of N processes), synthetic ones of the teacher's task. ``adversarial`` needs the
+    ``student`` (the module the distiller trains, unwrapped) and takes its search from
+    ``adversarial`` (default :class:`AdversarialSettings`).
 
     Raises:
-        UsageError: as :func:`input_batches`; a teacher whose task has no synthesizer.
+        UsageError: as :func:`input_batches`; a teacher whose task has no synthesizer;
+            ``adversarial`` without a student.
     """
     dreams, synthetic = input_batches(inputs, schedule.batch_size, sync)
     if inputs == "dreams":
@@ -228,6 +355,11 @@ def make_input_source(inputs: str, teacher: RestorationAdapter, clean_source: Cl
                             schedule.size, generator, device, precision, clean_source)
     if inputs == "synthetic":
         return drawn
+    if inputs == "adversarial":
+        if student is None:
+            raise UsageError("$inputs adversarial: the source needs the student it searches "
+                             "against")
+        return AdversarialInputs(drawn, student, adversarial or AdversarialSettings())
     half = dataclasses.replace(schedule, batch_size=dreams)
     return MixedInputs(DreamInputs(Dreamer(teacher, clean_source, half, generator, device,
                                            precision, sync)), drawn)

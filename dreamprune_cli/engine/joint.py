@@ -31,7 +31,8 @@ from dreamprune_cli.engine.distill import Distiller, StudentSchedule
 from dreamprune_cli.engine.distributed import RankSync, check_world_size, rank_state
 from dreamprune_cli.engine.dream import Dreamer, check_finite
 from dreamprune_cli.engine.feature_distill import FeatureCalls, FeatureSettings
-from dreamprune_cli.engine.inputs import DreamInputs, InputSource, InputStep
+from dreamprune_cli.engine.inputs import (AdversarialInputs, AdversarialSettings, DreamInputs,
+                                          InputSource, InputStep)
 from dreamprune_cli.finite import nonfinite_entries
 from dreamprune_cli.errors import DreampruneError, Interrupted, RuntimeFailure, UsageError
 from dreamprune_cli.fileio import atomic_write
@@ -66,19 +67,24 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_record(student: StudentSchedule, dream_init: str | None,
-                      features: FeatureSettings | None = None) -> dict[str, Any]:
+                      features: FeatureSettings | None = None,
+                      adversarial: AdversarialSettings | None = None) -> dict[str, Any]:
     """The settings a joint checkpoint records beyond ``inputs``, which a resumed run must
     keep: the student's schedule
     (:meth:`~dreamprune_cli.engine.distill.StudentSchedule.recorded`: ``lr_schedule``,
     ``warmup_steps``, ``ema_decay``, and for ``cosine`` ``lr_min_ratio`` and ``steps``),
     when dreams are among the inputs (``dream_init`` not ``None``), ``dream_init``, and with
     the feature term ``lambda_feat`` and ``feat_layers``
-    (:meth:`~dreamprune_cli.engine.feature_distill.FeatureSettings.recorded`)."""
+    (:meth:`~dreamprune_cli.engine.feature_distill.FeatureSettings.recorded`), and on
+    adversarial inputs their search
+    (:meth:`~dreamprune_cli.engine.inputs.AdversarialSettings.recorded`)."""
     values = student.recorded()
     if dream_init is not None:
         values["dream_init"] = dream_init
     if features is not None:
         values.update(features.recorded())
+    if adversarial is not None:
+        values.update(adversarial.recorded())
     return values
 
 
@@ -178,7 +184,9 @@ class JointTrainer:
         features = self.distiller.features
         return checkpoint_record(self.distiller.schedule, None if self.dreamer is None
                                  else self.dreamer.schedule.dream_init,
-                                 None if features is None else features.settings)
+                                 None if features is None else features.settings,
+                                 self.inputs.settings
+                                 if isinstance(self.inputs, AdversarialInputs) else None)
 
     def save(self, path: Path) -> None:
         """Write the state atomically; refuse (keeping the previous file) if any tensor is

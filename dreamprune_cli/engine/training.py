@@ -15,7 +15,8 @@ from dreamprune_cli.engine.distill import Distiller, StudentSchedule
 from dreamprune_cli.engine.distributed import RankSync
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.feature_distill import FeatureDistillation
-from dreamprune_cli.engine.inputs import make_input_source
+from dreamprune_cli.engine.inputs import (AdversarialSettings, check_feature_inputs,
+                                          make_input_source)
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, JointResult, JointTrainer
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.progress import ProgressSink
@@ -28,7 +29,8 @@ def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_sour
                   lr_lambda: Callable[[int], float] | None = None,
                   sync: RankSync | None = None, inputs: str = "dreams",
                   student_plan: StudentSchedule | None = None,
-                  features: FeatureDistillation | None = None) -> JointTrainer:
+                  features: FeatureDistillation | None = None,
+                  adversarial: AdversarialSettings | None = None) -> JointTrainer:
     """The joint dream + distill loop of ``teacher`` and ``student`` (adapters on
     ``device``), drawing its randomness from ``generator``; ``student_plan``: the student's
     learning-rate schedule and weight averaging (``None``: constant rate, no averaging);
@@ -36,11 +38,19 @@ def joint_trainer(teacher: torch.nn.Module, student: torch.nn.Module, clean_sour
     (:class:`~dreamprune_cli.engine.distill.Distiller`);
     ``sync``: one of several processes (each dreams ``batch_size / N``, the student in
     ``DistributedDataParallel``, rank 0 writes the checkpoints); ``inputs``: the student's
-    inputs, ``dreams``, ``synthetic`` or ``mixed``
+    inputs, ``dreams``, ``synthetic``, ``mixed`` or ``adversarial`` (whose search
+    ``adversarial`` sets; default :class:`~dreamprune_cli.engine.inputs.AdversarialSettings`)
     (:func:`~dreamprune_cli.engine.inputs.make_input_source`); ``features``: the feature term
-    (:func:`~dreamprune_cli.runkit.recovery.feature_term`; ``None``: off)."""
+    (:func:`~dreamprune_cli.runkit.recovery.feature_term`; ``None``: off).
+
+    Raises:
+        UsageError: as :func:`~dreamprune_cli.engine.inputs.make_input_source`; the feature
+            term with ``adversarial`` inputs.
+    """
+    if features is not None:
+        check_feature_inputs(inputs, features.settings.lambda_feat)
     source = make_input_source(inputs, teacher, clean_source, schedule, generator, device,
-                               precision, sync)
+                               precision, sync, student=student, adversarial=adversarial)
     distiller = Distiller(student, student_lr, lambda_kd, device, precision, sync,
                           schedule=student_plan, lr_lambda=lr_lambda, features=features)
     return JointTrainer(source, distiller, round_steps, generator, sync)

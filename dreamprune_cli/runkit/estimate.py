@@ -31,6 +31,7 @@ import torch
 
 from dreamprune_cli.data.pairs import ImagePair, read_pair
 from dreamprune_cli.engine.evaluate import one_intra_op_thread, restore
+from dreamprune_cli.engine.inputs import DREAMING
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.metrics import psnr, quantize_8bit, ssim
 from dreamprune_cli.progress import ProgressSink
@@ -170,20 +171,21 @@ def estimate_pipeline(resolved: ResolvedSettings, ctx: TrainingContext, teacher:
     run, ``calibrate``: whether the run dreams for the adaptive allocator's calibration.
     ``resolved`` and ``ctx`` are the run's settings and training context."""
     s = resolved.settings
+    recovery = resolve_recovery(resolved)
 
     def make(teacher_copy: torch.nn.Module, student: torch.nn.Module,
              generator: torch.Generator) -> Any:
         return joint_trainer(teacher_copy, student, ctx.clean_source, ctx.schedule,
                              s.dream.round_steps, s.distill.student_lr, s.distill.lambda_kd,
                              generator, ctx.device, ctx.precision, inputs=s.distill.inputs,
-                             student_plan=resolve_recovery(resolved).schedule)
+                             student_plan=recovery.schedule, adversarial=recovery.adversarial)
 
     factor = 1.0 if s.prune.granularity == "unstructured" else s.prune.flops_target
     inputs, distill = time_joint_step(make, teacher, s.common.seed, ctx.device)
     model, rest = time_evaluation_image(teacher, pairs[0], protocol, ctx.device)
     count = len(pairs)
     dreaming = s.pipeline.calibration_steps * inputs \
-        if calibrate and s.distill.inputs != "synthetic" else 0.0
+        if calibrate and s.distill.inputs in DREAMING else 0.0
     return RunEstimate(steps=steps, seconds_per_step=inputs + distill * factor,
                        evaluation_before=count * (2 * rest + model * (1 + factor)),
                        evaluation_after=count * (rest + model * factor),

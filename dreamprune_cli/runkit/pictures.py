@@ -42,7 +42,8 @@ def latest_samples(source: InputSource, step: int, round_steps: int) -> tuple[Sa
     Dreams: the current round's when it is complete (``step`` a multiple of
     ``round_steps``), else the last finished round's (the dreamer keeps a copy), else (the
     first round, unfinished) the current ones, said to be in progress. Synthetic inputs: the
-    last step's. ``mixed``: both, dreams first.
+    last step's. ``mixed``: both, dreams first. ``adversarial``: the last step's plain synthetic
+    inputs, then its moved ones.
     """
     samples: Samples = []
     words: list[str] = []
@@ -59,12 +60,15 @@ def latest_samples(source: InputSource, step: int, round_steps: int) -> tuple[Sa
             words.append(f"dreams at step {step} (round in progress: {in_round} of "
                          f"{round_steps} steps)" if in_round else
                          f"dreams of the round that ended at step {step}")
-    synthetic = source if source.name == "synthetic" else getattr(source, "synthetic", None)
+    synthetic = source if source.name in ("synthetic", "adversarial") \
+        else getattr(source, "synthetic", None)
     if synthetic is not None:
         drawn = synthetic.samples()
         samples += drawn
         if drawn:
-            words.append(f"synthetic inputs of step {step}")
+            words.append(f"synthetic inputs of step {step}" + (
+                ", then the same step's moved towards disagreement"
+                if source.name == "adversarial" else ""))
     return samples, "; ".join(words)
 
 

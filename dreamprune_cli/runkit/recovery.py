@@ -13,6 +13,7 @@ import torch
 
 from dreamprune_cli.engine.distill import StudentSchedule
 from dreamprune_cli.engine.feature_distill import FeatureDistillation, FeatureSettings
+from dreamprune_cli.engine.inputs import AdversarialSettings, check_feature_inputs
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.prune.channel_map import teacher_channels
 from dreamprune_cli.settings import ResolvedSettings
@@ -22,10 +23,11 @@ from dreamprune_cli.settings import ResolvedSettings
 class RecoveryPlan:
     """How a ``distill`` or ``pipeline`` run recovers its student, beyond the joint loop's
     own settings: the learning-rate schedule and weight averaging over the run's joint steps,
-    and the feature term."""
+    the feature term, and on ``adversarial`` inputs their search (else ``None``)."""
 
     schedule: StudentSchedule
     features: FeatureSettings
+    adversarial: AdversarialSettings | None = None
 
 
 def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
@@ -33,12 +35,16 @@ def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
     decided once, before any work.
 
     Raises:
-        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps.
+        UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps; the feature
+            term with ``adversarial`` inputs.
     """
     s = resolved.settings
     values = s.distill.model_dump()
+    check_feature_inputs(s.distill.inputs, s.distill.lambda_feat)
+    adversarial = AdversarialSettings(s.distill.adversarial_eps, s.distill.adversarial_steps) \
+        if s.distill.inputs == "adversarial" else None
     return RecoveryPlan(schedule=StudentSchedule.from_values(values, s.dream.joint_steps),
-                        features=FeatureSettings.from_values(values))
+                        features=FeatureSettings.from_values(values), adversarial=adversarial)
 
 
 def feature_term(settings: FeatureSettings | None, teacher: LoadedModel,

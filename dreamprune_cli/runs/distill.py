@@ -19,6 +19,7 @@ from dreamprune_cli.engine.distributed import (RankSync, is_writer, on_writer, r
 from dreamprune_cli.engine.dream import DreamSchedule
 from dreamprune_cli.engine.evaluate import PairedGap, evaluate_pairs, psnr_gap
 from dreamprune_cli.engine.feature_distill import FeatureSettings
+from dreamprune_cli.engine.inputs import DREAMING, AdversarialSettings
 from dreamprune_cli.engine.joint import CHECKPOINT_NAME, check_resumable_steps, checkpoint_record
 from dreamprune_cli.engine.runtime import Precision
 from dreamprune_cli.engine.tiling import Tiling
@@ -74,12 +75,14 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
                 tiling: Tiling | None = None, sync: RankSync | None = None,
                 inputs: str = "dreams",
                 student_plan: StudentSchedule | None = None,
-                features: FeatureSettings | None = None) -> DistillOutcome:
+                features: FeatureSettings | None = None,
+                adversarial: AdversarialSettings | None = None) -> DistillOutcome:
     """Distill ``student`` (masked) onto ``teacher`` and write it with its metrics.
 
     ``dreams`` given: offline, random minibatches of the saved dreams (no checkpoints; the
-    run is short). Otherwise online: the joint loop on ``inputs`` (``dreams``, ``synthetic``
-    or ``mixed``: :mod:`dreamprune_cli.engine.inputs`), checkpointed in
+    run is short). Otherwise online: the joint loop on ``inputs`` (``dreams``, ``synthetic``,
+    ``mixed`` or ``adversarial``, whose search ``adversarial`` sets:
+    :mod:`dreamprune_cli.engine.inputs`), checkpointed in
     ``out_dir/checkpoint.pt`` and resumable. ``run_record``: the defining settings written
     to ``out_dir/run.json`` (checked by the caller against the folder's record on resume).
     ``metric_space``, ``crop_border``, ``ssim_variant``, ``quantization`` and ``tiling`` are
@@ -102,7 +105,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
     if resume and dreams is None:
         check_resumable_steps(out_dir / CHECKPOINT_NAME, steps, sync, checkpoint_record(
             student_plan or StudentSchedule(total_steps=steps),
-            None if inputs == "synthetic" else schedule.dream_init, features))
+            schedule.dream_init if inputs in DREAMING else None, features, adversarial))
     if run_record is not None and is_writer(sync):
         write_run_record(out_dir, "distill", run_record)
     generator = torch.Generator().manual_seed(rank_seed(seed, sync))
@@ -119,7 +122,7 @@ def run_distill(teacher: LoadedModel, student: LoadedModel, out_dir: Path, *,
         trainer = joint_trainer(teacher_adapter, student_adapter, clean_source, schedule,
                                 round_steps, student_lr, lambda_kd, generator, device,
                                 precision, sync=sync, inputs=inputs, student_plan=student_plan,
-                                features=term)
+                                features=term, adversarial=adversarial)
         distiller = trainer.distiller
         joint, _ = train_joint(trainer, out_dir, steps, checkpoint_every, resume,
                                progress)
@@ -177,7 +180,7 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
     recovery = resolve_recovery(resolved)
     online = s.distill.dreams is None
     ctx = training_context(resolved, dreaming=online,
-                           diversity=online and s.distill.inputs != "synthetic",
+                           diversity=online and s.distill.inputs in DREAMING,
                            inputs=s.distill.inputs if online else None)
     student = load_student(student_file, ctx.teacher.name, trust=s.common.trust_checkpoint)
     dreams = read_dreams(s.distill.dreams)["dreams"] if s.distill.dreams else None
@@ -190,4 +193,4 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Dis
         checkpoint_every=s.distill.checkpoint_every, resume=s.common.resume is not None,
         overwrite=s.common.overwrite, run_record=recorded_settings("distill", resolved, steps),
         progress=progress, sync=ctx.sync, inputs=s.distill.inputs, student_plan=recovery.schedule,
-        features=recovery.features)
+        features=recovery.features, adversarial=recovery.adversarial)

@@ -35,6 +35,7 @@ from dreamprune_cli.engine.distributed import is_writer, on_writer
 from dreamprune_cli.engine.dream import dream_images
 from dreamprune_cli.engine.feature_distill import check_feature_patterns
 from dreamprune_cli.engine.evaluate import EvaluationResult, PairedGap, evaluate_pairs, psnr_gap
+from dreamprune_cli.engine.inputs import DREAMING
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
@@ -162,13 +163,16 @@ GRID_ROWS = 16  # evaluation images shown in grid.png
 DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
 INPUT_GRID_COLUMNS = ["input", "teacher output", "student output", "clean target"]
 STUDENT_ROWS = {"dreams": "dream + distill", "synthetic": "synthetic + distill",
-                "mixed": "dream/synthetic + distill"}
+                "mixed": "dream/synthetic + distill",
+                "adversarial": "adversarial synthetic + distill"}
 INPUT_WORDS = {"dreams": "", "synthetic": " on synthetic degraded images",
-               "mixed": " on half dreams, half synthetic images"}
+               "mixed": " on half dreams, half synthetic images",
+               "adversarial": " on synthetic degraded images, half moved towards disagreement"}
 DREAM_GRID_ROWS = {"dreams": "the last complete round's dreams",
                    "synthetic": "the last step's synthetic inputs",
                    "mixed": "the last complete round's dreams, then the last step's synthetic "
-                            "inputs"}
+                            "inputs",
+                   "adversarial": "the last step's synthetic inputs, then its moved ones"}
 
 
 def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> PipelineResult:
@@ -344,10 +348,10 @@ def _open_folder(job: _Job) -> None:
     job.once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
     job.record = recorded_settings("pipeline", job.resolved, job.steps)
     if job.resume:
-        dream_init = None if s.distill.inputs == "synthetic" else job.ctx.schedule.dream_init
+        dream_init = job.ctx.schedule.dream_init if s.distill.inputs in DREAMING else None
         check_resumable_steps(job.out_dir / CHECKPOINT_NAME, job.steps, sync,
                               checkpoint_record(job.recovery.schedule, dream_init,
-                                                job.recovery.features))
+                                                job.recovery.features, job.recovery.adversarial))
     if job.writer:
         write_run_record(job.out_dir, "pipeline", job.record, job.once)
 
@@ -439,7 +443,8 @@ def _dream_distill_phase(job: _Job, pruned: _Pruned, estimate: RunEstimate | Non
                             job.generator, ctx.device, ctx.precision, sync=ctx.sync,
                             inputs=s.distill.inputs, student_plan=job.recovery.schedule,
                             features=feature_term(job.recovery.features, ctx.teacher,
-                                                  pruned.student, job.teacher_adapter))
+                                                  pruned.student, job.teacher_adapter),
+                            adversarial=job.recovery.adversarial)
     joint, trained_before = train_joint(
         trainer, job.out_dir, job.steps, s.distill.checkpoint_every, job.resume,
         progress if estimate is None else EtaProgress(progress, trainer.inputs.phase,

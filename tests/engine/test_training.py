@@ -27,11 +27,13 @@ def _trainer(inputs: str = "dreams", seed: int = 0) -> JointTrainer:
                          inputs=inputs)
 
 
-@pytest.mark.parametrize("inputs", ["dreams", "synthetic", "mixed"])
+@pytest.mark.parametrize("inputs", ["dreams", "synthetic", "mixed", "adversarial"])
 def test_the_loop_draws_the_named_inputs(inputs: str) -> None:
     trainer = _trainer(inputs)
     assert trainer.inputs.name == inputs
-    assert (trainer.dreamer is None) == (inputs == "synthetic")
+    assert (trainer.dreamer is None) == (inputs in ("synthetic", "adversarial"))
+    if inputs == "adversarial":  # the search runs against the student the loop trains
+        assert trainer.inputs.student is trainer.distiller.student
 
 
 def test_train_joint_resumes_from_the_folder_checkpoint(tmp_path: Path) -> None:

@@ -146,3 +146,12 @@ def test_synthetic_inputs_are_titled_with_their_step() -> None:
     source = SimpleNamespace(name="synthetic", samples=lambda: drawn)
     samples, title = latest_samples(source, step=7, round_steps=5)  # type: ignore[arg-type]
     assert samples == drawn and title == "synthetic inputs of step 7"
+
+
+def test_adversarial_inputs_show_the_plain_then_the_moved_images() -> None:
+    drawn = [("synthetic", torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)),
+             ("adversarial", torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))]
+    source = SimpleNamespace(name="adversarial", samples=lambda: drawn)
+    samples, title = latest_samples(source, step=3, round_steps=5)  # type: ignore[arg-type]
+    assert samples == drawn
+    assert title == "synthetic inputs of step 3, then the same step's moved towards disagreement"

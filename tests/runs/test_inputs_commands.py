@@ -1,4 +1,5 @@
-"""``--inputs dreams|synthetic|mixed`` of distill and pipeline, end to end through the CLI."""
+"""``--inputs dreams|synthetic|mixed|adversarial`` of distill and pipeline, end to end through the
+CLI."""
 
 from __future__ import annotations
 
@@ -46,6 +47,35 @@ def test_distill_on_synthetic_and_mixed_inputs_and_resume(runner, tmp_path: Path
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["inputs"] == "mixed"
     assert (mixed / "losses.csv").read_text().splitlines()[0] == "step,dream,orth,kd"
+
+
+def test_distill_on_adversarial_inputs_and_resume(runner, tmp_path: Path) -> None:
+    """The search's settings define the run: a resume keeps them and refuses a change; the
+    feature term is refused beside them before any work."""
+    weights = _ffa_weights(tmp_path)
+    student = _prune(runner, weights, tmp_path / "pruned")
+    out = tmp_path / "adversarial"
+    args = _distill_args(weights, student, out, "--inputs", "adversarial", "--steps", "2",
+                         "--adversarial-eps", "0.05", "--checkpoint-every", "1")
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["inputs"] == "adversarial"
+    assert (out / "losses.csv").read_text().splitlines()[0] == "step,gap,kd"
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["adversarial_eps"] == 0.05 and settings["adversarial_steps"] == 1
+    changed = runner.invoke(app, ["distill", "--resume", str(out), "--adversarial-eps", "0.1"])
+    assert changed.exit_code == 2
+    assert "adversarial_eps was 0.05 in this run, now 0.1" in changed.output
+    feat = tmp_path / "feat"
+    refused = runner.invoke(app, _distill_args(weights, student, feat, "--inputs",
+                                               "adversarial", "--lambda-feat", "1"))
+    assert refused.exit_code == 2
+    assert "--lambda-feat 1: the feature term does not run with --inputs adversarial" \
+        in refused.output
+    assert not feat.exists()
+    single = runner.invoke(app, _distill_args(weights, student, feat, "--inputs",
+                                              "adversarial", "--batch-size", "1"))
+    assert single.exit_code == 2 and "--inputs adversarial: --batch-size 1" in single.output
 
 
 def test_bad_inputs_are_refused_before_any_work(runner, tmp_path: Path) -> None:

@@ -117,3 +117,17 @@ def test_pipeline_on_the_real_families(runner, tmp_path: Path, name: str) -> Non
     assert report["macs_ratio"] == pytest.approx(0.6, abs=0.005)
     student = load_model(None, weights=out / "student.safetensors")
     assert student.name == name
+
+
+def test_the_report_words_cover_every_input_source() -> None:
+    """Each input source the settings accept has its row label, its words in report.md and
+    its dreams.png caption."""
+    from typing import get_args
+
+    from dreamprune_cli.engine.inputs import INPUTS
+    from dreamprune_cli.runs.pipeline import DREAM_GRID_ROWS, INPUT_WORDS, STUDENT_ROWS
+    from dreamprune_cli.settings import DistillSettings
+
+    assert get_args(DistillSettings.model_fields["inputs"].annotation) == INPUTS
+    for words in (STUDENT_ROWS, INPUT_WORDS, DREAM_GRID_ROWS):
+        assert tuple(words) == INPUTS
