@@ -37,7 +37,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from dreamprune_cli.prune import ALLOCATORS, CHANNEL_ALLOCATORS, GRANULARITIES
+from dreamprune_cli.prune import (ALLOCATORS, CHANNEL_ALLOCATORS, GRANULARITIES,
+                                  GRANULARITY_SUMMARIES)
 from dreamprune_cli.prune.spec import DEFAULT_CHANNEL_ALLOCATOR, PruneSpec
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,10 @@ class PruneSettings(_Section):
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
     granularity: Granularity = Field(
         "unstructured",
-        description="unstructured (weight masks, the default), channel (remove whole channels: "
-                    f"a thinner, faster network; allocators {', '.join(CHANNEL_ALLOCATORS)}), "
-                    "depth (remove whole residual blocks and repeated stages, chosen by "
-                    "measured drift) or depth+channel (both, the split chosen by drift; the "
-                    "allocator is the channel part's).")
+        description=", ".join(
+            f"{name} ({summary}"
+            + (f"; allocators {', '.join(CHANNEL_ALLOCATORS)})" if name == "channel" else ")")
+            for name, summary in GRANULARITY_SUMMARIES.items()) + ".")
     channel_multiple: int = Field(
         1, ge=1,
         description="Only with --granularity channel or depth+channel: every channel group "

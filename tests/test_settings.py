@@ -224,3 +224,15 @@ def test_recovery_settings_precedence_and_record(tmp_path: Path, monkeypatch) ->
                            ({"dream_init": "gray"}, "invalid dream_init='gray'")):
         with pytest.raises(UsageError, match=re.escape(message)):
             resolve_settings(flags, env={})
+
+
+def test_the_granularity_help_is_generated_from_the_granularities() -> None:
+    """--granularity's help names every granularity with its summary, in their order, and the
+    channel allocators (one definition: dreamprune_cli.prune)."""
+    from dreamprune_cli.prune import CHANNEL_ALLOCATORS, GRANULARITIES, GRANULARITY_SUMMARIES
+    from dreamprune_cli.settings import PruneSettings
+
+    text = PruneSettings.model_fields["granularity"].description
+    positions = [text.index(f"{name} ({GRANULARITY_SUMMARIES[name]}") for name in GRANULARITIES]
+    assert positions == sorted(positions)
+    assert f"allocators {', '.join(CHANNEL_ALLOCATORS)})" in text

@@ -29,7 +29,15 @@ The names below are the one definition the settings, the planners and the help r
 module imports nothing, so the settings can use it without importing PyTorch).
 """
 
-GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "depth", "depth+channel")
+GRANULARITY_SUMMARIES: dict[str, str] = {
+    "unstructured": "weight masks, the default",
+    "channel": "remove whole channels: a thinner, faster network",
+    "depth": "remove whole residual blocks and repeated stages, chosen by measured drift",
+    "depth+channel": "both, the split chosen by drift; the allocator is the channel part's",
+}
+"""Each granularity and what it removes, in the words ``--granularity``'s help prints."""
+
+GRANULARITIES: tuple[str, ...] = tuple(GRANULARITY_SUMMARIES)
 """What a student may lose: weights (masks), channels, blocks and stages, or both of the last
 (``dreamprune_cli.models.loading.STRUCTURED`` are the three that make a smaller network)."""
 
