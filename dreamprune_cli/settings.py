@@ -192,12 +192,12 @@ class PruneSettings(_Section):
         True, description="Keep the model's first/last convolutions dense (default: yes).")
     reconstruct: bool = Field(
         False,
-        description="After a structured cut (--granularity channel, depth, depth+channel): "
-                    "refit each layer by ridge least squares to the teacher's output at the "
-                    "channels it kept, in forward order, on synthetic degraded images of side "
-                    "--depth-calibration-size (or, on prune, --calibration patches); a layer "
-                    "keeps its "
-                    "weights when the fit is not better.")
+        description="After the cut (any --granularity): refit each layer by ridge least "
+                    "squares to the teacher's output at the channels it kept, in forward "
+                    "order, on synthetic degraded images of side --depth-calibration-size (or, "
+                    "on prune, --calibration patches); masked layers keep their masks, each "
+                    "output channel solved over its kept weights; a layer keeps its weights "
+                    "when the fit is not better.")
     reconstruct_count: int = Field(
         8, ge=1, description="--reconstruct: calibration images (default 8).")
 
@@ -626,7 +626,6 @@ def resolve_prune_spec(resolved: ResolvedSettings) -> PruneSpec:
       (:data:`~dreamprune_cli.prune.spec.DEFAULT_CHANNEL_ALLOCATOR`), and refused when it was;
     * ``latency_target``: refused with unstructured pruning (masks keep the teacher's speed)
       or together with an explicit ``flops_target``;
-    * ``reconstruct``: refused with unstructured pruning (least squares does not keep masks);
     * the calibration images: ``calibration`` is read at the depth granularities (images of
       ``depth_calibration_size``), by the adaptive allocator (``calibration_size``) and by the
       reconstruction (``depth_calibration_size``); a folder the user gave that none reads is
@@ -674,11 +673,6 @@ def resolve_prune_spec(resolved: ResolvedSettings) -> PruneSpec:
         if resolved.user_set("flops_target"):
             raise UsageError(f"$latency_target (from {latency_source}) and $flops_target (from "
                              f"{resolved.sources['flops_target']}): give one of them")
-
-    if pr.reconstruct and granularity == "unstructured":
-        raise UsageError(f"$reconstruct (from {resolved.sources.get('reconstruct', 'default')}) "
-                         "needs a structured $granularity (channel, depth, depth+channel): "
-                         "least squares does not keep weight masks")
 
     reads_calibration = depth or pr.allocator == "adaptive"
     return PruneSpec(

@@ -1,4 +1,4 @@
-"""Layer-wise least-squares repair of a structured student, before any training.
+"""Layer-wise least-squares repair of a pruned student, before any training.
 
 After a structured cut a layer of the student sees fewer (and, downstream of earlier cuts,
 different) input channels than the teacher's layer of the same name. Reconstruction asks each
@@ -40,8 +40,23 @@ images, every layer is restored.
 
 Only ``Conv2d`` layers with ``groups=1`` and ``Linear`` layers are solved; grouped and
 depthwise convolutions, transposed and 1-D/3-D convolutions are left unchanged (named in the
-report). Masked (unstructured) students are out of scope: each output row would need its own
-solve over its kept weights.
+report).
+
+**Masked (unstructured) students.** A layer whose weight carries a mask (a
+``torch.nn.utils.parametrize`` parametrization that multiplies it, as
+:mod:`~dreamprune_cli.prune.unstructured.masks` attaches) keeps its mask: each output
+channel ``o`` is solved on its own over the weights its mask kept, ``S_o``,
+
+    min_{w_o, b_o}  || X[:, S_o] w_o + 1 b_o - Y[:, o] ||^2  +  lambda ||w_o||^2
+
+(the sub-matrix of the same ``X^T X``; the pruned weights stay exactly zero), except that
+the ridge pulls towards the layer's current weights, ``lambda ||w_o - w_o^now||^2``: a masked
+student's weights are the teacher's, so a weight whose input the calibration images never
+excite (a ReLU channel that stays at zero on them) keeps the teacher's value instead of
+shrinking to zero. This is the
+mask-fixed least squares of SparseGPT (Frantar and Alistarh, ICML 2023) and OBC (Frantar
+et al., NeurIPS 2022), solved exactly per row instead of by their approximate
+column-by-column updates; every channel is kept, so ``Y`` is the teacher's whole output.
 """
 
 from __future__ import annotations
@@ -56,9 +71,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from dreamprune_cli.data.calibration import synthetic_calibration
-from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.adapter import RestorationAdapter
 from dreamprune_cli.models.channel_map import ChannelMap, mapped_layers
 from dreamprune_cli.models.loading import LoadedModel
@@ -287,6 +302,21 @@ class _Normal:
             max(squared, 0.0))
 
 
+def weight_support(module: nn.Module) -> torch.Tensor | None:
+    """``(D, C_out)`` bool: which of the layer's weights its mask keeps, laid out as
+    :func:`_weights` lays them out (no bias row); ``None`` for a layer without a mask. The
+    mask is read by applying the weight's parametrizations to ones (exact for masks that
+    multiply, :class:`~dreamprune_cli.prune.unstructured.masks.WeightMask`)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    original = module.parametrizations["weight"].original
+    with torch.no_grad():
+        applied = torch.ones_like(original)
+        for parametrization in module.parametrizations["weight"]:
+            applied = parametrization(applied)
+    return (applied != 0).reshape(applied.shape[0], -1).T.cpu()
+
+
 def _weights(module: nn.Module) -> torch.Tensor:
     """The layer's weights as ``(D', C_out)`` float64, its bias as the last row."""
     w = module.weight.detach().reshape(module.weight.shape[0], -1).T.double().cpu()
@@ -296,9 +326,13 @@ def _weights(module: nn.Module) -> torch.Tensor:
 
 
 def _assign(module: nn.Module, w: torch.Tensor) -> None:
+    """Write ``w`` (:func:`_weights`' layout) into the layer; a masked layer's unmasked
+    weight is written (its mask stays and multiplies it)."""
     with torch.no_grad():
         body = w[:-1] if module.bias is not None else w
-        module.weight.copy_(body.T.reshape(module.weight.shape).to(module.weight))
+        target = module.parametrizations["weight"].original \
+            if parametrize.is_parametrized(module, "weight") else module.weight
+        target.copy_(body.T.reshape(target.shape).to(target))
         if module.bias is not None:
             module.bias.copy_(w[-1].to(module.bias))
 
@@ -317,10 +351,19 @@ def _solve(normal: _Normal, module: nn.Module, ridge: float) -> tuple[torch.Tens
     if has_bias:
         penalty[-1] = 0.0  # the intercept is not shrunk
     system = normal.xtx + torch.diag(penalty)
-    try:
-        solved = torch.linalg.solve(system, normal.xty)
-    except RuntimeError:  # singular despite the ridge (e.g. ridge 0): least-norm solution
-        solved = torch.linalg.lstsq(system, normal.xty).solution
+    support = weight_support(module)
+    if support is None:
+        solved = _solve_system(system, normal.xty)
+    else:  # one solve per output channel over the weights its mask kept (and the bias),
+        # the ridge pulling towards the current weights: (X^T X + L) w = X^T y + L w_now
+        solved = torch.zeros_like(normal.xty)
+        extra = torch.ones(int(has_bias), dtype=torch.bool)
+        prior = _weights(module) * penalty[:, None]
+        for column in range(normal.xty.shape[1]):
+            rows = torch.cat([support[:, column], extra]).nonzero().flatten()
+            if rows.numel():
+                rhs = normal.xty[rows, column] + prior[rows, column]
+                solved[rows, column] = _solve_system(system[rows][:, rows], rhs[:, None])[:, 0]
     compensated = None
     if has_bias:  # optimal bias with the weights fixed: the mean residual moves into it
         current = _weights(module)
@@ -329,6 +372,15 @@ def _solve(normal: _Normal, module: nn.Module, ridge: float) -> tuple[torch.Tens
         compensated = current.clone()
         compensated[-1] = (sum_y - sum_x @ current[:size]) / normal.rows
     return solved, compensated
+
+
+def _solve_system(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``system^-1 rhs``; the least-norm solution when ``system`` is singular despite the
+    ridge (e.g. ridge 0)."""
+    try:
+        return torch.linalg.solve(system, rhs)
+    except RuntimeError:
+        return torch.linalg.lstsq(system, rhs).solution
 
 
 def _forward(adapter: nn.Module, batch: torch.Tensor) -> torch.Tensor | None:
@@ -374,8 +426,8 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
 
     Args:
         teacher: the bare teacher network (not modified).
-        student: the bare structured student: the teacher's layer names, thinner or fewer
-            layers; modified in place.
+        student: the bare pruned student: the teacher's layer names, thinner or fewer
+            layers, or masked weights; modified in place (masks kept).
         calibration: ``(N, 3, H, W)`` float32 images in [0, 1] (what ``wrap``'s modules take),
             on the networks' device.
         kept: the student's kept-channel map (:func:`~dreamprune_cli.prune.channel_map.
@@ -578,13 +630,15 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         count: int = RECONSTRUCT_COUNT, size: int = 256, seed: int = 0,
                         ridge: float = RIDGE, positions: int = POSITIONS,
                         progress: ProgressSink | None = None) -> ReconstructionReport:
-    """Repair a structured student in place by layer-wise ridge least squares against its
-    teacher (:func:`reconstruct`), on degraded calibration images.
+    """Repair a pruned student in place by layer-wise ridge least squares against its
+    teacher (:func:`reconstruct`), on degraded calibration images; a masked student keeps
+    its masks (each output channel solved over its kept weights).
 
     Args:
         teacher: the teacher the student was pruned from (not modified).
-        student: a ``channel``, ``depth`` or ``depth+channel`` student of ``teacher``
-            (its kept-channel map: :func:`~dreamprune_cli.prune.channel_map.teacher_channels`).
+        student: an ``unstructured`` (masked), ``channel``, ``depth`` or ``depth+channel``
+            student of ``teacher`` (its kept-channel map:
+            :func:`~dreamprune_cli.prune.channel_map.teacher_channels`).
         calibration: ``(N, 3, H, W)`` RGB images in [0, 1]; ``None`` draws ``count``
             synthetic degraded images of the teacher's task of side ``size``, seeded by
             ``seed`` (no real image is needed).
@@ -595,14 +649,9 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
         The report (``as_dict()`` for JSON, ``describe()`` for one log line).
 
     Raises:
-        UsageError: a masked (unstructured) student, or a channel-pruned student whose file
-            predates the kept-channel map.
+        UsageError: a channel-pruned student whose file predates the kept-channel map.
         ValueError: the teacher's and the student's parameters on different devices.
     """
-    if not student.structured:
-        raise UsageError(f"$reconstruct repairs structured students ($granularity channel, "
-                         f"depth, depth+channel); the {student.name} student is "
-                         f"{student.granularity} (weight masks)")
     kept = teacher_channels(student)
     if calibration is None:
         log.info("reconstruction: %d synthetic %s images of %d px", count, teacher.info.task,

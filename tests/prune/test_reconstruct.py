@@ -1,4 +1,4 @@
-"""Layer-wise least-squares reconstruction of structured students."""
+"""Layer-wise least-squares reconstruction of structured and masked students."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from dreamprune_cli.errors import UsageError
 from dreamprune_cli.models.channel_map import LayerChannels, identity_map
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channel.plan import prune_channels
-from dreamprune_cli.prune.reconstruct import POSITIONS, reconstruct, reconstruct_student
+from dreamprune_cli.prune.reconstruct import (POSITIONS, reconstruct, reconstruct_student,
+                                               weight_support)
+from dreamprune_cli.prune.unstructured.masks import attach_masks, get_masks, set_masks
 from tests.helpers import Twice
 
 
@@ -177,7 +178,88 @@ def test_depth_pruned_prenet_drifts_no_more_after() -> None:
     assert report.mse_after <= report.mse_before
 
 
-def test_masked_students_are_refused() -> None:
+def _masked_pair(sparse_teacher: bool) -> tuple[nn.Sequential, nn.Sequential, torch.Tensor]:
+    """A teacher conv(3->4, 3x3, bias) -> ReLU -> conv(4->3, 1x1); its student: the same
+    layers, the first with a random mask of about half its weights and those it kept
+    perturbed. ``sparse_teacher``: the teacher's first layer is zero where the mask drops, so
+    the masked layer can reproduce it exactly."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)).eval()
+    mask = torch.rand(4, 3, 3, 3) < 0.5
+    if sparse_teacher:
+        with torch.no_grad():
+            teacher[0].weight.mul_(mask)
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)).eval()
+    student.load_state_dict(teacher.state_dict())
+    attach_masks(student, ["0"])
+    set_masks(student, {"0": mask})
+    with torch.no_grad():
+        original = student[0].parametrizations["weight"].original
+        original.add_(0.3 * torch.randn_like(original))
+        student[0].bias.add_(0.2)
+    return teacher, student, mask
+
+
+def test_a_masked_layer_is_recovered_exactly_on_its_support() -> None:
+    """The teacher's layer is zero off the mask: per-channel least squares over the kept
+    weights (and the bias) gives the teacher's weights back, the mask unchanged."""
+    teacher, student, mask = _masked_pair(sparse_teacher=True)
+    assert torch.equal(weight_support(student[0]), mask.reshape(4, -1).T)
+    assert weight_support(teacher[0]) is None
+    x = _images()
+    report = reconstruct(teacher, student, x, identity_map(student), ridge=1e-10)
+    assert torch.equal(get_masks(student)["0"], mask)
+    with torch.no_grad():
+        assert torch.allclose(student[0].weight, teacher[0].weight, atol=1e-5)
+        assert torch.allclose(student[0].bias, teacher[0].bias, atol=1e-5)
+        assert (student(x) - teacher(x)).abs().max().item() < 1e-5
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers["0"].status == "solved" and layers["0"].error_after < 1e-5
+
+
+def test_a_masked_layer_keeps_its_zeros_and_fits_best_on_its_support() -> None:
+    """A dense teacher: the masked weights stay exactly zero, and each output channel is the
+    least-squares fit over its kept weights (checked against torch.linalg.lstsq on the
+    unfolded inputs, hand-built here)."""
+    teacher, student, mask = _masked_pair(sparse_teacher=False)
+    x = _images(count=2, size=8)  # 2 x 64 positions: every position is a row
+    reconstruct(teacher, student, x, identity_map(student), ridge=0.0)
+    weight = student[0].weight.detach()
+    assert torch.all(weight[~mask] == 0)
+    rows = torch.nn.functional.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 27)
+    rows = torch.cat([rows, torch.ones(rows.shape[0], 1)], 1).double()
+    with torch.no_grad():
+        target = teacher[0](x).permute(0, 2, 3, 1).reshape(-1, 4).double()
+    for channel in range(4):
+        support = torch.cat([mask[channel].flatten(), torch.tensor([True])])
+        best = torch.linalg.lstsq(rows[:, support], target[:, channel:channel + 1]).solution
+        got = torch.cat([weight[channel].flatten()[mask[channel].flatten()],
+                         student[0].bias.detach()[channel:channel + 1]]).double()
+        assert torch.allclose(got, best[:, 0], atol=1e-4), channel
+
+
+def test_an_unstructured_prenet_student_drifts_no_more_after() -> None:
+    from dreamprune_cli.prune.unstructured.plan import prune_model
+
     teacher = _tiny_prenet()
-    with pytest.raises(UsageError, match="structured"):
-        reconstruct_student(teacher, teacher, count=1, size=16)
+    student = prune_model(teacher, 0.4, "lamp", flops_size=32).student
+    masks = get_masks(student.network)
+    report = reconstruct_student(teacher, student, count=4, size=32)
+    assert report.mse_after <= report.mse_before and report.count("solved") > 0
+    assert all(torch.equal(get_masks(student.network)[name], mask)
+               for name, mask in masks.items())
+
+
+def test_a_masked_weight_on_an_unexcited_input_keeps_the_teachers_value() -> None:
+    """The calibration images' third channel is zero: the ridge pulls the masked layer's
+    weights on it towards their current (the teacher's) values, not to zero."""
+    teacher, student, mask = _masked_pair(sparse_teacher=True)
+    with torch.no_grad():
+        student[0].parametrizations["weight"].original.copy_(teacher[0].weight)
+    x = _images()
+    x[:, 2] = 0.0
+    reconstruct(teacher, student, x, identity_map(student))
+    kept_on_blue = mask[:, 2] & (teacher[0].weight[:, 2] != 0)
+    assert kept_on_blue.any()
+    assert torch.allclose(student[0].weight[:, 2][kept_on_blue],
+                          teacher[0].weight[:, 2][kept_on_blue], atol=1e-6)

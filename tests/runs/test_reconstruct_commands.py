@@ -1,4 +1,4 @@
-"""``--reconstruct`` through the CLI: refused with weight masks, recorded after a cut."""
+"""``--reconstruct`` through the CLI: recorded after a cut, and after weight masks (kept)."""
 
 from __future__ import annotations
 
@@ -23,17 +23,26 @@ def _prenet_weights(tmp_path: Path) -> Path:
                             config)
 
 
-@pytest.mark.parametrize("command", ["prune", "pipeline"])
-def test_reconstruct_with_weight_masks_is_one_usage_error(runner, tmp_path: Path,
-                                                          command: str) -> None:
+@pytest.mark.slow
+def test_prune_unstructured_reconstruct_keeps_the_masks(runner, tmp_path: Path) -> None:
     weights = _prenet_weights(tmp_path)
-    result = runner.invoke(app, [command, "--weights", str(weights), "--reconstruct",
-                                 "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "--reconstruct" in lines[0]
-    assert "needs a structured --granularity" in lines[0]
-    assert not (tmp_path / "out").exists()
+    plain, repaired = tmp_path / "plain", tmp_path / "repaired"
+    common = ["prune", "--weights", str(weights), "--allocator", "lamp", "--flops-target",
+              "0.58", "--flops-size", "32", "--json"]
+    assert runner.invoke(app, [*common, "--out", str(plain)]).exit_code == 0
+    result = runner.invoke(app, [*common, "--reconstruct", "--reconstruct-count", "4",
+                                 "--depth-calibration-size", "32", "--out", str(repaired)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["details"]["reconstruction"]
+    assert report["mse_after"] <= report["mse_before"] and report["solved"] > 0
+    before = load_model(None, weights=plain / "student.safetensors")
+    after = load_model(None, weights=repaired / "student.safetensors")
+    assert after.granularity == "unstructured"
+    weights_before = dict(before.network.named_parameters())
+    for name, value in after.network.state_dict().items():  # the same zeros, other weights
+        if name.endswith("weight") and value.dim() == 4:
+            assert torch.equal(value == 0, before.network.state_dict()[name] == 0), name
+    assert weights_before  # the student has parameters to compare
 
 
 @pytest.mark.slow
