@@ -80,6 +80,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # more calibration images, smaller: 32 of 128 px instead of 8 of 256 (4x the rows)
     "reconstruct32+synthetic": {"reconstruct": True, "reconstruct_count": 32,
                                 "reconstruct_size": 128, "inputs": "synthetic"},
+    # 16 calibration images near the real sets' size (SOTS: 620 x 460) instead of 8 of 256
+    "reconstruct16@480+synthetic": {"reconstruct": True, "reconstruct_count": 16,
+                                    "reconstruct_size": 480, "inputs": "synthetic"},
     # half of each synthetic batch moved (one PGD step, radius 0.03) towards where student
     # and teacher disagree most: disagreement-seeking inputs near the synthetic ones
     "adversarial": {"inputs": "adversarial", "adversarial_eps": 0.03, "adversarial_steps": 1},

@@ -31,8 +31,12 @@ RECORD_NAME = "run.json"
 _MODEL = ("model", "variant", "model_kwargs", "weights", "non_strict", "random_weights")
 _DREAMING = ("size", "batch_size", "clean_dir", "scenes", "noise_lr", "lambda_orth",
              "lambda_tv", "lambda_far", "far_pool", "representation", "seed", "dream_init")
-_DISTILLING = ("round_steps", "student_lr", "lambda_kd", "inputs", "adversarial_eps",
-               "adversarial_steps", "lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay",
+ADVERSARIAL_FIELDS: tuple[str, ...] = ("adversarial_eps", "adversarial_steps")
+"""The settings of ``--inputs adversarial``'s search: a run records them only on those
+inputs (``dreamprune_cli.runkit.context.recorded_settings``); on others they are ignored."""
+
+_DISTILLING = ("round_steps", "student_lr", "lambda_kd", "inputs", *ADVERSARIAL_FIELDS,
+               "lr_schedule", "warmup_steps", "lr_min_ratio", "ema_decay",
                "lambda_feat", "feat_layers")
 
 DEFINING: dict[str, tuple[str, ...]] = {

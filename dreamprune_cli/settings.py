@@ -146,6 +146,15 @@ class EvaluateSettings(_Section):
     limit: int | None = Field(None, ge=1, description="Only the first N pairs.")
 
 
+def _granularity_help() -> str:
+    """``--granularity``'s help: each granularity with its summary
+    (:data:`~dreamprune_cli.prune.GRANULARITY_SUMMARIES`), the channel allocators named."""
+    parts = [f"{name} ({summary}"
+             + (f"; allocators {', '.join(CHANNEL_ALLOCATORS)})" if name == "channel" else ")")
+             for name, summary in GRANULARITY_SUMMARIES.items()]
+    return ", ".join(parts[:-1]) + f" or {parts[-1]}."
+
+
 class PruneSettings(_Section):
     flops_target: float = Field(
         0.58, description="Fraction of the dense MACs to keep, in (0, 1]; 0.58 keeps 58%.")
@@ -159,10 +168,7 @@ class PruneSettings(_Section):
         "adaptive", description=f"Layer-wise sparsity: {', '.join(ALLOCATORS)}.")
     granularity: Granularity = Field(
         "unstructured",
-        description=", ".join(
-            f"{name} ({summary}"
-            + (f"; allocators {', '.join(CHANNEL_ALLOCATORS)})" if name == "channel" else ")")
-            for name, summary in GRANULARITY_SUMMARIES.items()) + ".")
+        description=_granularity_help())
     channel_multiple: int = Field(
         1, ge=1,
         description="Only with --granularity channel or depth+channel: every channel group "
@@ -186,8 +192,9 @@ class PruneSettings(_Section):
     depth_calibration_size: int = Field(
         256, ge=8,
         description="Side of the calibration images on which --granularity depth and "
-                    "depth+channel measure drift (default 256: small crops misrank blocks of "
-                    "networks with instance norms).")
+                    "depth+channel measure drift, and of --reconstruct's images at every "
+                    "granularity (default 256: small crops misrank blocks of networks with "
+                    "instance norms).")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
     reconstruct: bool = Field(

@@ -53,7 +53,8 @@ __all__ = ["DREAMING", "HALVED", "INPUTS", "AdversarialInputs", "AdversarialSett
 @dataclass
 class InputStep:
     """One step's student inputs, the teacher's outputs on them (float32, no gradients) and
-    the source's own losses (``dream``/``orth`` for dreams; none for synthetic images)."""
+    the source's own losses (``dream``/``orth`` for dreams; ``gap`` for adversarial inputs;
+    none for synthetic images)."""
 
     inputs: torch.Tensor
     teacher_out: torch.Tensor
@@ -234,9 +235,12 @@ class AdversarialInputs:
     Learning Models Resistant to Adversarial Attacks", ICLR 2018): ``delta`` starts uniform
     in ``[-eps, eps]`` (drawn from the run's generator), then each of ``steps`` steps moves
     it by ``2.5 * eps / steps`` times the sign of the gradient of
-    ``mean |student(x + delta) - teacher(x + delta)|`` and clips it back to the ball; the
-    moved image ``x + delta`` is clamped to [0, 1]. Only the inputs get gradients: the
-    student's weights are untouched until the distillation step that follows.
+    ``sum |student(x + delta) - teacher(x + delta)|`` (the sum, not the mean, so that the
+    per-pixel gradients do not underflow under fp16 autocast; the signs are the same) and
+    clips it back to the ball; the moved image ``x + delta`` is clamped to [0, 1]. Only the
+    inputs get gradients: the student's weights are untouched until the distillation step
+    that follows. The search runs with gradients on whatever the caller's mode (``no_grad``,
+    ``inference_mode``).
     """
 
     name, phase, per_rank = "adversarial", "adversarial+distill", ()
@@ -260,18 +264,21 @@ class AdversarialInputs:
         eps, steps = self.settings.eps, self.settings.steps
         source = self.synthetic
         noise = torch.rand(images.shape, generator=source.generator, dtype=torch.float32)
-        delta = ((noise * 2.0 - 1.0) * eps).to(device=images.device, dtype=images.dtype)
         stride = 2.5 * eps / steps
-        base = images.detach()
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            moved = (base + delta).clamp(0.0, 1.0)
-            with torch.enable_grad(), autocast(source.device, source.precision):
-                gap = (self.student(moved).float() - source.teacher(moved).float()).abs().mean()
-            grad, = torch.autograd.grad(gap, delta)
-            delta = (delta.detach() + stride * grad.sign()).clamp(-eps, eps)
-            self.last_gap = float(gap.detach())
-        return to_memory_format((base + delta).clamp(0.0, 1.0).detach(), source.precision)
+        with torch.inference_mode(False), torch.enable_grad():
+            base = images.detach().clone()
+            delta = ((noise * 2.0 - 1.0) * eps).to(device=base.device, dtype=base.dtype)
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                moved = (base + delta).clamp(0.0, 1.0)
+                with autocast(source.device, source.precision):
+                    distance = (self.student(moved).float()
+                                - source.teacher(moved).float()).abs()
+                grad, = torch.autograd.grad(distance.sum(), delta)
+                delta = (delta.detach() + stride * grad.sign()).clamp(-eps, eps)
+                self.last_gap = float(distance.detach().mean())
+            moved = (base + delta).clamp(0.0, 1.0).detach()
+        return to_memory_format(moved, source.precision)
 
     def step(self) -> InputStep:
         source = self.synthetic

@@ -50,10 +50,11 @@ channel ``o`` is solved on its own over the weights its mask kept, ``S_o``,
     min_{w_o, b_o}  || X[:, S_o] w_o + 1 b_o - Y[:, o] ||^2  +  lambda ||w_o||^2
 
 (the sub-matrix of the same ``X^T X``; the pruned weights stay exactly zero), except that
-the ridge pulls towards the layer's current weights, ``lambda ||w_o - w_o^now||^2``: a masked
-student's weights are the teacher's, so a weight whose input the calibration images never
-excite (a ReLU channel that stays at zero on them) keeps the teacher's value instead of
-shrinking to zero. This is the
+the ridge pulls towards the layer's current weights, ``lambda ||w_o - w_o^now||^2``: a freshly
+masked student's weights are the teacher's, so a weight whose input the calibration images
+never excite (a ReLU channel that stays at zero on them) keeps its current value instead of
+shrinking to zero. :func:`reconstruct_student` does the same for the unmasked layers of a
+masked student (its dense first and last convolutions). This is the
 mask-fixed least squares of SparseGPT (Frantar and Alistarh, ICML 2023) and OBC (Frantar
 et al., NeurIPS 2022), solved exactly per row instead of by their approximate
 column-by-column updates; every channel is kept, so ``Y`` is the teacher's whole output.
@@ -337,9 +338,12 @@ def _assign(module: nn.Module, w: torch.Tensor) -> None:
             module.bias.copy_(w[-1].to(module.bias))
 
 
-def _solve(normal: _Normal, module: nn.Module, ridge: float) -> tuple[torch.Tensor,
-                                                                        torch.Tensor | None]:
-    """The ridge solution and, for a layer with a bias, the bias-only compensation."""
+def _solve(normal: _Normal, module: nn.Module, ridge: float, toward_current: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ridge solution and, for a layer with a bias, the bias-only compensation. The
+    ridge pulls towards zero, or towards the layer's current weights when
+    ``toward_current`` or the layer is masked (each output channel then solved over the
+    weights its mask kept)."""
     assert normal.xtx is not None and normal.xty is not None
     has_bias = module.bias is not None
     size = normal.xtx.shape[0] - int(has_bias)
@@ -352,13 +356,14 @@ def _solve(normal: _Normal, module: nn.Module, ridge: float) -> tuple[torch.Tens
         penalty[-1] = 0.0  # the intercept is not shrunk
     system = normal.xtx + torch.diag(penalty)
     support = weight_support(module)
+    # towards the current weights: (X^T X + L) w = X^T y + L w_now
+    prior = _weights(module) * penalty[:, None] if toward_current or support is not None \
+        else torch.zeros_like(normal.xty)
     if support is None:
-        solved = _solve_system(system, normal.xty)
-    else:  # one solve per output channel over the weights its mask kept (and the bias),
-        # the ridge pulling towards the current weights: (X^T X + L) w = X^T y + L w_now
+        solved = _solve_system(system, normal.xty + prior)
+    else:  # one solve per output channel over the weights its mask kept (and the bias)
         solved = torch.zeros_like(normal.xty)
         extra = torch.ones(int(has_bias), dtype=torch.bool)
-        prior = _weights(module) * penalty[:, None]
         for column in range(normal.xty.shape[1]):
             rows = torch.cat([support[:, column], extra]).nonzero().flatten()
             if rows.numel():
@@ -400,7 +405,7 @@ def _drift(adapter: nn.Module, batches: list[torch.Tensor],
         assert out is not None
         if out.shape != want.shape:
             raise ValueError(f"the student's output is shaped {tuple(out.shape)}, the "
-                             f"teacher's {tuple(want.shape)}: a structured student keeps the "
+                             f"teacher's {tuple(want.shape)}: a pruned student keeps the "
                              "teacher's output channels")
         squared += float(((out.float() - want) ** 2).sum())
     return squared / sum(r.numel() for r in reference)
@@ -421,7 +426,8 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
                 kept: ChannelMap, wrap: Callable[[nn.Module], nn.Module] | None = None,
                 ridge: float = RIDGE, positions: int = POSITIONS,
                 batch_size: int = BATCH_SIZE, seed: int = 0,
-                progress: ProgressSink | None = None) -> ReconstructionReport:
+                progress: ProgressSink | None = None,
+                toward_current: bool = False) -> ReconstructionReport:
     """Repair ``student``'s layers in place by ridge least squares (module docstring).
 
     Args:
@@ -441,6 +447,8 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
         batch_size: calibration images run together.
         seed: seeds the position sampling.
         progress: receives one step per layer.
+        toward_current: the ridge of every layer pulls towards its current weights (masked
+            layers' always do), not towards zero.
 
     Returns:
         The report: per-layer errors before and after, the output drift before and after.
@@ -543,7 +551,8 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
         progress.start("reconstruction", len(order), "layers")
     for done, name in enumerate(order, 1):
         repairs[name] = _repair(name, student_layers[name], student_adapter, batches,
-                                targets[name], ridge, made[name] // len(batches))
+                                targets[name], ridge, made[name] // len(batches),
+                                toward_current)
         if progress is not None:
             progress.update(done, layer=name)
     if progress is not None:
@@ -566,7 +575,8 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
 
 
 def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torch.Tensor],
-            targets: list[list[_Target]], ridge: float, student_calls: int) -> LayerRepair:
+            targets: list[list[_Target]], ridge: float, student_calls: int,
+            toward_current: bool = False) -> LayerRepair:
     """Gather one layer's normal equations over the calibration batches (the student's
     ``student_calls`` calls per forward paired with the teacher's from the last back) and
     apply the best of the ridge solve and the bias compensation when it lowers the layer's
@@ -611,7 +621,7 @@ def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torc
         return LayerRepair(name, "skipped", "no call paired with the teacher's")
     current = _weights(module)
     before = normal.error(current)
-    solved, compensated = _solve(normal, module, ridge)
+    solved, compensated = _solve(normal, module, ridge, toward_current)
     options = [("solved", solved)] + ([("bias", compensated)] if compensated is not None
                                       else [])
     status, best = min(options, key=lambda option: normal.error(option[1]))
@@ -665,4 +675,5 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
         calibration = calibration.to(devices.pop())
     return reconstruct(teacher.network.eval(), student.network.eval(), calibration, kept,
                        wrap=lambda network: RestorationAdapter(network, teacher.info),
-                       ridge=ridge, positions=positions, seed=seed, progress=progress)
+                       ridge=ridge, positions=positions, seed=seed, progress=progress,
+                       toward_current=not student.structured)

@@ -64,8 +64,8 @@ class PruneSpec:
         seed: seeds the synthetic calibration images.
         calibration_ignored: a calibration folder the user gave that this pruning does not
             read (``prune`` warns).
-        reconstruct: after the structured cut, refit the student layer by layer to the
-            teacher (:mod:`dreamprune_cli.prune.reconstruct`); never with unstructured masks.
+        reconstruct: after the cut, refit the student layer by layer to the teacher
+            (:mod:`dreamprune_cli.prune.reconstruct`; masked students keep their masks).
         reconstruct_count: images the reconstruction fits on.
         reconstruct_size: their side (``depth_calibration_size``).
         reconstruct_dir: the folder they are cut from (``calibration``); ``None``: synthetic

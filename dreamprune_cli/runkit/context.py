@@ -36,7 +36,7 @@ from dreamprune_cli.engine.tiling import Tiling
 from dreamprune_cli.errors import UsageError
 from dreamprune_cli.metrics import SSIM_WINDOW
 from dreamprune_cli.models.loading import LoadedModel, load_model
-from dreamprune_cli.run_record import record_settings
+from dreamprune_cli.run_record import ADVERSARIAL_FIELDS, record_settings
 from dreamprune_cli.runkit.checks import check_diversity_layer, check_eval_pairs, check_input_size
 from dreamprune_cli.settings import FIELD_SECTION, CommonSettings, ResolvedSettings
 
@@ -183,9 +183,12 @@ def training_context(resolved: ResolvedSettings, dreaming: bool = True,
 
 def recorded_settings(command: str, resolved: ResolvedSettings, steps: int) -> dict[str, Any]:
     """The settings ``command`` records in its folder's ``run.json`` (``steps``: the
-    effective number, the default included)."""
+    effective number, the default included); the adversarial search's only on
+    ``--inputs adversarial``, so that a resume of another run does not lock them."""
     values = {name: getattr(getattr(resolved.settings, section), name)
               for name, section in FIELD_SECTION.items()}
+    if values.get("inputs") != "adversarial":
+        values = {k: v for k, v in values.items() if k not in ADVERSARIAL_FIELDS}
     return record_settings(command, {**values, "steps": steps})
 
 

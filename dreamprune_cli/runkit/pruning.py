@@ -46,7 +46,7 @@ def prune_teacher(teacher: LoadedModel, spec: PruneSpec, device: torch.device,
 
 def reconstruct_result(teacher: LoadedModel, result: PruneResult, spec: PruneSpec,
                        progress: ProgressSink | None = None) -> None:
-    """Refit the structured student of ``result`` in place by layer-wise least squares
+    """Refit the student of ``result`` in place by layer-wise least squares
     (:func:`~dreamprune_cli.prune.reconstruct.reconstruct_student`) on
     ``spec.reconstruct_count`` images of side ``spec.reconstruct_size``: patches of
     ``spec.reconstruct_dir`` when set, else synthetic degraded images of the model's task.

@@ -7,6 +7,7 @@ student kept)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,10 @@ from dreamprune_cli.engine.feature_distill import FeatureDistillation, FeatureSe
 from dreamprune_cli.engine.inputs import AdversarialSettings, check_feature_inputs
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.prune.channel_map import teacher_channels
+from dreamprune_cli.run_record import ADVERSARIAL_FIELDS
 from dreamprune_cli.settings import ResolvedSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class RecoveryPlan:
 
 def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
     """The run's recovery plan from its ``distill`` settings, over its ``joint_steps``;
-    decided once, before any work.
+    decided once, before any work (a warning names the adversarial search's settings when
+    the user set them for other inputs).
 
     Raises:
         UsageError: ``cosine`` with ``warmup_steps`` not below the run's steps; the feature
@@ -43,6 +48,10 @@ def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
     check_feature_inputs(s.distill.inputs, s.distill.lambda_feat)
     adversarial = AdversarialSettings(s.distill.adversarial_eps, s.distill.adversarial_steps) \
         if s.distill.inputs == "adversarial" else None
+    for name in ADVERSARIAL_FIELDS:
+        if adversarial is None and resolved.user_set(name):
+            log.warning("--%s (from %s) only acts with --inputs adversarial; ignored",
+                        name.replace("_", "-"), resolved.sources[name])
     return RecoveryPlan(schedule=StudentSchedule.from_values(values, s.dream.joint_steps),
                         features=FeatureSettings.from_values(values), adversarial=adversarial)
 

@@ -9,8 +9,8 @@ Output folder::
     masks.safetensors   its masks
     report.json, report.md, grid.png (input | teacher | pruned | student | target),
     dreams.png (the last complete round's dreams | teacher | student | clean target,
-                titled with the step; with --inputs synthetic or mixed, the last step's
-                synthetic inputs too),
+                titled with the step; with --inputs synthetic, mixed or adversarial, the
+                last step's synthetic inputs too, and adversarial's moved ones),
     losses.csv, losses.png
     (report.json's "latency": teacher against student forward time, interleaved pairs)
     run.json            the settings that define the run (checked on --resume) and the

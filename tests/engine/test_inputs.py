@@ -171,6 +171,25 @@ def test_the_search_moves_each_pixel_to_the_edge_of_the_ball(steps: int) -> None
         assert 0.5 + 0.05 / 3 - 1e-6 <= source.last_gap <= 0.55 + 1e-6
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_search_runs_whatever_the_callers_grad_mode(mode) -> None:
+    """perturb and step search with gradients on inside no_grad and inference_mode too."""
+    source = _adversarial(0.05, 1)
+    with mode():
+        moved = source.perturb(torch.full((1, 3, 8, 8), 0.5))
+        step = source.step()
+    assert torch.allclose(moved, torch.full_like(moved, 0.55))
+    assert step.inputs.shape == (4, 3, 8, 8) and step.losses["gap"] >= 0.0
+
+
+def test_the_search_ascends_the_summed_distance() -> None:
+    """The ascent follows the sign of the summed distance's gradient, which the mean's
+    shares; the reported gap is the mean: teacher x, student 2x, images 0.5 + start."""
+    source = _adversarial(0.05, 2)
+    source.perturb(torch.full((2, 3, 8, 8), 0.5))
+    assert 0.5 <= source.last_gap <= 0.55 + 1e-6  # the mean |x|, not the sum over 384 pixels
+
+
 def test_the_search_stays_in_the_unit_range() -> None:
     """Near 1 the move is clamped to the image range: 0.99 + 0.05 stays 1."""
     moved = _adversarial(0.05, 1).perturb(torch.full((1, 3, 8, 8), 0.99))

@@ -263,3 +263,25 @@ def test_a_masked_weight_on_an_unexcited_input_keeps_the_teachers_value() -> Non
     assert kept_on_blue.any()
     assert torch.allclose(student[0].weight[:, 2][kept_on_blue],
                           teacher[0].weight[:, 2][kept_on_blue], atol=1e-6)
+
+
+@pytest.mark.parametrize("toward_current", [False, True])
+def test_the_ridge_of_a_dense_layer_pulls_where_asked(toward_current: bool) -> None:
+    """A dense layer whose third input channel the calibration never excites: its weights
+    there shrink to zero with the plain ridge, and keep their values when pulled towards the
+    current weights (what reconstruct_student asks for a masked student's dense layers)."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        student[0].weight[:, :2].add_(0.3 * torch.randn(4, 2, 3, 3))
+    x = _images()
+    x[:, 2] = 0.0
+    reconstruct(teacher, student, x, identity_map(student), toward_current=toward_current)
+    blue = student[0].weight.detach()[:, 2]
+    if toward_current:
+        assert torch.allclose(blue, teacher[0].weight[:, 2], atol=1e-6)
+    else:
+        assert blue.abs().max().item() < 1e-6
+    assert torch.allclose(student[0].weight[:, :2], teacher[0].weight[:, :2], atol=5e-3)

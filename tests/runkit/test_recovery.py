@@ -39,3 +39,24 @@ def test_the_feature_term_only_when_enabled() -> None:
     assert feature_term(None, teacher, student) is None
     assert feature_term(FeatureSettings(0.0), teacher, student) is None
     assert isinstance(feature_term(FeatureSettings(1.0), teacher, student), FeatureDistillation)
+
+
+def test_the_adversarial_search_is_planned_only_on_adversarial_inputs(caplog) -> None:
+    """On other inputs the search's settings are ignored, with a warning when the user set
+    them; run.json records them only on adversarial inputs."""
+    import logging
+
+    from dreamprune_cli.runkit.context import recorded_settings
+    from dreamprune_cli.settings import resolve_settings
+
+    moved = resolve_settings({"inputs": "adversarial", "adversarial_eps": 0.05}, env={})
+    plan = resolve_recovery(moved)
+    assert plan.adversarial is not None and plan.adversarial.eps == 0.05
+    assert recorded_settings("distill", moved, 2)["adversarial_eps"] == 0.05
+    plain = resolve_settings({"inputs": "synthetic", "adversarial_steps": 3}, env={})
+    with caplog.at_level(logging.WARNING):
+        assert resolve_recovery(plain).adversarial is None
+    assert "--adversarial-steps (from flag --adversarial-steps) only acts with --inputs " \
+        "adversarial; ignored" in caplog.text
+    recorded = recorded_settings("distill", plain, 2)
+    assert "adversarial_eps" not in recorded and "adversarial_steps" not in recorded
