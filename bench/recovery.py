@@ -376,7 +376,9 @@ def markdown() -> None:
             fidelity = " | ".join(
                 f"{by_size[size]['fidelity_pruned']:.2f} -> {by_size[size]['fidelity']:.2f}"
                 if size in by_size else "-" for size in sizes)
-            name = "none (the pruned student)" if steps == 0 else lever
+            name = lever if steps else (f"{lever.split('+')[0]} alone (no distillation)"
+                                        if LEVERS.get(lever, {}).get("reconstruct")
+                                        else "none (the pruned student)")
             print(f"| {name}{mark} | {steps} | {fidelity} | {psnr} | {gap_text} | "
                   f"{seconds:.0f} s |")
 
