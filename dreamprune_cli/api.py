@@ -39,7 +39,7 @@ from dreamprune_cli.engine.distill import (Distiller, DistillResult, StudentSche
 from dreamprune_cli.engine.dream import DreamResult, DreamSchedule, dream_images
 from dreamprune_cli.engine.evaluate import EvaluationResult, evaluate_pairs, scoring_protocol
 from dreamprune_cli.engine.feature_distill import FeatureSettings
-from dreamprune_cli.engine.inputs import AdversarialSettings, check_feature_inputs
+from dreamprune_cli.engine.inputs import AdversarialSettings
 from dreamprune_cli.engine.runtime import resolve_device, resolve_precision
 from dreamprune_cli.engine.training import joint_trainer
 from dreamprune_cli.errors import UsageError
@@ -120,9 +120,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, steps: int = 400, *,
             term with ``adversarial`` inputs.
     """
     check_offline_inputs(dreams is not None, inputs)
-    check_feature_inputs(inputs, lambda_feat)
-    adversarial = AdversarialSettings(adversarial_eps, adversarial_steps) \
-        if inputs == "adversarial" else None
+    adversarial = AdversarialSettings.for_inputs(inputs, adversarial_eps, adversarial_steps)
     recovery = StudentSchedule(lr_schedule=lr_schedule,  # type: ignore[arg-type]
                                warmup_steps=warmup_steps, lr_min_ratio=lr_min_ratio,
                                ema_decay=ema_decay, total_steps=steps)

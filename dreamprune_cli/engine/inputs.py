@@ -208,6 +208,12 @@ class AdversarialSettings:
         if self.steps < 1:
             raise UsageError(f"$adversarial_steps {self.steps}: expected 1 or more")
 
+    @classmethod
+    def for_inputs(cls, inputs: str, eps: float, steps: int) -> AdversarialSettings | None:
+        """The search of a run on ``inputs``: these settings on ``adversarial`` inputs,
+        ``None`` on any other (the values are then not checked or used)."""
+        return cls(eps, steps) if inputs == "adversarial" else None
+
     def recorded(self) -> dict[str, Any]:
         """What a joint checkpoint of an ``adversarial`` run records (a resumed run keeps
         it)."""

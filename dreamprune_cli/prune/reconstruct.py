@@ -356,22 +356,22 @@ def _solve(normal: _Normal, module: nn.Module, ridge: float, toward_current: boo
         penalty[-1] = 0.0  # the intercept is not shrunk
     system = normal.xtx + torch.diag(penalty)
     support = weight_support(module)
-    # towards the current weights: (X^T X + L) w = X^T y + L w_now
-    prior = _weights(module) * penalty[:, None] if toward_current or support is not None \
-        else torch.zeros_like(normal.xty)
+    current = _weights(module)
+    # towards the current weights: (X^T X + L) w = X^T y + L w_now; towards zero: X^T y
+    rhs_all = normal.xty + current * penalty[:, None] \
+        if toward_current or support is not None else normal.xty
     if support is None:
-        solved = _solve_system(system, normal.xty + prior)
+        solved = _solve_system(system, rhs_all)
     else:  # one solve per output channel over the weights its mask kept (and the bias)
         solved = torch.zeros_like(normal.xty)
         extra = torch.ones(int(has_bias), dtype=torch.bool)
         for column in range(normal.xty.shape[1]):
             rows = torch.cat([support[:, column], extra]).nonzero().flatten()
             if rows.numel():
-                rhs = normal.xty[rows, column] + prior[rows, column]
-                solved[rows, column] = _solve_system(system[rows][:, rows], rhs[:, None])[:, 0]
+                solved[rows, column] = _solve_system(system[rows][:, rows],
+                                                     rhs_all[rows, column:column + 1])[:, 0]
     compensated = None
     if has_bias:  # optimal bias with the weights fixed: the mean residual moves into it
-        current = _weights(module)
         sum_x = normal.xtx[-1, :size]  # the ones column times X
         sum_y = normal.xty[-1]
         compensated = current.clone()

@@ -46,8 +46,8 @@ def resolve_recovery(resolved: ResolvedSettings) -> RecoveryPlan:
     s = resolved.settings
     values = s.distill.model_dump()
     check_feature_inputs(s.distill.inputs, s.distill.lambda_feat)
-    adversarial = AdversarialSettings(s.distill.adversarial_eps, s.distill.adversarial_steps) \
-        if s.distill.inputs == "adversarial" else None
+    adversarial = AdversarialSettings.for_inputs(s.distill.inputs, s.distill.adversarial_eps,
+                                                 s.distill.adversarial_steps)
     for name in ADVERSARIAL_FIELDS:
         if adversarial is None and resolved.user_set(name):
             log.warning("--%s (from %s) only acts with --inputs adversarial; ignored",
