@@ -83,12 +83,37 @@ LEVERS: dict[str, dict[str, Any]] = {
     # 16 calibration images near the real sets' size (SOTS: 620 x 460) instead of 8 of 256
     "reconstruct16@480+synthetic": {"reconstruct": True, "reconstruct_count": 16,
                                     "reconstruct_size": 480, "inputs": "synthetic"},
+    # session 21: more calibration images at the same or a larger size, and the ridge pulling
+    # a structured student's layers towards their pruned (the teacher's) weights, stronger
+    "reconstruct64+synthetic": {"reconstruct": True, "reconstruct_count": 64,
+                                "reconstruct_size": 128, "inputs": "synthetic"},
+    "reconstruct32@256+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                    "reconstruct_size": 256, "inputs": "synthetic"},
+    "reconstruct32cur+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                   "reconstruct_size": 128, "reconstruct_prior": "current",
+                                   "inputs": "synthetic"},
+    "reconstruct32cur0.01+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                       "reconstruct_size": 128,
+                                       "reconstruct_prior": "current",
+                                       "reconstruct_ridge": 0.01, "inputs": "synthetic"},
+    "reconstruct32cur0.1+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                      "reconstruct_size": 128,
+                                      "reconstruct_prior": "current",
+                                      "reconstruct_ridge": 0.1, "inputs": "synthetic"},
+    "reconstruct32cur1+synthetic": {"reconstruct": True, "reconstruct_count": 32,
+                                    "reconstruct_size": 128, "reconstruct_prior": "current",
+                                    "reconstruct_ridge": 1.0, "inputs": "synthetic"},
+    "reconstruct64cur0.1+synthetic": {"reconstruct": True, "reconstruct_count": 64,
+                                      "reconstruct_size": 128,
+                                      "reconstruct_prior": "current",
+                                      "reconstruct_ridge": 0.1, "inputs": "synthetic"},
     # half of each synthetic batch moved (one PGD step, radius 0.03) towards where student
     # and teacher disagree most: disagreement-seeking inputs near the synthetic ones
     "adversarial": {"inputs": "adversarial", "adversarial_eps": 0.03, "adversarial_steps": 1},
 }
 """Lever name -> settings. ``reconstruct`` (with ``reconstruct_count`` images of
-``reconstruct_size`` px, default 8 of 256) acts at prune time; ``student_lr_factor``
+``reconstruct_size`` px, default 8 of 256; ``reconstruct_prior`` and ``reconstruct_ridge``:
+:func:`dreamprune_cli.reconstruct_student`'s ``prior`` and ``ridge``) acts at prune time; ``student_lr_factor``
 multiplies the preset's student learning rate; every other key is a keyword of
 :func:`dreamprune_cli.distill`."""
 
@@ -129,15 +154,19 @@ class Recovery:
         (:meth:`real_table1.Bench.fidelity`)."""
         return self.bench.fidelity(student, self.validation_size, self.validation_scenes)
 
-    def pruned(self, reconstruct: bool, count: int = 8, size: int = 256
+    def pruned(self, reconstruct: bool, count: int = 8, size: int = 256,
+               prior: str | None = None, ridge: float | None = None
                ) -> tuple[Any, dict[str, Any], float]:
         """The pruned student (``reconstruct``: repaired layer by layer after the cut on
-        ``count`` synthetic images of ``size`` px), its pruning details and the seconds spent
-        now (0 when cached)."""
+        ``count`` synthetic images of ``size`` px, the ridge's ``prior`` and strength
+        ``ridge``, ``None``: the defaults), its pruning details and the seconds spent now (0
+        when cached)."""
         from dreamprune_cli import load_student, save_student
 
         name = "pruned_reconstructed" + ("" if (count, size) == (8, 256)
                                          else f"_{count}x{size}")
+        name += "" if prior is None else f"_{prior}"
+        name += "" if ridge is None else f"_ridge{ridge:g}"
         folder = self.work / (name if reconstruct else "pruned")
         if (folder / "student.safetensors").exists():
             details = json.loads((folder / "details.json").read_text())
@@ -150,9 +179,11 @@ class Recovery:
                 raise SystemExit("this checkout has no reconstruct_student: drop the "
                                  "reconstruct levers")
             student, _, _ = self.pruned(False)
+            options = {key: value for key, value in (("prior", prior), ("ridge", ridge))
+                       if value is not None}
             report = dreamprune_cli.reconstruct_student(self.bench.teacher, student,
                                                         count=count, size=size,
-                                                        seed=self.seed)
+                                                        seed=self.seed, **options)
             details = {"reconstruction": _jsonable(report)}
         else:
             student, details = self._prune()
@@ -213,7 +244,8 @@ class Recovery:
         reconstruct = bool(settings.pop("reconstruct", False))
         student, details, prune_seconds = self.pruned(
             reconstruct, settings.pop("reconstruct_count", 8),
-            settings.pop("reconstruct_size", 256))
+            settings.pop("reconstruct_size", 256), settings.pop("reconstruct_prior", None),
+            settings.pop("reconstruct_ridge", None))
         row: dict[str, Any] = {"macs_ratio": details.get("macs_ratio"),
                                "prune_seconds": prune_seconds,
                                "fidelity_pruned": self.fidelity(student)}
@@ -312,13 +344,16 @@ def score_real(args: argparse.Namespace) -> None:
     """Score the screened levers on the real pairs once; mark the synthetic choice."""
     size = args.validation_size or VALIDATION_SIZES[args.teacher]
     scenes = args.validation_scenes
-    rows = [r for r in _rows() if (r["teacher"], r["granularity"], r["target"],
-                                   _validation(r)) ==
-            (args.teacher, args.granularity, args.target, (size, scenes)) and "psnr" not in r]
+    group = [r for r in _rows() if (r["teacher"], r["granularity"], r["target"],
+                                    _validation(r)) ==
+             (args.teacher, args.granularity, args.target, (size, scenes))]
+    rows = [r for r in group if "psnr" not in r]
     scored = {_key(r)[:5] for r in _rows() if "psnr" in r}  # a student, whatever size chose it
     if not rows:
         raise SystemExit("no screened rows: run without --real first")
-    best = max(rows, key=lambda r: r["fidelity"])
+    # the rule: the best fidelity among every row of the group at this validation, scored
+    # before or not; a new row is chosen only when it is that best
+    best = max(group, key=lambda r: r["fidelity"])
     chosen = (best["lever"], best["steps"])
     teacher_row = _teacher_row(args.teacher)
     recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,

@@ -396,7 +396,7 @@ def export_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 @_command("prune", *LOADING, "flops_target", "latency_target", "allocator", "granularity", "channel_multiple",
           "out", "flops_size", "exclude", "default_exclude", "calibration", "calibration_count",
           "min_keep", "calibration_size", "depth_calibration_size", "reconstruct",
-          "reconstruct_count", *TRUST, "overwrite",
+          "reconstruct_count", "reconstruct_size", "reconstruct_ridge", *TRUST, "overwrite",
           *RUNTIME,
           out="Output folder: student.safetensors, masks.safetensors, report.json. "
               "[required]")
@@ -438,10 +438,11 @@ def distill_command(ctx: typer.Context, flags: dict[str, Any]) -> None:
 @_command("pipeline", *LOADING, "flops_target", "latency_target", "allocator", "granularity",
           "channel_multiple", "flops_size", "exclude", "steps", "batch_size", "size",
           "round_steps", "min_keep", "depth_calibration_size", "reconstruct",
-          "reconstruct_count", "calibration_source", "calibration_steps", "clean_dir",
+          "reconstruct_count", "reconstruct_size", "reconstruct_ridge", "calibration_source", "calibration_steps", "clean_dir",
           "scenes", "student_lr", "lambda_kd", "inputs", *ADVERSARIAL, *STUDENT_SCHEDULE,
           *FEATURES, *DREAMING, "out",
-          "eval_input_dir", "eval_target_dir", *SCORING, "limit", "grid_crop", "teacher_cache", "checkpoint_every", "resume",
+          "eval_input_dir", "eval_target_dir", *SCORING, "limit", "grid_crop", "teacher_cache",
+          "prune_only", "checkpoint_every", "resume",
           "overwrite", *TRUST, *CUDA, *RUNTIME,
           out="Output folder (default runs/<model>-<timestamp>).")
 def pipeline_command(ctx: typer.Context, flags: dict[str, Any]) -> None:

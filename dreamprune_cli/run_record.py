@@ -46,7 +46,8 @@ DEFINING: dict[str, tuple[str, ...]] = {
                  "granularity", "allocator",
                  "channel_multiple", "flops_size",
                  "exclude", "default_exclude", "min_keep", "calibration_source",
-                 "calibration_steps", "reconstruct", "reconstruct_count"),
+                 "calibration_steps", "reconstruct", "reconstruct_count",
+                 "reconstruct_size", "reconstruct_ridge", "prune_only"),
 }
 """Settings a resumed run must keep (``dream``'s ``steps`` count per batch, so they define
 the dreams; in ``distill`` and ``pipeline`` they are the total and may grow)."""

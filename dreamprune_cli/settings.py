@@ -39,7 +39,9 @@ else:  # pragma: no cover
 
 from dreamprune_cli.prune import (ALLOCATORS, CHANNEL_ALLOCATORS, GRANULARITIES,
                                   GRANULARITY_SUMMARIES)
-from dreamprune_cli.prune.spec import DEFAULT_CHANNEL_ALLOCATOR, PruneSpec
+from dreamprune_cli.prune.spec import (DEFAULT_CHANNEL_ALLOCATOR, DEFAULT_RECONSTRUCT_COUNT,
+                                      DEFAULT_RECONSTRUCT_RIDGE, DEFAULT_RECONSTRUCT_SIZE,
+                                      PruneSpec)
 
 log = logging.getLogger(__name__)
 
@@ -192,21 +194,30 @@ class PruneSettings(_Section):
     depth_calibration_size: int = Field(
         256, ge=8,
         description="Side of the calibration images on which --granularity depth and "
-                    "depth+channel measure drift, and of --reconstruct's images at every "
-                    "granularity (default 256: small crops misrank blocks of networks with "
-                    "instance norms).")
+                    "depth+channel measure drift (default 256: small crops misrank blocks of "
+                    "networks with instance norms).")
     default_exclude: bool = Field(
         True, description="Keep the model's first/last convolutions dense (default: yes).")
     reconstruct: bool = Field(
         False,
         description="After the cut (any --granularity): refit each layer by ridge least "
                     "squares to the teacher's output at the channels it kept, in forward "
-                    "order, on synthetic degraded images of side --depth-calibration-size (or, "
+                    "order, on synthetic degraded images of side --reconstruct-size (or, "
                     "on prune, --calibration patches); masked layers keep their masks, each "
                     "output channel solved over its kept weights; a layer keeps its weights "
                     "when the fit is not better.")
     reconstruct_count: int = Field(
-        8, ge=1, description="--reconstruct: calibration images (default 8).")
+        DEFAULT_RECONSTRUCT_COUNT, ge=1,
+        description=f"--reconstruct: calibration images (default {DEFAULT_RECONSTRUCT_COUNT}).")
+    reconstruct_size: int = Field(
+        DEFAULT_RECONSTRUCT_SIZE, ge=8,
+        description=f"--reconstruct: side of the calibration images (px, default "
+                    f"{DEFAULT_RECONSTRUCT_SIZE}).")
+    reconstruct_ridge: float = Field(
+        DEFAULT_RECONSTRUCT_RIDGE, ge=0.0, le=1e3,
+        description="--reconstruct: ridge strength, relative to the mean of the diagonal of "
+                    "each layer's X^T X (default 0.001; larger keeps the weights nearer their "
+                    "pruned values, or zero for a structured student's).")
 
     @field_validator("flops_target")
     @classmethod
@@ -328,6 +339,11 @@ class PipelineSettings(_Section):
         None, ge=1,
         description="grid.png shows the centred N x N crop of each image (detail) instead of "
                     "the whole image (default: whole images).")
+    prune_only: bool = Field(
+        False,
+        description="Prune (and --reconstruct), evaluate and report, without dreaming or "
+                    "distillation: the student is the pruned one (refused beside an explicit "
+                    "--steps).")
     teacher_cache: bool = Field(  # not "cache": $DREAMPRUNE_CACHE is the cache folder
         True,
         description="Reuse the teacher's scores on the evaluation folders from the user "
@@ -635,7 +651,7 @@ def resolve_prune_spec(resolved: ResolvedSettings) -> PruneSpec:
       or together with an explicit ``flops_target``;
     * the calibration images: ``calibration`` is read at the depth granularities (images of
       ``depth_calibration_size``), by the adaptive allocator (``calibration_size``) and by the
-      reconstruction (``depth_calibration_size``); a folder the user gave that none reads is
+      reconstruction (``reconstruct_size``); a folder the user gave that none reads is
       flagged ``calibration_ignored``.
 
     Raises:
@@ -694,5 +710,6 @@ def resolve_prune_spec(resolved: ResolvedSettings) -> PruneSpec:
         calibration_ignored=(pr.calibration is not None and not reads_calibration
                              and not pr.reconstruct and resolved.user_set("calibration")),
         reconstruct=pr.reconstruct, reconstruct_count=pr.reconstruct_count,
-        reconstruct_size=pr.depth_calibration_size,
+        reconstruct_size=pr.reconstruct_size,
+        reconstruct_ridge=pr.reconstruct_ridge,
         reconstruct_dir=pr.calibration if pr.reconstruct else None)

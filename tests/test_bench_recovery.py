@@ -30,7 +30,8 @@ def test_every_lever_setting_is_a_distill_keyword_or_a_bench_knob(bench) -> None
     keywords = set(inspect.signature(distill).parameters)
     dreaming = {f.name for f in dataclasses.fields(DreamSchedule)}
     for name, settings in bench.LEVERS.items():
-        knobs = {"reconstruct", "reconstruct_count", "reconstruct_size", "student_lr_factor"}
+        knobs = {"reconstruct", "reconstruct_count", "reconstruct_size", "reconstruct_prior",
+                 "reconstruct_ridge", "student_lr_factor"}
         unknown = set(settings) - keywords - dreaming - knobs
         assert not unknown, f"lever {name}: {sorted(unknown)}"
 

@@ -138,6 +138,11 @@ def test_inputs_from_config_env_and_flag(tmp_path: Path) -> None:
     ({}, {"DREAMPRUNE_INPUTS": "synth"}, None,
      "invalid inputs='synth' (from env DREAMPRUNE_INPUTS)"),
     ({}, {}, "[distill]\ninputs = 1\n", "invalid inputs=1 (from config"),
+    ({"reconstruct_ridge": -0.1}, {}, None,
+     "invalid reconstruct_ridge=-0.1 (from flag --reconstruct-ridge)"),
+    ({}, {"DREAMPRUNE_RECONSTRUCT_SIZE": "4"}, None,
+     "invalid reconstruct_size='4' (from env DREAMPRUNE_RECONSTRUCT_SIZE): Input should be "
+     "greater than or equal to 8"),
     ({}, {}, "bogus = 1\n", "unknown key 'bogus'"),
     ({}, {}, "[prune]\nsize = 3\n", "unknown key 'prune.size'"),
     ({}, {}, "flops_target = = 1\n", "malformed TOML"),
@@ -182,6 +187,11 @@ def test_real_teacher_presets_hold_the_benchmarked_settings(name: str, space: st
     assert resolved.sources["allocator"].endswith(f"presets/{name}.toml")
     assert s.evaluate.metric_space == space
     assert (s.dream.noise_lr, s.dream.lambda_orth, s.distill.student_lr) == (0.05, 0.05, 1e-4)
+    # GCANet: the masked student repaired on 64 images of 128 px, ridge 0.1, not distilled
+    repair = (s.prune.reconstruct, s.prune.reconstruct_count, s.prune.reconstruct_size,
+              s.prune.reconstruct_ridge, s.pipeline.prune_only)
+    assert repair == ((True, 64, 128, 0.1, True) if name == "gcanet"
+                      else (False, 32, 128, 1e-3, False))
 
 
 def test_recovery_settings_precedence_and_record(tmp_path: Path, monkeypatch) -> None:

@@ -68,6 +68,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -81,10 +82,12 @@ from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.resize import unshare_modules
 from dreamprune_cli.progress import ProgressSink
 from dreamprune_cli.prune.channel_map import teacher_channels
+from dreamprune_cli.prune.spec import (DEFAULT_RECONSTRUCT_COUNT, DEFAULT_RECONSTRUCT_RIDGE,
+                                      DEFAULT_RECONSTRUCT_SIZE)
 
 log = logging.getLogger(__name__)
 
-RIDGE = 1e-3
+RIDGE = DEFAULT_RECONSTRUCT_RIDGE
 """Default ridge strength, relative to the mean diagonal of ``X^T X``."""
 
 POSITIONS = 1024
@@ -94,9 +97,9 @@ the forward passes that produce them: the cost is one student forward per layer)
 BATCH_SIZE = 4
 """Calibration images run together."""
 
-RECONSTRUCT_COUNT = 8
-"""Default number of calibration images (of 256 px: 8 x 6 calls x 1024 positions = 49k rows
-per layer of PReNet, against at most 577 unknowns per output channel)."""
+# the calibration's defaults (DEFAULT_RECONSTRUCT_COUNT images of DEFAULT_RECONSTRUCT_SIZE px,
+# prune/spec.py): 32 images x 6 calls x 1024 positions = 197k rows per layer of PReNet, against
+# at most 577 unknowns per output channel
 
 
 class _Stop(Exception):
@@ -637,9 +640,12 @@ def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torc
 
 def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         calibration: torch.Tensor | None = None,
-                        count: int = RECONSTRUCT_COUNT, size: int = 256, seed: int = 0,
+                        count: int = DEFAULT_RECONSTRUCT_COUNT,
+                        size: int = DEFAULT_RECONSTRUCT_SIZE, seed: int = 0,
                         ridge: float = RIDGE, positions: int = POSITIONS,
-                        progress: ProgressSink | None = None) -> ReconstructionReport:
+                        progress: ProgressSink | None = None,
+                        prior: Literal["current", "zero"] | None = None
+                        ) -> ReconstructionReport:
     """Repair a pruned student in place by layer-wise ridge least squares against its
     teacher (:func:`reconstruct`), on degraded calibration images; a masked student keeps
     its masks (each output channel solved over its kept weights).
@@ -654,6 +660,10 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
             ``seed`` (no real image is needed).
         ridge, positions: see :func:`reconstruct`.
         progress: receives one step per layer.
+        prior: what the ridge pulls each dense layer towards: ``"current"`` (its weights as
+            pruned, the teacher's kept slice) or ``"zero"``; ``None`` (default) pulls a
+            masked student's layers towards their current weights and a structured
+            student's towards zero. Masked layers always pull towards their current weights.
 
     Returns:
         The report (``as_dict()`` for JSON, ``describe()`` for one log line).
@@ -676,4 +686,5 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
     return reconstruct(teacher.network.eval(), student.network.eval(), calibration, kept,
                        wrap=lambda network: RestorationAdapter(network, teacher.info),
                        ridge=ridge, positions=positions, seed=seed, progress=progress,
-                       toward_current=not student.structured)
+                       toward_current=(not student.structured if prior is None
+                                       else prior == "current"))

@@ -48,7 +48,8 @@ def reconstruct_result(teacher: LoadedModel, result: PruneResult, spec: PruneSpe
                        progress: ProgressSink | None = None) -> None:
     """Refit the student of ``result`` in place by layer-wise least squares
     (:func:`~dreamprune_cli.prune.reconstruct.reconstruct_student`) on
-    ``spec.reconstruct_count`` images of side ``spec.reconstruct_size``: patches of
+    ``spec.reconstruct_count`` images of side ``spec.reconstruct_size`` (ridge
+    ``spec.reconstruct_ridge``): patches of
     ``spec.reconstruct_dir`` when set, else synthetic degraded images of the model's task.
     Its report goes into ``result.details["reconstruction"]`` and its time into
     ``result.seconds``."""
@@ -57,7 +58,8 @@ def reconstruct_result(teacher: LoadedModel, result: PruneResult, spec: PruneSpe
         images = calibration_from_dir(spec.reconstruct_dir, spec.reconstruct_count,
                                       spec.reconstruct_size, spec.seed)
     report = reconstruct_student(teacher, result.student, images, count=spec.reconstruct_count,
-                                 size=spec.reconstruct_size, seed=spec.seed, progress=progress)
+                                 size=spec.reconstruct_size, seed=spec.seed,
+                                 ridge=spec.reconstruct_ridge, progress=progress)
     result.details["reconstruction"] = report.as_dict()
     result.seconds += report.seconds
     log.info("%s", report.describe())

@@ -15,6 +15,10 @@ Output folder::
     (report.json's "latency": teacher against student forward time, interleaved pairs)
     run.json            the settings that define the run (checked on --resume) and the
                         time of its one-time phases
+
+With ``--prune-only`` there is no joint loop: no ``checkpoint.pt``, ``losses.*`` or
+``dreams.png``; ``student.safetensors`` is the pruned (and, with ``--reconstruct``, repaired)
+student, scored once, and ``report.json`` gives it as both ``pruned`` and ``distilled``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from dreamprune_cli.engine.inputs import DREAMING
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.engine.score_cache import CachedScores, teacher_scores
 from dreamprune_cli.engine.training import joint_trainer, train_joint
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
@@ -81,6 +86,7 @@ class PipelineResult:
     device: str = "cpu"
     latency: PairedLatency | None = None
     inputs: str = "dreams"  # the student's inputs in the joint loop
+    prune_only: bool = False  # no joint loop: the student is the pruned one
 
     @cached_property
     def student_gap(self) -> PairedGap:
@@ -108,7 +114,7 @@ class PipelineResult:
             "latency_teacher_s": self.latency.teacher_seconds if self.latency else None,
             "latency_student_s": self.latency.student_seconds if self.latency else None,
             "latency_ratio": self.latency.ratio if self.latency else None,
-            "inputs": self.inputs,
+            "inputs": self.inputs, "prune_only": self.prune_only,
         }
 
     def caption(self) -> str:
@@ -120,20 +126,26 @@ class PipelineResult:
 
 
     def table(self) -> ResultTable:
-        """The three models' rows: the command's table and ``report.md`` show these."""
+        """The three models' rows (two with ``prune_only``: the student is the pruned one):
+        the command's table and ``report.md`` show these."""
+        models = [("teacher", self.teacher), ("pruned (no distillation)", self.pruned)]
+        if not self.prune_only:
+            models.append((STUDENT_ROWS[self.inputs], self.student))
         rows = [[label, e.psnr, e.ssim, e.macs_256 / 1e9, e.params_nonzero]
-                for label, e in (("teacher", self.teacher),
-                                 ("pruned (no distillation)", self.pruned),
-                                 (STUDENT_ROWS[self.inputs], self.student))]
+                for label, e in models]
         channel = ""
         if self.granularity != "unstructured":
             channel = f", {self.granularity}" + (f" (multiple {self.channel_multiple})"
                                                  if self.channel_multiple > 1 else "")
         return ResultTable(
             f"pipeline {self.model}: {self.macs_ratio:.3f} of the MACs, {self.allocator}"
-            f"{channel}, {self.joint.steps} steps, {self.seconds:.0f} s",
+            f"{channel}, {self._training_words()}, {self.seconds:.0f} s",
             ["model", f"PSNR ({self.student.metric_space})", "SSIM", "GMACs@256", "params"],
             rows, caption=self.caption())
+
+    def _training_words(self) -> str:
+        return "no distillation (--prune-only)" if self.prune_only \
+            else f"{self.joint.steps} steps"
 
     def tables(self) -> list[ResultTable]:
         return [self.table()]
@@ -141,21 +153,27 @@ class PipelineResult:
     def markdown(self) -> str:
         """``report.md``: what ran, the table, the gap and the pictures."""
         student = self.student
+        training = ("no dreaming or distillation (--prune-only): the student is the pruned "
+                    "one" if self.prune_only else
+                    f"{self.joint.steps} joint steps{INPUT_WORDS[self.inputs]} "
+                    f"({self.joint.seconds_per_step * 1000:.0f} ms/step)")
+        pictures = ("\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
+                    "student | target.\n")
+        if not self.prune_only:
+            pictures += ("\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
+                         f"dreams.png: {DREAM_GRID_ROWS[self.inputs]} | teacher output | "
+                         "student output | clean target.\n")
         return (f"# dreamprune pipeline: {self.model}\n\n"
                 f"MACs kept: {self.macs_ratio:.4f} of the teacher's (target "
                 f"{self.flops_target}), allocator {self.allocator}, {self.granularity} "
-                f"pruning, {self.joint.steps} joint steps{INPUT_WORDS[self.inputs]} "
-                f"({self.joint.seconds_per_step * 1000:.0f} ms/step), {self.seconds:.0f} s "
+                f"pruning, {training}, {self.seconds:.0f} s "
                 f"in all on {self.device}.\n\nScores on {student.count} images, "
                 f"{student.metric_space.upper()} space, SSIM {student.ssim_variant}, outputs "
                 f"quantized by {student.quantization}:\n\n"
                 + self.table().markdown()
                 + f"\n{self.student_gap.describe('Student - teacher')}.\n"
                 + (f"\n{self.latency.describe()}.\n" if self.latency else "")
-                + "\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
-                  "student | target.\n\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
-                  f"dreams.png: {DREAM_GRID_ROWS[self.inputs]} | teacher output | student "
-                  "output | clean target.\n")
+                + pictures)
 
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
@@ -204,7 +222,8 @@ def run(resolved: ResolvedSettings, progress: ProgressSink | None = None) -> Pip
     estimate = _estimate(job)
     teacher_eval, teacher_cache = _score_teacher(job)
     pruned = _prune_phase(job)
-    trained = _dream_distill_phase(job, pruned, estimate)
+    trained = _Trained(None, JointResult(), 0.0) if job.prune_only \
+        else _dream_distill_phase(job, pruned, estimate)
     student_eval, latency = _evaluate_phase(job, pruned)
     evaluations = _Evaluations(teacher_eval, pruned.evaluation, student_eval)
     if job.writer:  # the files and the report are rank 0's
@@ -251,8 +270,13 @@ class _Job:
         return self.resolved.settings.common.resume is not None
 
     @property
+    def prune_only(self) -> bool:
+        return self.resolved.settings.pipeline.prune_only
+
+    @property
     def steps(self) -> int:
-        return self.resolved.settings.dream.joint_steps
+        """The joint steps to reach (0 with ``prune_only``)."""
+        return 0 if self.prune_only else self.resolved.settings.dream.joint_steps
 
     @property
     def writer(self) -> bool:
@@ -299,10 +323,10 @@ class _Pruned:
 
 @dataclass
 class _Trained:
-    """The joint loop (for ``dreams.png``), its result and the training seconds of earlier
-    sessions."""
+    """The joint loop (for ``dreams.png``; ``None`` with ``prune_only``), its result and the
+    training seconds of earlier sessions."""
 
-    trainer: JointTrainer
+    trainer: JointTrainer | None
     joint: JointResult
     trained_before: float
 
@@ -323,6 +347,14 @@ def _check(resolved: ResolvedSettings, progress: ProgressSink) -> _Job:
     s = resolved.settings
     pr = s.prune
     spec = resolve_prune_spec(resolved)  # contradictions: refused before any work
+    if s.pipeline.prune_only and resolved.user_set("steps"):
+        raise UsageError(f"$steps {s.dream.steps} (from {resolved.sources['steps']}) trains "
+                         f"the student, but $prune_only is on (from "
+                         f"{resolved.sources.get('prune_only', 'default')}): drop $steps, or "
+                         "pass --no-prune-only")
+    if s.pipeline.prune_only:
+        log.info("no dreaming or distillation (--prune-only from %s): the student is the pruned "
+                 "one; --no-prune-only distils it", resolved.sources.get("prune_only", "default"))
     recovery = resolve_recovery(resolved)
     ctx = training_context(resolved, inputs=s.distill.inputs)
     teacher = ctx.teacher
@@ -346,8 +378,9 @@ def _open_folder(job: _Job) -> None:
                                                             job.resume))
     earlier = read_run_record(job.out_dir, "pipeline") if job.resume else None
     job.once = dict(earlier.phases) if earlier is not None else {}  # prune phases of session 1
-    job.record = recorded_settings("pipeline", job.resolved, job.steps)
-    if job.resume:
+    # the steps setting itself (not 0 with prune_only): a resume carries it as a valid value
+    job.record = recorded_settings("pipeline", job.resolved, s.dream.joint_steps)
+    if job.resume and not job.prune_only:
         dream_init = job.ctx.schedule.dream_init if s.distill.inputs in DREAMING else None
         check_resumable_steps(job.out_dir / CHECKPOINT_NAME, job.steps, sync,
                               checkpoint_record(job.recovery.schedule, dream_init,
@@ -358,8 +391,8 @@ def _open_folder(job: _Job) -> None:
 
 def _estimate(job: _Job) -> RunEstimate | None:
     """The run's time, estimated on throwaway copies and logged (``None`` under torchrun,
-    where the ranks would wait)."""
-    if job.ctx.sync is not None:
+    where the ranks would wait, and with ``prune_only``)."""
+    if job.ctx.sync is not None or job.prune_only:
         return None
     s = job.resolved.settings
     calibrate = job.allocator == "adaptive" and s.pipeline.calibration_source == "dreams" \
@@ -458,7 +491,8 @@ def _evaluate_phase(job: _Job, pruned: _Pruned) -> tuple[EvaluationResult,
     """The distilled student's scores and, on rank 0, its forward time against the
     teacher's at the MAC-counting size."""
     s, ctx = job.resolved.settings, job.ctx
-    student_eval = job.evaluate(pruned.adapter, "evaluate_student")
+    student_eval = pruned.evaluation if job.prune_only \
+        else job.evaluate(pruned.adapter, "evaluate_student")
     latency = None if not job.writer else measure_latency(
         job.teacher_adapter, pruned.adapter, s.prune.flops_size, ctx.device, s.common.seed,
         job.phases)
@@ -478,10 +512,12 @@ def _save_outputs(job: _Job, pruned: _Pruned, trained: _Trained,
     if job.spec.removes_channels:
         extra["dreamprune.pipeline.channel_multiple"] = str(job.channel_multiple)
     student_path = save_student(pruned.student, out_dir, extra)
-    save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
     comparison_grid(out_dir / "grid.png", job.eval_pairs,
                     [evaluations.teacher, evaluations.pruned, evaluations.student],
                     GRID_COLUMNS, crop=s.pipeline.grid_crop)
+    if trained.trainer is None:  # prune_only: no loss history, no inputs to show
+        return student_path
+    save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")
     dream_grid(out_dir / "dreams.png", trained.trainer.inputs, job.teacher_adapter,
                pruned.adapter, joint.steps, s.dream.round_steps, device,
                DREAM_GRID_COLUMNS if s.distill.inputs == "dreams" else INPUT_GRID_COLUMNS)
@@ -510,7 +546,8 @@ def _result(job: _Job, start: float, student_path: Path, evaluations: _Evaluatio
                           phases=job.phases, model=job.ctx.teacher.name,
                           allocator=job.allocator, granularity=job.spec.granularity,
                           channel_multiple=job.channel_multiple, flops_target=pr.flops_target,
-                          device=str(job.ctx.device), latency=latency, inputs=s.distill.inputs)
+                          device=str(job.ctx.device), latency=latency, inputs=s.distill.inputs,
+                          prune_only=job.prune_only)
 
 
 def _report(job: _Job, result: PipelineResult, prune_report: dict[str, Any] | None,

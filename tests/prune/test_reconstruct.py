@@ -285,3 +285,28 @@ def test_the_ridge_of_a_dense_layer_pulls_where_asked(toward_current: bool) -> N
     else:
         assert blue.abs().max().item() < 1e-6
     assert torch.allclose(student[0].weight[:, :2], teacher[0].weight[:, :2], atol=5e-3)
+
+
+@pytest.mark.parametrize(("granularity", "prior", "expected"), [
+    ("channel", None, False), ("channel", "zero", False), ("channel", "current", True),
+    ("unstructured", None, True), ("unstructured", "current", True),
+    ("unstructured", "zero", False),
+])
+def test_reconstruct_student_passes_the_ridge_prior(monkeypatch: pytest.MonkeyPatch,
+                                                     granularity: str, prior: str | None,
+                                                     expected: bool) -> None:
+    """``prior=None`` pulls a masked student towards its current weights and a structured one
+    towards zero; ``"current"`` and ``"zero"`` ask for one or the other (masked layers keep
+    pulling towards their current weights inside the solve whatever is asked)."""
+    import dreamprune_cli.prune.reconstruct as module
+    from dreamprune_cli.prune.unstructured.plan import prune_model
+
+    asked: list[bool] = []
+    monkeypatch.setattr(module, "reconstruct",
+                        lambda *args, **kwargs: asked.append(kwargs["toward_current"]))
+    teacher = _tiny_prenet()
+    student = (prune_channels(teacher, 0.58, "lamp", flops_size=32).student
+               if granularity == "channel"
+               else prune_model(teacher, 0.4, "lamp", flops_size=32).student)
+    reconstruct_student(teacher, student, count=1, size=16, prior=prior)
+    assert asked == [expected]

@@ -26,7 +26,7 @@ def test_reconstruction_runs_after_a_structured_cut() -> None:
     resolved = resolve_settings({"model": "prenet", "variant": "tiny", "granularity": "depth",
                                  "flops_target": 0.67, "flops_size": 16,
                                  "depth_calibration_size": 16, "reconstruct": True,
-                                 "reconstruct_count": 2}, env={})
+                                 "reconstruct_count": 2, "reconstruct_size": 16}, env={})
     teacher = load_model("prenet", variant="tiny", use_bundled=False)
     result = pruning.prune_teacher(teacher, resolve_prune_spec(resolved), torch.device("cpu"))
     report = result.details["reconstruction"]

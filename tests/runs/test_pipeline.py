@@ -80,6 +80,45 @@ def test_pipeline_run_table_report_and_json_are_one_result(tmp_path: Path, pair_
     assert (tmp_path / "run" / "prune" / "student.safetensors").is_file()
 
 
+def test_prune_only_scores_the_pruned_student_without_training(runner, tmp_path: Path,
+                                                                pair_dirs) -> None:
+    """--prune-only: the student is the pruned one, scored once; no training files; the
+    table has no distilled row; an explicit --steps beside it is refused before any work."""
+    weights = _ffa_weights(tmp_path)
+    inputs, targets = pair_dirs
+    out = tmp_path / "run"
+    args = ["pipeline", "--weights", str(weights), "--flops-target", "0.58",
+            "--allocator", "lamp", "--flops-size", "64", "--out", str(out),
+            "--eval-input-dir", str(inputs), "--eval-target-dir", str(targets), *TINY[2:],
+            "--prune-only"]
+    refused = runner.invoke(app, [*args, "--steps", "3"])
+    assert refused.exit_code == 2 and "--prune-only" in refused.output
+    assert "--steps 3 (from flag --steps)" in refused.output and not out.exists()
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["prune_only"] is True and data["steps"] == 0
+    assert data["psnr_student"] == data["psnr_pruned"]
+    assert "evaluate_student" not in data["phases"]
+    for name in ("checkpoint.pt", "losses.csv", "losses.png", "dreams.png"):
+        assert not (out / name).exists(), name
+    for name in ("student.safetensors", "grid.png", "report.md", "prune/student.safetensors"):
+        assert (out / name).is_file(), name
+    pruned = load_model(None, weights=out / "prune" / "student.safetensors")
+    student = load_model(None, weights=out / "student.safetensors")
+    for (name, a), b in zip(pruned.network.state_dict().items(),
+                            student.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    report_md = (out / "report.md").read_text()
+    assert "no dreaming or distillation (--prune-only)" in report_md
+    assert "losses.png" not in report_md and "dream + distill" not in report_md
+    record = json.loads((out / "run.json").read_text())["settings"]
+    assert record["prune_only"] is True and record["steps"] >= 1
+    again = runner.invoke(app, ["pipeline", "--resume", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["psnr_student"] == data["psnr_student"]
+
+
 def test_interrupt_maps_to_exit_130(runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                     pair_dirs) -> None:
     import dreamprune_cli.runs.pipeline as pipeline
@@ -109,7 +148,7 @@ def test_pipeline_on_the_real_families(runner, tmp_path: Path, name: str) -> Non
                                model_config(name, "tiny"))
     out = tmp_path / "run"
     result = runner.invoke(app, ["--json", "pipeline", "--model", name, "--weights", str(weights),
-                                 "--flops-target", "0.6", "--steps", "2",
+                                 "--flops-target", "0.6", "--steps", "2", "--no-prune-only",
                                  "--calibration-steps", "1", "--round-steps", "1",
                                  "--out", str(out), *TINY[2:]])
     assert result.exit_code == 0, result.output

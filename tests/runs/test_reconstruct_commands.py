@@ -31,7 +31,7 @@ def test_prune_unstructured_reconstruct_keeps_the_masks(runner, tmp_path: Path) 
               "0.58", "--flops-size", "32", "--json"]
     assert runner.invoke(app, [*common, "--out", str(plain)]).exit_code == 0
     result = runner.invoke(app, [*common, "--reconstruct", "--reconstruct-count", "4",
-                                 "--depth-calibration-size", "32", "--out", str(repaired)])
+                                 "--reconstruct-size", "32", "--out", str(repaired)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["details"]["reconstruction"]
     assert report["mse_after"] <= report["mse_before"] and report["solved"] > 0
@@ -52,11 +52,12 @@ def test_prune_channel_reconstruct_records_its_report(runner, tmp_path: Path) ->
     result = runner.invoke(app, ["prune", "--weights", str(weights), "--granularity", "channel",
                                  "--allocator", "lamp", "--flops-target", "0.58",
                                  "--flops-size", "32", "--reconstruct", "--reconstruct-count",
-                                 "4", "--depth-calibration-size", "32", "--out", str(out),
+                                 "4", "--reconstruct-size", "24", "--reconstruct-ridge", "0.1",
+                                 "--depth-calibration-size", "32", "--out", str(out),
                                  "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["details"]["reconstruction"]
-    assert report["images"] == 4 and report["size"] == [32, 32]
+    assert report["images"] == 4 and report["size"] == [24, 24] and report["ridge"] == 0.1
     assert report["mse_after"] <= report["mse_before"] and report["solved"] > 0
     saved = json.loads((out / "report.json").read_text())["details"]["reconstruction"]
     assert saved["mse_after"] == report["mse_after"]
