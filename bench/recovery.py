@@ -179,8 +179,10 @@ class Recovery:
                 raise SystemExit("this checkout has no reconstruct_student: drop the "
                                  "reconstruct levers")
             student, _, _ = self.pruned(False)
-            options = {key: value for key, value in (("prior", prior), ("ridge", ridge))
-                       if value is not None}
+            # unnamed: the repair as session 14-20 ran it (ridge 0.001, towards zero for a
+            # structured student), so the earlier levers keep their meaning
+            options = {"prior": prior or ("zero" if student.structured else "current"),
+                       "ridge": 1e-3 if ridge is None else ridge}
             report = dreamprune_cli.reconstruct_student(self.bench.teacher, student,
                                                         count=count, size=size,
                                                         seed=self.seed, **options)

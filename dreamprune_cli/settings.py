@@ -215,9 +215,9 @@ class PruneSettings(_Section):
                     f"{DEFAULT_RECONSTRUCT_SIZE}).")
     reconstruct_ridge: float = Field(
         DEFAULT_RECONSTRUCT_RIDGE, ge=0.0, le=1e3,
-        description="--reconstruct: ridge strength, relative to the mean of the diagonal of "
-                    "each layer's X^T X (default 0.001; larger keeps the weights nearer their "
-                    "pruned values, or zero for a structured student's).")
+        description=f"--reconstruct: ridge strength, relative to the mean of the diagonal of "
+                    f"each layer's X^T X, pulling the weights towards their pruned values "
+                    f"(default {DEFAULT_RECONSTRUCT_RIDGE:g}; 0: plain least squares).")
 
     @field_validator("flops_target")
     @classmethod

@@ -191,7 +191,7 @@ def test_real_teacher_presets_hold_the_benchmarked_settings(name: str, space: st
     repair = (s.prune.reconstruct, s.prune.reconstruct_count, s.prune.reconstruct_size,
               s.prune.reconstruct_ridge, s.pipeline.prune_only)
     assert repair == ((True, 64, 128, 0.1, True) if name == "gcanet"
-                      else (False, 32, 128, 1e-3, False))
+                      else (False, 32, 128, 0.1, False))
 
 
 def test_recovery_settings_precedence_and_record(tmp_path: Path, monkeypatch) -> None:

@@ -644,7 +644,7 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         size: int = DEFAULT_RECONSTRUCT_SIZE, seed: int = 0,
                         ridge: float = RIDGE, positions: int = POSITIONS,
                         progress: ProgressSink | None = None,
-                        prior: Literal["current", "zero"] | None = None
+                        prior: Literal["current", "zero"] = "current"
                         ) -> ReconstructionReport:
     """Repair a pruned student in place by layer-wise ridge least squares against its
     teacher (:func:`reconstruct`), on degraded calibration images; a masked student keeps
@@ -660,10 +660,10 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
             ``seed`` (no real image is needed).
         ridge, positions: see :func:`reconstruct`.
         progress: receives one step per layer.
-        prior: what the ridge pulls each dense layer towards: ``"current"`` (its weights as
-            pruned, the teacher's kept slice) or ``"zero"``; ``None`` (default) pulls a
-            masked student's layers towards their current weights and a structured
-            student's towards zero. Masked layers always pull towards their current weights.
+        prior: what the ridge pulls each dense layer towards: ``"current"`` (default: its
+            weights as pruned, the teacher's kept slice) or ``"zero"`` (the plain ridge, the
+            default for structured students before this version). Masked layers always pull
+            towards their current weights.
 
     Returns:
         The report (``as_dict()`` for JSON, ``describe()`` for one log line).
@@ -686,5 +686,4 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
     return reconstruct(teacher.network.eval(), student.network.eval(), calibration, kept,
                        wrap=lambda network: RestorationAdapter(network, teacher.info),
                        ridge=ridge, positions=positions, seed=seed, progress=progress,
-                       toward_current=(not student.structured if prior is None
-                                       else prior == "current"))
+                       toward_current=prior == "current")

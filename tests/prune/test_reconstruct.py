@@ -278,7 +278,8 @@ def test_the_ridge_of_a_dense_layer_pulls_where_asked(toward_current: bool) -> N
         student[0].weight[:, :2].add_(0.3 * torch.randn(4, 2, 3, 3))
     x = _images()
     x[:, 2] = 0.0
-    reconstruct(teacher, student, x, identity_map(student), toward_current=toward_current)
+    reconstruct(teacher, student, x, identity_map(student), ridge=1e-3,
+                toward_current=toward_current)
     blue = student[0].weight.detach()[:, 2]
     if toward_current:
         assert torch.allclose(blue, teacher[0].weight[:, 2], atol=1e-6)
@@ -288,16 +289,15 @@ def test_the_ridge_of_a_dense_layer_pulls_where_asked(toward_current: bool) -> N
 
 
 @pytest.mark.parametrize(("granularity", "prior", "expected"), [
-    ("channel", None, False), ("channel", "zero", False), ("channel", "current", True),
-    ("unstructured", None, True), ("unstructured", "current", True),
-    ("unstructured", "zero", False),
+    ("channel", None, True), ("channel", "zero", False), ("channel", "current", True),
+    ("unstructured", None, True), ("unstructured", "zero", False),
 ])
 def test_reconstruct_student_passes_the_ridge_prior(monkeypatch: pytest.MonkeyPatch,
                                                      granularity: str, prior: str | None,
                                                      expected: bool) -> None:
-    """``prior=None`` pulls a masked student towards its current weights and a structured one
-    towards zero; ``"current"`` and ``"zero"`` ask for one or the other (masked layers keep
-    pulling towards their current weights inside the solve whatever is asked)."""
+    """By default (``None`` here: not passed) every student is pulled towards its current
+    weights; ``"zero"`` asks for the plain ridge (masked layers keep pulling towards their
+    current weights inside the solve whatever is asked)."""
     import dreamprune_cli.prune.reconstruct as module
     from dreamprune_cli.prune.unstructured.plan import prune_model
 
@@ -308,5 +308,6 @@ def test_reconstruct_student_passes_the_ridge_prior(monkeypatch: pytest.MonkeyPa
     student = (prune_channels(teacher, 0.58, "lamp", flops_size=32).student
                if granularity == "channel"
                else prune_model(teacher, 0.4, "lamp", flops_size=32).student)
-    reconstruct_student(teacher, student, count=1, size=16, prior=prior)
+    options = {} if prior is None else {"prior": prior}
+    reconstruct_student(teacher, student, count=1, size=16, **options)
     assert asked == [expected]

@@ -36,12 +36,13 @@ def test_the_reconstruction_calibration_is_its_own_setting() -> None:
     """The repair's images: 32 of 128 px by default, whatever ``depth_calibration_size`` (the
     depth drift's own size); count, size and ridge passed as given."""
     spec = resolve_prune_spec(_resolved(reconstruct=True, depth_calibration_size=192))
-    assert (spec.reconstruct_count, spec.reconstruct_size) == (32, 128)
+    assert (spec.reconstruct_count, spec.reconstruct_size, spec.reconstruct_ridge) == (
+        32, 128, 0.1)
     spec = resolve_prune_spec(_resolved(reconstruct=True, granularity="depth",
                                         depth_calibration_size=192, reconstruct_count=5,
-                                        reconstruct_size=96, reconstruct_ridge=0.1))
+                                        reconstruct_size=96, reconstruct_ridge=0.01))
     assert (spec.reconstruct_count, spec.reconstruct_size, spec.calibration_size,
-            spec.reconstruct_ridge) == (5, 96, 192, 0.1)
+            spec.reconstruct_ridge) == (5, 96, 192, 0.01)
 
 
 def test_channel_allocator_replaces_only_defaults() -> None:
