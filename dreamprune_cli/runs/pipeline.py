@@ -43,9 +43,9 @@ from dreamprune_cli.engine.inputs import DREAMING
 from dreamprune_cli.engine.joint import (CHECKPOINT_NAME, JointResult, JointTrainer,
                                          check_resumable_steps, checkpoint_record)
 from dreamprune_cli.engine.latency import PairedLatency, square_latency
-from dreamprune_cli.errors import UsageError
 from dreamprune_cli.engine.score_cache import CachedScores, teacher_scores
 from dreamprune_cli.engine.training import joint_trainer, train_joint
+from dreamprune_cli.errors import UsageError
 from dreamprune_cli.fileio import ensure_output_dir, write_json_atomic, write_text_atomic
 from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.progress import NullProgress, ProgressSink
