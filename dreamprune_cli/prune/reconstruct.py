@@ -87,9 +87,6 @@ from dreamprune_cli.prune.spec import (DEFAULT_RECONSTRUCT_COUNT, DEFAULT_RECONS
 
 log = logging.getLogger(__name__)
 
-RIDGE = DEFAULT_RECONSTRUCT_RIDGE
-"""Default ridge strength, relative to the mean diagonal of ``X^T X``."""
-
 POSITIONS = 1024
 """Default output positions sampled per image and call of each layer (rows are cheap next to
 the forward passes that produce them: the cost is one student forward per layer)."""
@@ -427,7 +424,7 @@ def _comparable_teacher(teacher: nn.Module) -> nn.Module:
 
 def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tensor,
                 kept: ChannelMap, wrap: Callable[[nn.Module], nn.Module] | None = None,
-                ridge: float = RIDGE, positions: int = POSITIONS,
+                ridge: float = DEFAULT_RECONSTRUCT_RIDGE, positions: int = POSITIONS,
                 batch_size: int = BATCH_SIZE, seed: int = 0,
                 progress: ProgressSink | None = None,
                 toward_current: bool = False) -> ReconstructionReport:
@@ -642,7 +639,7 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         calibration: torch.Tensor | None = None,
                         count: int = DEFAULT_RECONSTRUCT_COUNT,
                         size: int = DEFAULT_RECONSTRUCT_SIZE, seed: int = 0,
-                        ridge: float = RIDGE, positions: int = POSITIONS,
+                        ridge: float = DEFAULT_RECONSTRUCT_RIDGE, positions: int = POSITIONS,
                         progress: ProgressSink | None = None,
                         prior: Literal["current", "zero"] = "current"
                         ) -> ReconstructionReport:
