@@ -30,10 +30,14 @@ calibration batches and a random subset of output positions per image and call
 (``positions``; all of them for small outputs), so memory does not grow with the image
 size. A layer that runs several times in one forward (PReNet's recurrent stages, shared
 blocks) gathers every call, paired call by call with the teacher's from the last one back:
-the student's last call with the teacher's last; a depth student with ``n`` of ``m`` stages
-pairs its calls with the teacher's last ``n`` (its last stage is asked for what the teacher's
-last stage produces, as its output is for the teacher's output). The relative error of a layer, ``||X W - Y|| / ||Y||`` on those rows, is
-reported before and after; a solve that does not lower it is refused (the layer keeps its
+the student's last call with the teacher's last. A depth student that runs fewer repeated
+stages than its teacher (PReNet run for 4 of its 6) is repaired against the teacher run for
+as many stages (:func:`stage_matched_teacher`): pairing its stage ``k`` with a later stage of
+the full teacher asked shared weights for two different things and only added drift
+(PReNet6, 2026-12-07), while the truncated teacher is what the student's channel cuts
+departed from. A student that computes exactly what its reference computes (a cut of stages
+alone) has nothing to repair and is returned unchanged. The relative error of a layer,
+``||X W - Y|| / ||Y||`` on those rows, is reported before and after; a solve that does not lower it is refused (the layer keeps its
 weights; a bias-only compensation is tried first where the layer has a bias). When the
 repaired student's output drifts further from the teacher's than before on the calibration
 images, every layer is restored.
@@ -544,6 +548,17 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
     for name in candidates:
         if name not in seen:
             repairs[name] = LayerRepair(name, "skipped", "not called in the student's forward")
+    if mse_before == 0.0:  # the student computes what its reference does: nothing to repair
+        log.info("reconstruction: the student's output equals its reference's on the "
+                 "calibration images; nothing to repair")
+        for name in order:
+            repairs[name] = LayerRepair(name, "kept", "the student already matches")
+        return ReconstructionReport(
+            seconds=time.perf_counter() - start, images=int(calibration.shape[0]),
+            size=(int(calibration.shape[-2]), int(calibration.shape[-1])),
+            positions=positions, ridge=ridge,
+            layers=[repairs[name] for name in order]
+            + [repairs[name] for name in student_layers if name not in seen])
     saved = {key: value.detach().clone() for key, value in student.state_dict().items()}
 
     # 3. each layer in forward order, on the inputs of the already repaired student
@@ -635,6 +650,28 @@ def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torc
     return LayerRepair(name, status, "", paired, normal.rows, before, after)
 
 
+def stage_matched_teacher(teacher: LoadedModel, student: nn.Module) -> nn.Module:
+    """The teacher's network run for as many repeated stages as ``student`` runs.
+
+    For the model's repeat keys (``ModelInfo.depth_repeats``: PReNet's ``stages``) that the
+    student lowered, a copy of ``teacher.network`` with the student's counts (weights are
+    shared across stages, so the copy is the teacher truncated); ``teacher.network`` itself
+    when none is lowered. Removed blocks stay in it: the layers after a removed block are
+    asked to make up for it.
+    """
+    lowered = {key: getattr(student, key) for key in teacher.info.depth_repeats
+               if isinstance(getattr(student, key, None), int)
+               and getattr(student, key) < getattr(teacher.network, key)}
+    if not lowered:
+        return teacher.network
+    reference = copy.deepcopy(teacher.network)
+    for key, count in lowered.items():
+        setattr(reference, key, count)
+    log.info("reconstruction: against the teacher run with %s, as the student",
+             ", ".join(f"{key} = {count}" for key, count in lowered.items()))
+    return reference
+
+
 def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         calibration: torch.Tensor | None = None,
                         count: int = DEFAULT_RECONSTRUCT_COUNT,
@@ -645,7 +682,9 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                         ) -> ReconstructionReport:
     """Repair a pruned student in place by layer-wise ridge least squares against its
     teacher (:func:`reconstruct`), on degraded calibration images; a masked student keeps
-    its masks (each output channel solved over its kept weights).
+    its masks (each output channel solved over its kept weights). A student that runs fewer
+    repeated stages is fitted to the teacher run for as many
+    (:func:`stage_matched_teacher`), and its drift is reported against that network.
 
     Args:
         teacher: the teacher the student was pruned from (not modified).
@@ -680,7 +719,8 @@ def reconstruct_student(teacher: LoadedModel, student: LoadedModel,
                          f"{', '.join(sorted(map(str, devices)))}")
     if devices:
         calibration = calibration.to(devices.pop())
-    return reconstruct(teacher.network.eval(), student.network.eval(), calibration, kept,
+    reference = stage_matched_teacher(teacher, student.network)
+    return reconstruct(reference.eval(), student.network.eval(), calibration, kept,
                        wrap=lambda network: RestorationAdapter(network, teacher.info),
                        ridge=ridge, positions=positions, seed=seed, progress=progress,
                        toward_current=prior == "current")

@@ -7,7 +7,8 @@ Output folder::
     checkpoint.pt       resumable state of the joint loop
     student.safetensors the distilled student (original architecture, pruned weights zero)
     masks.safetensors   its masks
-    report.json, report.md, grid.png (input | teacher | pruned | student | target),
+    report.json, report.md, grid.png (input | teacher | pruned | student | target; with
+        --prune-only input | teacher | student (pruned) | target),
     dreams.png (the last complete round's dreams | teacher | student | clean target,
                 titled with the step; with --inputs synthetic, mixed or adversarial, the
                 last step's synthetic inputs too, and adversarial's moved ones),
@@ -157,8 +158,8 @@ class PipelineResult:
                     "one" if self.prune_only else
                     f"{self.joint.steps} joint steps{INPUT_WORDS[self.inputs]} "
                     f"({self.joint.seconds_per_step * 1000:.0f} ms/step)")
-        pictures = ("\n![grid](grid.png)\n\nColumns of grid.png: input | teacher | pruned | "
-                    "student | target.\n")
+        columns = PRUNE_ONLY_GRID_COLUMNS if self.prune_only else GRID_COLUMNS
+        pictures = f"\n![grid](grid.png)\n\nColumns of grid.png: {' | '.join(columns)}.\n"
         if not self.prune_only:
             pictures += ("\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
                          f"dreams.png: {DREAM_GRID_ROWS[self.inputs]} | teacher output | "
@@ -177,6 +178,7 @@ class PipelineResult:
 
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
+PRUNE_ONLY_GRID_COLUMNS = ["input", "teacher", "student (pruned)", "target"]
 GRID_ROWS = 16  # evaluation images shown in grid.png
 DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
 INPUT_GRID_COLUMNS = ["input", "teacher output", "student output", "clean target"]
@@ -512,9 +514,13 @@ def _save_outputs(job: _Job, pruned: _Pruned, trained: _Trained,
     if job.spec.removes_channels:
         extra["dreamprune.pipeline.channel_multiple"] = str(job.channel_multiple)
     student_path = save_student(pruned.student, out_dir, extra)
-    comparison_grid(out_dir / "grid.png", job.eval_pairs,
-                    [evaluations.teacher, evaluations.pruned, evaluations.student],
-                    GRID_COLUMNS, crop=s.pipeline.grid_crop)
+    if job.prune_only:  # the student is the pruned one: one column for both
+        shown, columns = [evaluations.teacher, evaluations.student], PRUNE_ONLY_GRID_COLUMNS
+    else:
+        shown = [evaluations.teacher, evaluations.pruned, evaluations.student]
+        columns = GRID_COLUMNS
+    comparison_grid(out_dir / "grid.png", job.eval_pairs, shown, columns,
+                    crop=s.pipeline.grid_crop)
     if trained.trainer is None:  # prune_only: no loss history, no inputs to show
         return student_path
     save_loss_history(out_dir, joint.history, f"joint {STUDENT_ROWS[s.distill.inputs]}")

@@ -11,7 +11,7 @@ from dreamprune_cli.models.loading import LoadedModel
 from dreamprune_cli.models.registry import build_model, get_model_info, model_config
 from dreamprune_cli.prune.channel.plan import prune_channels
 from dreamprune_cli.prune.reconstruct import (POSITIONS, reconstruct, reconstruct_student,
-                                               weight_support)
+                                               stage_matched_teacher, weight_support)
 from dreamprune_cli.prune.unstructured.masks import attach_masks, get_masks, set_masks
 from tests.helpers import Twice
 
@@ -311,3 +311,57 @@ def test_reconstruct_student_passes_the_ridge_prior(monkeypatch: pytest.MonkeyPa
     options = {} if prior is None else {"prior": prior}
     reconstruct_student(teacher, student, count=1, size=16, **options)
     assert asked == [expected]
+
+
+def _fewer_stages(teacher: LoadedModel, stages: int) -> LoadedModel:
+    """``teacher`` run for ``stages`` of its recurrent stages: a depth student by hand."""
+    import copy
+
+    network = copy.deepcopy(teacher.network)
+    network.stages = stages
+    return LoadedModel(name=teacher.name, info=teacher.info, network=network,
+                       config={**teacher.config, "stages": stages}, weights=None,
+                       granularity="depth", kept_channels=identity_map(network))
+
+
+def test_the_stage_matched_teacher_runs_the_students_stages() -> None:
+    teacher = _tiny_prenet()
+    assert stage_matched_teacher(teacher, teacher.network) is teacher.network
+    reference = stage_matched_teacher(teacher, _fewer_stages(teacher, 2).network)
+    assert reference is not teacher.network and reference.stages == 2
+    assert teacher.network.stages == 3  # the teacher is not touched
+    for mine, theirs in zip(reference.parameters(), teacher.network.parameters()):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_cut_of_stages_alone_has_nothing_to_repair() -> None:
+    teacher = _tiny_prenet()
+    student = _fewer_stages(teacher, 2)
+    before = {k: v.clone() for k, v in student.network.state_dict().items()}
+    report = reconstruct_student(teacher, student, count=4, size=32)
+    assert report.mse_before == 0.0 and report.mse_after == 0.0 and not report.reverted
+    assert report.count("solved") == report.count("bias") == 0 and report.count("kept") > 0
+    for key, value in student.network.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_a_stage_and_channel_cut_is_fitted_to_the_teacher_run_for_its_stages() -> None:
+    from dreamprune_cli.models.adapter import RestorationAdapter
+
+    teacher = _tiny_prenet()
+    shallow = _fewer_stages(teacher, 2)
+    student = prune_channels(shallow, 0.7, "lamp", flops_size=32).student
+    student.config = dict(shallow.config)
+    images = _images(4, 32)
+    with torch.no_grad():
+        mine = RestorationAdapter(student.network, teacher.info)(images)
+        truncated = RestorationAdapter(shallow.network, teacher.info)(images)
+        full = RestorationAdapter(teacher.network, teacher.info)(images)
+    to_truncated = float(((mine - truncated) ** 2).mean())
+    to_full = float(((mine - full) ** 2).mean())
+    assert abs(to_truncated - to_full) > 0.01 * to_full  # the two references differ
+    report = reconstruct_student(teacher, student, images)
+    assert report.mse_before == pytest.approx(to_truncated, rel=1e-4)
+    assert report.count("solved") > 0 and report.mse_after < report.mse_before
+    gates = {layer.name: layer for layer in report.layers}["conv_g.0"]
+    assert gates.calls == 2  # each of the student's stages paired with the same stage

@@ -112,6 +112,7 @@ def test_prune_only_scores_the_pruned_student_without_training(runner, tmp_path:
     report_md = (out / "report.md").read_text()
     assert "no dreaming or distillation (--prune-only)" in report_md
     assert "losses.png" not in report_md and "dream + distill" not in report_md
+    assert "Columns of grid.png: input | teacher | student (pruned) | target." in report_md
     record = json.loads((out / "run.json").read_text())["settings"]
     assert record["prune_only"] is True and record["steps"] >= 1
     again = runner.invoke(app, ["pipeline", "--resume", str(out), "--json"])
