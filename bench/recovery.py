@@ -178,7 +178,7 @@ class Recovery:
             if not hasattr(dreamprune_cli, "reconstruct_student"):
                 raise SystemExit("this checkout has no reconstruct_student: drop the "
                                  "reconstruct levers")
-            student, _, _ = self.pruned(False)
+            student, cut, _ = self.pruned(False)
             # unnamed: the repair as session 14-20 ran it (ridge 0.001, towards zero for a
             # structured student), so the earlier levers keep their meaning
             options = {"prior": prior or ("zero" if student.structured else "current"),
@@ -186,7 +186,7 @@ class Recovery:
             report = dreamprune_cli.reconstruct_student(self.bench.teacher, student,
                                                         count=count, size=size,
                                                         seed=self.seed, **options)
-            details = {"reconstruction": _jsonable(report)}
+            details = {**cut, "reconstruction": _jsonable(report)}  # the cut's MAC ratio
         else:
             student, details = self._prune()
         folder.mkdir(parents=True, exist_ok=True)
