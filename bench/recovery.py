@@ -110,6 +110,16 @@ LEVERS: dict[str, dict[str, Any]] = {
     # half of each synthetic batch moved (one PGD step, radius 0.03) towards where student
     # and teacher disagree most: disagreement-seeking inputs near the synthetic ones
     "adversarial": {"inputs": "adversarial", "adversarial_eps": 0.03, "adversarial_steps": 1},
+    "reconstruct32cur0.1+synthetic@256": {"reconstruct": True, "reconstruct_count": 32,
+                                          "reconstruct_size": 128,
+                                          "reconstruct_prior": "current",
+                                          "reconstruct_ridge": 0.1, "inputs": "synthetic",
+                                          "size": 256},
+    "reconstruct32cur0.1+adversarial": {"reconstruct": True, "reconstruct_count": 32,
+                                        "reconstruct_size": 128,
+                                        "reconstruct_prior": "current",
+                                        "reconstruct_ridge": 0.1, "inputs": "adversarial",
+                                        "adversarial_eps": 0.03, "adversarial_steps": 1},
 }
 """Lever name -> settings. ``reconstruct`` (with ``reconstruct_count`` images of
 ``reconstruct_size`` px, default 8 of 256; ``reconstruct_prior`` and ``reconstruct_ridge``:
@@ -145,7 +155,7 @@ class Recovery:
         self.steps, self.seed, self.validation_size = steps, seed, validation_size
         self.validation_scenes = validation_scenes
         self.photos_dir = photos_dir
-        self.work = self.bench.work / f"recovery_{granularity}_{target}"
+        self.work = self.bench.work / f"recovery_{granularity.replace('/', '_')}_{target}"
         self.work.mkdir(parents=True, exist_ok=True)
 
     def fidelity(self, student: Any) -> float:
@@ -199,7 +209,10 @@ class Recovery:
         from dreamprune_cli.prune.depth.plan import prune_depth, prune_depth_channel
 
         teacher, target = self.bench.teacher, self.target
-        if self.granularity == "unstructured":  # the adaptive masks of Table 1 (its cache)
+        # "<granularity>/<allocator>": the channel part's allocator (default lamp)
+        granularity, _, channel_allocator = self.granularity.partition("/")
+        channel_allocator = channel_allocator or "lamp"
+        if granularity == "unstructured":  # the adaptive masks of Table 1 (its cache)
             from dreamprune_cli.flops import count_costs
             from dreamprune_cli.models.adapter import network_input_size
 
@@ -208,23 +221,23 @@ class Recovery:
             costs = count_costs(student.network, size)
             return student, {"macs_ratio": costs.macs / costs.macs_dense,
                              "student_granularity": "unstructured"}
-        if self.granularity == "channel":
-            result = prune_channels(teacher, target, "lamp", flops_size=256, seed=self.seed,
-                                    min_keep=self.bench.settings.prune.min_keep)
-        elif self.granularity == "depth":
+        if granularity == "channel":
+            result = prune_channels(teacher, target, channel_allocator, flops_size=256,
+                                    seed=self.seed, min_keep=self.bench.settings.prune.min_keep)
+        elif granularity == "depth":
             result = prune_depth(teacher, target, flops_size=256, seed=self.seed)
-        elif self.granularity == "depth+channel":
-            result = prune_depth_channel(teacher, target, "lamp", flops_size=256,
+        elif granularity == "depth+channel":
+            result = prune_depth_channel(teacher, target, channel_allocator, flops_size=256,
                                          seed=self.seed)
-        elif self.granularity.startswith("depth") and self.granularity.endswith("+channel"):
+        elif granularity.startswith("depth") and granularity.endswith("+channel"):
             # a forced split: depth cut to its own target first, channels complete the rest
-            depth_target = float(self.granularity[len("depth"):-len("+channel")])
+            depth_target = float(granularity[len("depth"):-len("+channel")])
             depth = Recovery(self.name, "depth", depth_target, 0, self.seed,
                              self.bench.work.parent, self.validation_size,
                              self.validation_scenes)  # cached
             depth_student, depth_details, _ = depth.pruned(False)
             depth_ratio = depth_details["macs_ratio"]
-            result = prune_channels(depth_student, target / depth_ratio, "lamp",
+            result = prune_channels(depth_student, target / depth_ratio, channel_allocator,
                                     flops_size=256, seed=self.seed,
                                     min_keep=self.bench.settings.prune.min_keep)
             result.student.granularity = "depth+channel"
@@ -361,7 +374,8 @@ def score_real(args: argparse.Namespace) -> None:
     recovery = Recovery(args.teacher, args.granularity, args.target, 0, args.seed,
                         Path(args.work_dir), size, scenes, args.photos_dir)
     for row in rows:
-        if _key(row)[:5] in scored or (args.levers and row["lever"] not in args.levers):
+        if _key(row)[:5] in scored or (args.levers and row["lever"] not in args.levers) or (
+                args.only_steps is not None and row["steps"] != args.only_steps):
             continue
         recovery.steps = row["steps"]
         student, _ = recovery.recovered(row["lever"])
@@ -430,6 +444,10 @@ def main() -> None:
                         help="with depth+channel: force the split, the depth cut to this MAC "
                              "fraction first and channels for the rest (rows are labelled "
                              "depth<F>+channel)")
+    parser.add_argument("--channel-allocator", choices=["lamp", "adaptive", "uniform"],
+                        default="lamp",
+                        help="the channel part's allocator (rows of another than lamp are "
+                             "labelled <granularity>/<allocator>)")
     parser.add_argument("--levers", nargs="*", choices=sorted(LEVERS), default=[])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -444,6 +462,9 @@ def main() -> None:
     parser.add_argument("--work-dir", default="runs/recovery")
     parser.add_argument("--real", action="store_true",
                         help="score the screened levers on the real pairs (once)")
+    parser.add_argument("--only-steps", type=int, default=None,
+                        help="with --real: score only the rows of this many steps (with "
+                             "--levers, only those levers')")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if args.markdown:
@@ -454,6 +475,10 @@ def main() -> None:
             parser.error("--depth-target: needs --granularity depth+channel and a fraction "
                          "between --target and 1")
         args.granularity = f"depth{args.depth_target}+channel"
+    if args.channel_allocator != "lamp":
+        if "channel" not in args.granularity:
+            parser.error("--channel-allocator: needs a granularity that removes channels")
+        args.granularity += f"/{args.channel_allocator}"
     torch.set_num_threads(args.threads)
     if args.real:
         score_real(args)
