@@ -37,8 +37,9 @@ the full teacher asked shared weights for two different things and only added dr
 (PReNet6, 2026-12-07), while the truncated teacher is what the student's channel cuts
 departed from. A student that computes exactly what its reference computes (a cut of stages
 alone) has nothing to repair and is returned unchanged. The relative error of a layer,
-``||X W - Y|| / ||Y||`` on those rows, is reported before and after; a solve that does not lower it is refused (the layer keeps its
-weights; a bias-only compensation is tried first where the layer has a bias). When the
+``||X W - Y|| / ||Y||`` on those rows, is reported before and after; a solve that does not
+lower it is refused (the layer keeps its weights; a bias-only compensation is tried first
+where the layer has a bias). When the
 repaired student's output drifts further from the teacher's than before on the calibration
 images, every layer is restored.
 
@@ -548,17 +549,22 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
     for name in candidates:
         if name not in seen:
             repairs[name] = LayerRepair(name, "skipped", "not called in the student's forward")
+
+    def report(mse_after: float, reverted: bool = False) -> ReconstructionReport:
+        layers = [repairs[name] for name in order]
+        layers += [repairs[name] for name in student_layers if name not in seen]
+        return ReconstructionReport(
+            seconds=time.perf_counter() - start, images=int(calibration.shape[0]),
+            size=(int(calibration.shape[-2]), int(calibration.shape[-1])),
+            positions=positions, ridge=ridge, layers=layers, mse_before=mse_before,
+            mse_after=mse_after, reverted=reverted)
+
     if mse_before == 0.0:  # the student computes what its reference does: nothing to repair
         log.info("reconstruction: the student's output equals its reference's on the "
                  "calibration images; nothing to repair")
         for name in order:
             repairs[name] = LayerRepair(name, "kept", "the student already matches")
-        return ReconstructionReport(
-            seconds=time.perf_counter() - start, images=int(calibration.shape[0]),
-            size=(int(calibration.shape[-2]), int(calibration.shape[-1])),
-            positions=positions, ridge=ridge,
-            layers=[repairs[name] for name in order]
-            + [repairs[name] for name in student_layers if name not in seen])
+        return report(mse_before)
     saved = {key: value.detach().clone() for key, value in student.state_dict().items()}
 
     # 3. each layer in forward order, on the inputs of the already repaired student
@@ -580,13 +586,7 @@ def reconstruct(teacher: nn.Module, student: nn.Module, calibration: torch.Tenso
                     "(MSE %.3g, before %.3g); its weights are restored", mse_after, mse_before)
         student.load_state_dict(saved)
         mse_after = mse_before
-    layers = [repairs[name] for name in order]
-    layers += [repairs[name] for name in student_layers if name not in seen]
-    return ReconstructionReport(
-        seconds=time.perf_counter() - start, images=int(calibration.shape[0]),
-        size=(int(calibration.shape[-2]), int(calibration.shape[-1])), positions=positions,
-        ridge=ridge, layers=layers, mse_before=mse_before, mse_after=mse_after,
-        reverted=reverted)
+    return report(mse_after, reverted)
 
 
 def _repair(name: str, module: nn.Module, adapter: nn.Module, batches: list[torch.Tensor],

@@ -158,8 +158,8 @@ class PipelineResult:
                     "one" if self.prune_only else
                     f"{self.joint.steps} joint steps{INPUT_WORDS[self.inputs]} "
                     f"({self.joint.seconds_per_step * 1000:.0f} ms/step)")
-        columns = PRUNE_ONLY_GRID_COLUMNS if self.prune_only else GRID_COLUMNS
-        pictures = f"\n![grid](grid.png)\n\nColumns of grid.png: {' | '.join(columns)}.\n"
+        pictures = (f"\n![grid](grid.png)\n\nColumns of grid.png: "
+                    f"{' | '.join(grid_columns(self.prune_only))}.\n")
         if not self.prune_only:
             pictures += ("\n![losses](losses.png)\n\n![dreams](dreams.png)\n\n"
                          f"dreams.png: {DREAM_GRID_ROWS[self.inputs]} | teacher output | "
@@ -179,6 +179,12 @@ class PipelineResult:
 
 GRID_COLUMNS = ["input", "teacher", "pruned", "student", "target"]
 PRUNE_ONLY_GRID_COLUMNS = ["input", "teacher", "student (pruned)", "target"]
+
+
+def grid_columns(prune_only: bool) -> list[str]:
+    """``grid.png``'s column labels: with ``prune_only`` the student is the pruned one and
+    is shown once."""
+    return PRUNE_ONLY_GRID_COLUMNS if prune_only else GRID_COLUMNS
 GRID_ROWS = 16  # evaluation images shown in grid.png
 DREAM_GRID_COLUMNS = ["dream (input)", "teacher output", "student output", "clean target"]
 INPUT_GRID_COLUMNS = ["input", "teacher output", "student output", "clean target"]
@@ -514,12 +520,9 @@ def _save_outputs(job: _Job, pruned: _Pruned, trained: _Trained,
     if job.spec.removes_channels:
         extra["dreamprune.pipeline.channel_multiple"] = str(job.channel_multiple)
     student_path = save_student(pruned.student, out_dir, extra)
-    if job.prune_only:  # the student is the pruned one: one column for both
-        shown, columns = [evaluations.teacher, evaluations.student], PRUNE_ONLY_GRID_COLUMNS
-    else:
-        shown = [evaluations.teacher, evaluations.pruned, evaluations.student]
-        columns = GRID_COLUMNS
-    comparison_grid(out_dir / "grid.png", job.eval_pairs, shown, columns,
+    shown = [evaluations.teacher, evaluations.student] if job.prune_only \
+        else [evaluations.teacher, evaluations.pruned, evaluations.student]
+    comparison_grid(out_dir / "grid.png", job.eval_pairs, shown, grid_columns(job.prune_only),
                     crop=s.pipeline.grid_crop)
     if trained.trainer is None:  # prune_only: no loss history, no inputs to show
         return student_path
